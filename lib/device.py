@@ -1,0 +1,40 @@
+"""Pick the compute device and a DataLoader worker count that fits the platform."""
+from __future__ import annotations
+
+import os
+import platform
+
+import torch
+
+
+def pick_device(device: str | None = None, verbose: bool = True) -> torch.device:
+    """``device`` = None/"auto" picks cuda, then mps (Apple Silicon), then cpu, and says which."""
+    if device in (None, "", "auto"):
+        if torch.cuda.is_available():
+            device = "cuda"
+        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            device = "mps"
+        else:
+            device = "cpu"
+        how = "auto"
+    else:
+        how = "asked"
+    dev = torch.device(device)
+    if verbose:
+        extra = f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""
+        print(f"device: {dev}{extra} [{how}]")
+    return dev
+
+
+def default_num_workers(device: torch.device | str, num_workers: int | None = None) -> int:
+    """DataLoader workers: 0 on mps (workers die there) and on Windows/macOS spawn, 0 on a CPU-only
+    box (the workers would steal the cores the model trains on), else up to 8 or the cores there are."""
+    if num_workers is not None and num_workers >= 0:
+        return int(num_workers)
+    dev = torch.device(device)
+    if dev.type == "mps" or platform.system() in ("Darwin", "Windows"):
+        return 0
+    if dev.type == "cpu":
+        return 0
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(8, n - 1))
