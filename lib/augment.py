@@ -1,0 +1,72 @@
+"""Augmentation presets by name (albumentations 2.x), normalised with the backbone's mean/std.
+
+Inputs are ``uint8[S, S, 3]`` images from the pre-resized cache (or decoded and squashed to S);
+outputs are ``FloatTensor[3, size, size]``. MixUp and CutMix act on batches and live in training
+(``lib.train``), not here.
+
+    none       resize only (validation, test)
+    light      random-resized crop (scale 0.7-1), horizontal flip
+    medium     + small affine, colour jitter, coarse dropout
+    heavy      + stronger crops and affine, blur/noise, larger dropout
+    doc_noise  for clean-train / noisy-test sets (documents): 90-degree rotations, flips, free
+               rotation, gaussian noise, blur, colour shifts, JPEG artefacts
+"""
+from __future__ import annotations
+
+import albumentations as A
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def _none(s):
+    return [A.Resize(s, s)]
+
+
+def _light(s):
+    return [A.RandomResizedCrop(size=(s, s), scale=(0.7, 1.0)), A.HorizontalFlip(p=0.5)]
+
+
+def _medium(s):
+    return [
+        A.RandomResizedCrop(size=(s, s), scale=(0.5, 1.0)),
+        A.HorizontalFlip(p=0.5),
+        A.Affine(rotate=(-10, 10), translate_percent=(-0.05, 0.05), p=0.5),
+        A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02, p=0.5),
+        A.CoarseDropout(num_holes_range=(1, 2), hole_height_range=(0.1, 0.2), hole_width_range=(0.1, 0.2), p=0.3),
+    ]
+
+
+def _heavy(s):
+    return [
+        A.RandomResizedCrop(size=(s, s), scale=(0.35, 1.0)),
+        A.HorizontalFlip(p=0.5),
+        A.Affine(rotate=(-20, 20), translate_percent=(-0.1, 0.1), shear=(-8, 8), p=0.7),
+        A.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.05, p=0.7),
+        A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.GaussNoise(std_range=(0.02, 0.08))], p=0.3),
+        A.CoarseDropout(num_holes_range=(1, 4), hole_height_range=(0.1, 0.25), hole_width_range=(0.1, 0.25), p=0.5),
+    ]
+
+
+def _doc_noise(s):
+    return [
+        A.Resize(s, s),
+        A.RandomRotate90(p=0.75),
+        A.HorizontalFlip(p=0.5),
+        A.VerticalFlip(p=0.25),
+        A.Affine(rotate=(-30, 30), scale=(0.85, 1.1), fill=255, p=0.6),
+        A.OneOf([A.GaussNoise(std_range=(0.05, 0.25)), A.ISONoise(), A.MultiplicativeNoise()], p=0.7),
+        A.OneOf([A.GaussianBlur(blur_limit=(3, 7)), A.MotionBlur(blur_limit=(3, 7))], p=0.4),
+        A.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.4, hue=0.1, p=0.7),
+        A.ImageCompression(quality_range=(30, 90), p=0.3),
+    ]
+
+
+AUGMENTATIONS = {"none": _none, "light": _light, "medium": _medium, "heavy": _heavy, "doc_noise": _doc_noise}
+
+
+def get_augment(name: str, size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> A.Compose:
+    """Compose for preset ``name`` at ``size`` px, ending in Normalize(mean, std) and ToTensorV2."""
+    if name not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {name!r}; choose one of {sorted(AUGMENTATIONS)}")
+    ops = AUGMENTATIONS[name](int(size))
+    return A.Compose(ops + [A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0), A.ToTensorV2()])

@@ -1,0 +1,133 @@
+"""Images into tensors: the pre-resized cache and the torch Dataset that trains from it.
+
+The cache holds every image of a competition squashed to ``size x size`` RGB in one ``uint8``
+memory-mapped array per split (``<root>/cache/<size>px/<split>.u8``), so every fold and backbone at
+that size shares it and later epochs decode nothing. It is keyed by the list of files and their
+sizes; a changed list or another size builds a new one. Building is resumable: finished chunks are
+kept and the completion marker (``<split>.json``) is written last.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .data import read_image
+from .io import read_json, write_json
+
+CHUNK = 512  # images per unit of work (and of resumable progress)
+
+
+def resize_square(img: np.ndarray, size: int) -> np.ndarray:
+    """``uint8[H, W, 3]`` -> ``uint8[size, size, 3]``; area interpolation when shrinking."""
+    if img.shape[0] == size and img.shape[1] == size:
+        return img
+    shrink = img.shape[0] > size or img.shape[1] > size
+    return cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def load_resized(path: str, size: int) -> np.ndarray:
+    """Decode (at reduced JPEG scale) and squash to ``uint8[size, size, 3]``."""
+    return resize_square(read_image(path, size=size), size)
+
+
+def _cache_chunk(args) -> int:
+    file, paths, start, size, n = args
+    arr = np.memmap(file, dtype=np.uint8, mode="r+", shape=(n, size, size, 3))
+    for i, p in enumerate(paths):
+        arr[start + i] = load_resized(p, size)
+    arr.flush()
+    return len(paths)
+
+
+def build_cache(paths: list[str], size: int, cache_dir, split: str, workers: int | None = None,
+                progress: bool = True) -> np.ndarray:
+    """Return ``uint8[N, size, size, 3]`` (read-only memmap) of ``paths`` resized, building it if needed.
+
+    Safe to call from several runs at once: a file lock makes the later ones wait and reuse it.
+    """
+    cache_dir = Path(cache_dir) / f"{size}px"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha1("\n".join(f"{p}|{os.path.getsize(p)}" for p in paths).encode()).hexdigest()[:16]
+    data, marker, done_file = cache_dir / f"{split}.u8", cache_dir / f"{split}.json", cache_dir / f"{split}.chunks"
+    shape = (len(paths), size, size, 3)
+    with open(cache_dir / f"{split}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.exists() and read_json(marker).get("key") == key:
+            return np.memmap(data, dtype=np.uint8, mode="r", shape=shape)
+        done = set()
+        if done_file.exists() and data.exists() and data.stat().st_size == int(np.prod(shape)):
+            lines = done_file.read_text().split()
+            if lines and lines[0] == key:
+                done = {int(s) for s in lines[1:]}
+        else:
+            marker.unlink(missing_ok=True)
+            np.memmap(data, dtype=np.uint8, mode="w+", shape=shape).flush()
+            done_file.write_text(key + "\n")
+        todo = [(str(data), paths[s:s + CHUNK], s, size, len(paths))
+                for s in range(0, len(paths), CHUNK) if s not in done]
+        workers = workers or min(8, os.cpu_count() or 1)
+        bar = tqdm(total=len(paths), initial=len(paths) - sum(len(t[1]) for t in todo),
+                   desc=f"cache {split} {size}px", mininterval=5, disable=not progress or not todo)
+        with ProcessPoolExecutor(workers) if workers > 1 and len(todo) > 1 else _Inline() as ex:
+            for t, n in zip(todo, ex.map(_cache_chunk, todo)):
+                with open(done_file, "a") as f:
+                    f.write(f"{t[2]}\n")
+                bar.update(n)
+        bar.close()
+        write_json(marker, {"key": key, "n": len(paths), "size": size})
+        done_file.unlink(missing_ok=True)
+    return np.memmap(data, dtype=np.uint8, mode="r", shape=shape)
+
+
+class _Inline:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+    @staticmethod
+    def map(fn, items):
+        return map(fn, items)
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """``(image FloatTensor[3, S, S], target int64)`` pairs; target is -1 for unlabelled images.
+
+    Images come from ``cache`` (``uint8[N, S, S, 3]``, same order as ``paths``) when given, else are
+    decoded from ``paths`` at reduced scale. ``tfm`` is an albumentations Compose ending in
+    ToTensorV2. Augmentation randomness is a function of (seed, epoch, index) only: set ``epoch``
+    before each epoch and a run replays identically after a resume and with any worker count.
+    """
+
+    def __init__(self, paths, targets=None, tfm=None, size: int = 224, cache: np.ndarray | None = None,
+                 seed: int = 0):
+        self.paths = list(paths)
+        self.targets = np.full(len(self.paths), -1, np.int64) if targets is None else np.asarray(targets, np.int64)
+        if len(self.targets) != len(self.paths):
+            raise ValueError(f"{len(self.paths)} paths but {len(self.targets)} targets")
+        self.tfm, self.size, self.cache, self.seed, self.epoch = tfm, size, cache, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def image(self, i: int) -> np.ndarray:
+        """The un-augmented ``uint8[S, S, 3]`` image ``i``."""
+        return np.asarray(self.cache[i]) if self.cache is not None else load_resized(self.paths[i], self.size)
+
+    def __getitem__(self, i: int):
+        img = self.image(i)
+        if self.tfm is not None:
+            self.tfm.set_random_seed((self.seed * 1_000_003 + self.epoch * 100_003 + int(i)) % 2**32)
+            img = self.tfm(image=img)["image"]
+        else:
+            img = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float() / 255.0
+        return img, torch.tensor(self.targets[i])
