@@ -102,26 +102,27 @@ class _Inline:
 class ImageDataset(torch.utils.data.Dataset):
     """``(image FloatTensor[3, S, S], target int64)`` pairs; target is -1 for unlabelled images.
 
-    Images come from ``cache`` (``uint8[N, S, S, 3]``, same order as ``paths``) when given, else are
-    decoded from ``paths`` at reduced scale. ``tfm`` is an albumentations Compose ending in
+    Images come from ``cache`` (``uint8[M, S, S, 3]``, a memmap left on disk) at rows ``cache_rows``
+    (``int[N]``, default 0..N-1) when given, else are decoded from ``paths`` at reduced scale. ``tfm`` is an albumentations Compose ending in
     ToTensorV2. Augmentation randomness is a function of (seed, epoch, index) only: set ``epoch``
     before each epoch and a run replays identically after a resume and with any worker count.
     """
 
     def __init__(self, paths, targets=None, tfm=None, size: int = 224, cache: np.ndarray | None = None,
-                 seed: int = 0):
+                 cache_rows=None, seed: int = 0):
         self.paths = list(paths)
         self.targets = np.full(len(self.paths), -1, np.int64) if targets is None else np.asarray(targets, np.int64)
         if len(self.targets) != len(self.paths):
             raise ValueError(f"{len(self.paths)} paths but {len(self.targets)} targets")
         self.tfm, self.size, self.cache, self.seed, self.epoch = tfm, size, cache, seed, 0
+        self.cache_rows = np.arange(len(self.paths)) if cache_rows is None else np.asarray(cache_rows, np.int64)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def image(self, i: int) -> np.ndarray:
         """The un-augmented ``uint8[S, S, 3]`` image ``i``."""
-        return np.asarray(self.cache[i]) if self.cache is not None else load_resized(self.paths[i], self.size)
+        return np.asarray(self.cache[self.cache_rows[i]]) if self.cache is not None else load_resized(self.paths[i], self.size)
 
     def __getitem__(self, i: int):
         img = self.image(i)

@@ -38,7 +38,8 @@ def _check_labels(y, n: int | None, num_classes: int | None, what: str = "y") ->
             raise ValueError(f"{what} holds label {lo}: class indices must be >= 0")
         if num_classes is not None and hi >= num_classes:
             raise ValueError(f"{what} holds label {hi} but there are only C={num_classes} classes "
-                             f"(valid labels 0..{num_classes - 1}); check the class list / probs columns")
+                             f"(valid labels 0..{num_classes - 1}); check the class list and the "
+                             f"probs columns")
     return y.astype(np.int64, copy=False)
 
 
@@ -69,7 +70,7 @@ def accuracy(y, probs) -> float:
 
 
 def top_k(y, probs, k: int = 5) -> float:
-    """Fraction of rows whose true class is among the k highest of probs [N, C] (1.0 when k >= C)."""
+    """Fraction of rows whose true class is among the k highest of probs [N, C] (1.0 if k >= C)."""
     y, p = _check(y, probs)
     if k < 1:
         raise ValueError(f"top_k needs k >= 1, got k={k}")
@@ -99,8 +100,9 @@ def f1_macro(y, probs_or_pred, num_classes: int | None = None) -> float:
 def reliability_bins(y, probs, n_bins: int = 15) -> pd.DataFrame:
     """Top-1 confidence split into ``n_bins`` equal-width bins over [0, 1] (right-closed).
 
-    Returns one row per bin: bin (index), bin_lower, bin_upper, confidence (mean top-1 prob in the
-    bin), accuracy (fraction correct in the bin), count (rows in the bin; empty bins have NaN means).
+    Returns one row per bin: bin (index), bin_lower, bin_upper, confidence (mean top-1 prob in
+    the bin), accuracy (fraction correct in the bin), count (rows in the bin; empty bins have NaN
+    confidence and accuracy).
     """
     y, p = _check(y, probs)
     if n_bins < 1:

@@ -1,0 +1,52 @@
+# foldbook: `make demo` and `make test` are all a fresh machine needs.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.foldbook-installed
+
+# the demo competition: fashion-mnist when Debian's files are there, else scikit-learn's digits
+DEMO_SOURCE ?= auto
+DEMO_ARGS   ?= --max-train-per-class 300 --max-test 1000
+DEMO_DATA   ?= data/$(shell [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && [ "$(DEMO_SOURCE)" = auto ] && echo fmnist || { [ "$(DEMO_SOURCE)" = auto ] && echo digits || echo $(DEMO_SOURCE); })
+DEMO_PARAMS ?= params/demo/resnet.yaml params/demo/convnext.yaml
+DEMO_FOLDS  ?= 0-2
+
+# the grid: every params file x fold
+PARAMS ?= $(DEMO_PARAMS)
+DATA   ?= $(DEMO_DATA)
+FOLDS  ?= $(DEMO_FOLDS)
+JOBS   ?= 1
+PAPERMILL := $(PY) -m papermill --cwd $(CURDIR)
+
+.PHONY: env demo test lab grid eda analysis ensemble clean-runs
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+	@echo "environment ready: $(VENV) ($$($(PY) -c 'import torch; print("torch", torch.__version__)'))"
+
+demo: env
+	@start=$$(date +%s); \
+	$(PY) -m lib.demo --source $(DEMO_SOURCE) $(DEMO_ARGS) && \
+	$(PAPERMILL) notebooks/01_eda.ipynb runs/01_eda.ipynb -p data_dir $(DEMO_DATA) -p n_folds 3 && \
+	$(PY) -m lib.grid --params $(DEMO_PARAMS) --folds $(DEMO_FOLDS) -p data_dir $(DEMO_DATA) -p n_folds 3 && \
+	$(PAPERMILL) notebooks/03_oof_analysis.ipynb runs/03_oof_analysis.ipynb -p data_dir $(DEMO_DATA) -p n_folds 3 && \
+	$(PAPERMILL) notebooks/04_ensemble_tta.ipynb runs/04_ensemble_tta.ipynb -p data_dir $(DEMO_DATA) && \
+	$(PY) -m lib.summary --data-dir $(DEMO_DATA) --runs-dir runs --score && \
+	echo "make demo: $$(( $$(date +%s) - start )) s"
+
+test: env
+	$(PY) -m pytest -q
+
+lab: env
+	$(VENV)/bin/jupyter lab --notebook-dir=$(CURDIR)
+
+grid: env
+	$(PY) -m lib.grid --params $(PARAMS) --folds $(FOLDS) --jobs $(JOBS) -p data_dir $(DATA)
+
+clean-runs:
+	rm -rf runs/*/ runs/*.ipynb

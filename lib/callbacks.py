@@ -1,0 +1,142 @@
+"""fastai callbacks the kit adds: EMA, per-epoch reseeding, MixUp-or-CutMix, and the run recorder
+that scores every epoch, keeps the best weights and writes the resumable state.
+"""
+from __future__ import annotations
+
+import random
+import time
+
+import numpy as np
+import torch
+from fastai.callback.core import Callback, CancelFitException
+from fastai.callback.mixup import CutMix, MixHandler, MixUp
+from timm.utils import ModelEmaV3
+
+from .metrics import accuracy, f1_macro, log_loss
+
+MONITORS = {"log_loss": False, "valid_loss": False, "accuracy": True, "f1_macro": True}  # name -> greater is better
+
+
+class ReseedEachEpoch(Callback):
+    """Seed every random source from (seed, epoch) at the start of each epoch.
+
+    Shuffling (the fastai DataLoader's own ``rng``), augmentation (``ImageDataset.epoch``), MixUp,
+    dropout: an epoch then depends on its number and the weights only, so a run resumed at epoch k
+    replays epochs k.. exactly as an uninterrupted one would (on CPU).
+    """
+    order = -10
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def before_epoch(self):
+        s = self.seed * 10_007 + self.epoch
+        torch.manual_seed(s), random.seed(s), np.random.seed(s % 2**32)
+        self.dls.train.rng = random.Random(s)
+        self.dls.train.dataset.epoch = self.epoch
+
+
+class EMA(Callback):
+    """Exponential moving average of the weights (timm ``ModelEmaV3``, decay warm-up on).
+
+    The EMA weights are the ones validated, selected as best and saved.
+    """
+    order = 60  # after the optimizer step
+
+    def __init__(self, decay: float = 0.9998):
+        self.decay, self.ema = decay, None
+
+    def before_fit(self):
+        if self.ema is None:
+            self.ema = ModelEmaV3(self.learn.model, decay=self.decay, use_warmup=True)
+
+    def after_step(self):
+        if self.training:
+            self.ema.update(self.learn.model, step=self.epoch * self.n_iter + self.iter)
+
+    def before_validate(self):
+        self._train_model, self.learn.model = self.learn.model, self.ema.module
+
+    def after_validate(self):
+        self.learn.model = self._train_model
+
+
+class MixUpCutMix(MixHandler):
+    """Per batch, CutMix with probability ``switch_prob`` else MixUp (both with soft-target losses)."""
+
+    def __init__(self, mixup_alpha: float = 0.4, cutmix_alpha: float = 1.0, switch_prob: float = 0.5):
+        super().__init__(mixup_alpha)
+        self.mix, self.cut, self.switch_prob = MixUp(mixup_alpha), CutMix(cutmix_alpha), switch_prob
+
+    def before_batch(self):
+        cb = self.cut if torch.rand(1).item() < self.switch_prob else self.mix
+        cb.learn, cb.stack_y = self.learn, self.stack_y
+        cb.before_batch()
+        self.lam, self.yb1 = cb.lam, cb.yb1
+
+
+class RunRecorder(Callback):
+    """Score each epoch on the validation fold, keep the best weights, save the resumable state.
+
+    ``save_state(epoch, record)`` and ``save_best(model)`` are given by the run (they write files
+    atomically); ``history`` holds one dict per completed epoch. Stops early after ``patience``
+    epochs without improvement of ``monitor``.
+    """
+    order = 65  # after EMA has swapped its weights back
+
+    def __init__(self, num_classes: int, monitor: str, save_state, save_best, history=None,
+                 start_epoch: int = 0, patience: int | None = None, verbose: bool = True):
+        if monitor not in MONITORS:
+            raise ValueError(f"monitor {monitor!r}: choose one of {sorted(MONITORS)}")
+        self.num_classes, self.monitor, self.patience, self.verbose = num_classes, monitor, patience, verbose
+        self.save_state, self.save_best = save_state, save_best
+        self.history, self.start_epoch = list(history or []), start_epoch
+
+    @property
+    def best(self) -> dict | None:
+        if not self.history:
+            return None
+        key = (lambda h: h[self.monitor]) if MONITORS[self.monitor] else (lambda h: -h[self.monitor])
+        return max(self.history, key=key)
+
+    def before_epoch(self):
+        self.t0, self.train_losses, self.valid_losses, self.probs, self.ys = time.time(), [], [], [], []
+
+    def after_batch(self):
+        if self.training:
+            self.train_losses.append((self.loss.item(), len(self.yb[0])))
+        else:
+            self.valid_losses.append((self.loss.item(), len(self.yb[0])))
+            self.probs.append(torch.softmax(self.pred.float(), 1).cpu())
+            self.ys.append(self.yb[0].cpu())
+
+    def after_epoch(self):
+        if self.epoch < self.start_epoch or not self.ys:  # skipped while resuming
+            return
+        probs, y = torch.cat(self.probs).numpy().astype(np.float64), torch.cat(self.ys).numpy()
+        rec = {"epoch": self.epoch, "train_loss": _mean(self.train_losses), "valid_loss": _mean(self.valid_losses),
+               "log_loss": log_loss(y, probs), "accuracy": accuracy(y, probs), "f1_macro": f1_macro(y, probs),
+               "lr": float(self.opt.hypers[-1]["lr"]), "seconds": round(time.time() - self.t0, 2)}
+        before = self.best
+        self.history.append(rec)
+        improved = self.best is rec
+        if improved:
+            ema = next((cb for cb in self.learn.cbs if isinstance(cb, EMA)), None)
+            self.save_best(ema.ema.module if ema else self.learn.model)
+        self.save_state(self.epoch + 1, self.history)
+        if self.verbose:
+            print(f"epoch {self.epoch + 1}/{self.n_epoch}  train {rec['train_loss']:.4f}  valid {rec['valid_loss']:.4f}  "
+                  f"log_loss {rec['log_loss']:.4f}  acc {rec['accuracy']:.4f}  f1 {rec['f1_macro']:.4f}  "
+                  f"{rec['seconds']:.1f}s{'  *' if improved else ''}", flush=True)
+        if self.patience and before is not None and not improved:
+            since = self.epoch - self.best["epoch"]
+            if since >= self.patience:
+                if self.verbose:
+                    print(f"early stop: no {self.monitor} gain for {since} epochs", flush=True)
+                raise CancelFitException()
+
+
+def _mean(pairs) -> float:
+    """Sample-weighted mean of (batch mean, batch size) pairs."""
+    n = sum(k for _, k in pairs)
+    return sum(v * k for v, k in pairs) / n if n else float("nan")

@@ -1,0 +1,30 @@
+"""Where things are: the repo root, and paths given relative to it.
+
+Notebooks run with whatever working directory JupyterLab or papermill gives them; every path a
+parameter names (``data_dir``, ``runs_dir``) is resolved against the repo root (the folder holding
+this project's ``pyproject.toml``) unless it is absolute, so ``data/fmnist`` means the same thing
+from ``notebooks/``, from the repo root and inside papermill's kernel.
+"""
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+
+@lru_cache(maxsize=None)
+def repo_root() -> Path:
+    """The project root: $FOLDBOOK_ROOT, else the nearest parent of cwd (or of this package) with pyproject.toml."""
+    if os.environ.get("FOLDBOOK_ROOT"):
+        return Path(os.environ["FOLDBOOK_ROOT"]).resolve()
+    for start in (Path.cwd().resolve(), Path(__file__).resolve().parent):
+        for d in (start, *start.parents):
+            if (d / "pyproject.toml").exists() and (d / "lib").is_dir():
+                return d
+    return Path.cwd().resolve()
+
+
+def resolve(path) -> Path:
+    """``path`` if absolute, else relative to the repo root."""
+    p = Path(os.path.expanduser(str(path)))
+    return p if p.is_absolute() else repo_root() / p
