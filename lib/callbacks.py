@@ -44,18 +44,18 @@ class EMA(Callback):
     order = 60  # after the optimizer step
 
     def __init__(self, decay: float = 0.9998):
-        self.decay, self.ema = decay, None
+        self.decay, self.model_ema = decay, None
 
     def before_fit(self):
-        if self.ema is None:
-            self.ema = ModelEmaV3(self.learn.model, decay=self.decay, use_warmup=True)
+        if self.model_ema is None:
+            self.model_ema = ModelEmaV3(self.learn.model, decay=self.decay, use_warmup=True)
 
     def after_step(self):
         if self.training:
-            self.ema.update(self.learn.model, step=self.epoch * self.n_iter + self.iter)
+            self.model_ema.update(self.learn.model, step=self.epoch * self.n_iter + self.iter)
 
     def before_validate(self):
-        self._train_model, self.learn.model = self.learn.model, self.ema.module
+        self._train_model, self.learn.model = self.learn.model, self.model_ema.module
 
     def after_validate(self):
         self.learn.model = self._train_model
@@ -122,7 +122,7 @@ class RunRecorder(Callback):
         improved = self.best is rec
         if improved:
             ema = next((cb for cb in self.learn.cbs if isinstance(cb, EMA)), None)
-            self.save_best(ema.ema.module if ema else self.learn.model)
+            self.save_best(ema.model_ema.module if ema else self.learn.model)
         self.save_state(self.epoch + 1, self.history)
         if self.verbose:
             print(f"epoch {self.epoch + 1}/{self.n_epoch}  train {rec['train_loss']:.4f}  valid {rec['valid_loss']:.4f}  "

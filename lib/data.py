@@ -171,12 +171,16 @@ def scan_competition(root, labels_csv: str | None = None, id_col: str | None = N
                                 "`python -m lib.demo` or point data_dir at your competition")
     problems: list[dict] = []
     sample = _read_sample_submission(root)
-    if labels_csv is None and not (root / "train").is_dir() and (root / "train.csv").exists():
+    has_class_dirs = (root / "train").is_dir() and any(d.is_dir() for d in (root / "train").iterdir())
+    if labels_csv is None and not has_class_dirs and (root / "train.csv").exists():
         labels_csv = "train.csv"
     if labels_csv:
         train = _train_from_csv(root, root / labels_csv, id_col, label_col, path_col, group_col, problems)
     else:
         train = _train_from_folders(root / "train", problems)
+    if train.empty:
+        raise ValueError(f"{root}: no training images found (train/<class>/*.jpg or a train.csv with "
+                         "id/path and label columns); see README 'Bring your own competition'")
     test = _test_table(root, sample, problems)
 
     classes = _class_order(root, train, sample)
@@ -187,8 +191,9 @@ def scan_competition(root, labels_csv: str | None = None, id_col: str | None = N
     train["target"] = train["label"].map({c: i for i, c in enumerate(classes)}).astype("int64")
 
     facts = _probe_cached(root, pd.concat([train["path"], test["path"]]).tolist(), verify, workers)
+    facts = facts[["width", "height", "bytes", "problem"]]
+    train, test = train.join(facts, on="path"), test.join(facts, on="path")
     for name, df in (("train", train), ("test", test)):
-        df[["width", "height", "bytes", "problem"]] = facts.loc[df["path"], ["width", "height", "bytes", "problem"]].to_numpy()
         bad = df["problem"] != ""
         problems += [{"split": name, "path": p, "problem": r} for p, r in zip(df.loc[bad, "path"], df.loc[bad, "problem"])]
     keep = ["id", "path", "label", "target", "width", "height", "bytes"] + ([group_col] if group_col else [])
@@ -374,7 +379,8 @@ def _probe_cached(root: Path, paths: list[str], verify: bool, workers) -> pd.Dat
             stats[p] = (st.st_size, st.st_mtime_ns)
         except OSError:
             stats[p] = (-1, -1)
-    old = pd.DataFrame()
+    old = pd.DataFrame(columns=["width", "height", "bytes", "problem", "size", "mtime_ns"],
+                       index=pd.Index([], name="path"))
     if cache_path.exists():
         old = pd.read_csv(cache_path, dtype={"problem": str}, keep_default_na=False).set_index("path")
     fresh = [p for p in paths if p not in old.index

@@ -187,25 +187,38 @@ def _load_state(run: Run, resume: bool, verbose: bool) -> None:
     state = torch.load(state_file, map_location="cpu", weights_only=True)
     run.learn.model.load_state_dict(state["model"])
     run.learn.create_opt()
-    run.learn.opt.load_state_dict(state["opt"])
+    from fastcore.foundation import L
+    run.learn.opt.load_state_dict({"state": state["opt"]["state"], "hypers": L(state["opt"]["hypers"])})
     if "ema" in state:
         ema = next(cb for cb in run.learn.cbs if isinstance(cb, EMA))
         ema.before_fit()
-        ema.ema.module.load_state_dict(state["ema"])
+        ema.model_ema.module.load_state_dict(state["ema"])
     run.start_epoch, run.history = int(state["epoch"]), json.loads(state["history"])
     if verbose:
         print(f"resuming {run.dir.name} after epoch {run.start_epoch}/{run.params['epochs']}")
 
 
 def _save_state(run: Run, epoch: int, history: list) -> None:
-    state = {"epoch": epoch, "model": run.learn.model.state_dict(), "opt": run.learn.opt.state_dict(),
+    state = {"epoch": epoch, "model": run.learn.model.state_dict(), "opt": _plain(run.learn.opt.state_dict()),
              "history": json.dumps(history)}
     ema = next((cb for cb in run.learn.cbs if isinstance(cb, EMA)), None)
     if ema:
-        state["ema"] = ema.ema.module.state_dict()
+        state["ema"] = ema.model_ema.module.state_dict()
     with atomic_path(run.dir / "state.pt") as tmp:
         torch.save(state, tmp)
     write_json(run.dir / "metrics.json", {"complete": False, "epochs": history})
+
+
+def _plain(o):
+    """fastai's optimizer state with its ``L`` lists and numpy scalars made plain, so that it loads
+    with ``torch.load(weights_only=True)`` (no unpickling of arbitrary classes)."""
+    if isinstance(o, dict):
+        return {k: _plain(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)) or type(o).__name__ == "L":
+        return [_plain(v) for v in o]
+    if isinstance(o, np.generic):
+        return o.item()
+    return o
 
 
 def fit(run: Run) -> pd.DataFrame:

@@ -1,0 +1,98 @@
+"""lib.train: a real (tiny) run, its artifacts, exact resume, skip when complete, guarded params."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from fastai.callback.core import Callback
+
+from lib.train import fit, predict, setup_run, train_fold
+
+TINY = dict(backbone="test_resnet", n_folds=3, fold=0, img_size=24, batch_size=32, epochs=3, lr=3e-3,
+            progress=False, verbose=False, num_workers=0)
+
+
+def test_run_writes_every_artifact(digits_comp, tmp_path):
+    s = train_fold(data_dir=str(digits_comp), runs_dir=str(tmp_path), ema=0.9, mixup=0.4, cutmix=1.0,
+                   loss="focal", loss_args={"gamma": 2.0}, **TINY)
+    d = tmp_path / "test_resnet_f0"
+    for f in ("params.yaml", "metrics.json", "oof.csv", "test.csv", "model.safetensors", "state.pt",
+              "curves.png", "env.json"):
+        assert (d / f).exists(), f
+    m = json.loads((d / "metrics.json").read_text())
+    assert m["complete"] and len(m["epochs"]) == 3 and 0 <= m["best_epoch"] < 3
+    oof = pd.read_csv(d / "oof.csv", dtype={"id": str})
+    classes = list(pd.read_csv(digits_comp / "sample_submission.csv").columns[1:])
+    assert list(oof.columns) == ["id", "fold", "target"] + classes
+    assert np.allclose(oof[classes].sum(axis=1), 1, atol=1e-5) and (oof["fold"] == 0).all()
+    folds = pd.read_csv(digits_comp / "folds.csv", dtype={"id": str})
+    assert set(oof["id"]) == set(folds.loc[folds["fold"] == 0, "id"])
+    test = pd.read_csv(d / "test.csv", dtype={"id": str})
+    sample = pd.read_csv(digits_comp / "sample_submission.csv", dtype={"ID": str})
+    assert list(test["id"]) == list(sample["ID"]) and list(test.columns[1:]) == classes
+    # the score in metrics.json is the one of the saved best weights on the OOF file
+    from lib.metrics import log_loss
+    assert m["log_loss"] == pytest.approx(log_loss(oof["target"].to_numpy(), oof[classes].to_numpy()), rel=1e-9)
+    env = json.loads((d / "env.json").read_text())
+    assert env["seed"] == 42 and env["torch"] == torch.__version__
+
+
+class _Interrupt(Callback):
+    """Stands in for Ctrl+C / a lost machine: dies at the start of an epoch."""
+    def __init__(self, at):
+        self.at = at
+
+    def before_epoch(self):
+        if self.epoch == self.at:
+            raise KeyboardInterrupt
+
+
+def test_resume_matches_uninterrupted_run(digits_comp, tmp_path):
+    ref = train_fold(data_dir=str(digits_comp), runs_dir=str(tmp_path / "a"), ema=0.9, mixup=0.4, **TINY)
+    run = setup_run(data_dir=str(digits_comp), runs_dir=str(tmp_path / "b"), ema=0.9, mixup=0.4, **TINY)
+    run.learn.add_cb(_Interrupt(at=2))
+    with pytest.raises(KeyboardInterrupt):
+        fit(run)
+    saved = json.loads((tmp_path / "b" / "test_resnet_f0" / "metrics.json").read_text())
+    assert not saved["complete"] and len(saved["epochs"]) == 2
+    run = setup_run(data_dir=str(digits_comp), runs_dir=str(tmp_path / "b"), ema=0.9, mixup=0.4, **TINY)
+    assert run.start_epoch == 2
+    fit(run)
+    got = predict(run)
+    for a, b in zip(ref["epochs"], got["epochs"]):
+        for k in ("train_loss", "valid_loss", "log_loss", "accuracy"):
+            assert a[k] == pytest.approx(b[k], rel=1e-6, abs=1e-7), (a["epoch"], k)
+    assert got["log_loss"] == pytest.approx(ref["log_loss"], rel=1e-6)
+
+
+def test_complete_run_is_skipped_and_params_are_guarded(digits_comp, tmp_path):
+    train_fold(data_dir=str(digits_comp), runs_dir=str(tmp_path), **{**TINY, "epochs": 1})
+    mtime = (tmp_path / "test_resnet_f0" / "oof.csv").stat().st_mtime_ns
+    run = setup_run(data_dir=str(digits_comp), runs_dir=str(tmp_path), **{**TINY, "epochs": 1})
+    assert run.complete and run.learn is None
+    fit(run), predict(run)
+    assert (tmp_path / "test_resnet_f0" / "oof.csv").stat().st_mtime_ns == mtime
+    with pytest.raises(ValueError, match="other parameters.*lr"):
+        setup_run(data_dir=str(digits_comp), runs_dir=str(tmp_path), **{**TINY, "epochs": 1, "lr": 0.1})
+    run = setup_run(data_dir=str(digits_comp), runs_dir=str(tmp_path), force=True,
+                    **{k: v for k, v in {**TINY, "epochs": 1, "lr": 0.1}.items()})
+    assert not run.complete
+
+
+def test_exclude_ids_and_bad_arguments(digits_comp, tmp_path):
+    folds = pd.read_csv(digits_comp / "folds.csv", dtype={"id": str}) if (digits_comp / "folds.csv").exists() else None
+    run = setup_run(data_dir=str(digits_comp), runs_dir=str(tmp_path), **TINY)
+    n = len(run.train_ds)
+    drop = pd.DataFrame({"id": run.folds.loc[run.folds["fold"] != 0, "id"].head(7)})
+    drop.to_csv(tmp_path / "noisy.csv", index=False)
+    run = setup_run(data_dir=str(digits_comp), runs_dir=str(tmp_path), exclude_ids=str(tmp_path / "noisy.csv"),
+                    run_name="excl", **TINY)
+    assert len(run.train_ds) == n - 7
+    with pytest.raises(ValueError, match="fold 7"):
+        setup_run(data_dir=str(digits_comp), runs_dir=str(tmp_path), **{**TINY, "fold": 7, "run_name": "x"})
+    with pytest.raises(FileNotFoundError, match="no such competition"):
+        setup_run(data_dir=str(tmp_path / "nope"), runs_dir=str(tmp_path), **{**TINY, "run_name": "y"})
+    assert folds is None or len(folds)
