@@ -1,0 +1,91 @@
+"""lib.grid: the backbone x fold grid through papermill, skipping, failure reports, kill -9 resume, Ray."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from lib.grid import make_cells, parse_folds, run_grid
+from lib.train import train_fold
+
+TINY = {"backbone": "test_resnet", "img_size": 24, "batch_size": 32, "epochs": 1, "lr": 0.003, "n_folds": 2}
+
+
+def _params(tmp_path, name, **kw):
+    p = tmp_path / f"{name}.yaml"
+    p.write_text(yaml.safe_dump({**TINY, **kw}))
+    return p
+
+
+def test_parse_folds():
+    assert parse_folds("0-4") == [0, 1, 2, 3, 4] and parse_folds("0,2") == [0, 2] and parse_folds("3") == [3]
+
+
+def test_grid_skips_complete_and_reports_broken(digits_comp, tmp_path):
+    good = _params(tmp_path, "good", data_dir=str(digits_comp))
+    broken = _params(tmp_path, "broken", data_dir=str(digits_comp), aug="no_such_preset")
+    runs = tmp_path / "runs"
+    res = run_grid([good, broken], [0, 1], runs_dir=str(runs), jobs=2)
+    assert sorted(res["done"]) == ["good_f0", "good_f1"]
+    assert sorted(r for r, _, _ in res["failed"]) == ["broken_f0", "broken_f1"]
+    name, nb, err = res["failed"][0]
+    assert "no_such_preset" in err and os.path.exists(nb)          # the message says what is wrong
+    assert (runs / "good_f0.ipynb").exists() and json.loads((runs / "good_f1" / "metrics.json").read_text())["complete"]
+    again = run_grid([good], [0, 1], runs_dir=str(runs))
+    assert sorted(again["skipped"]) == ["good_f0", "good_f1"] and not again["done"]
+
+
+def test_broken_yaml_is_refused_before_running(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("backbone: [unclosed\n")
+    with pytest.raises(yaml.YAMLError):
+        make_cells([bad], [0])
+    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+        make_cells([tmp_path / "missing.yaml"], [0])
+
+
+def test_kill_9_mid_run_resumes_to_the_same_metrics(digits_comp, tmp_path):
+    params = {**TINY, "epochs": 5, "img_size": 48, "ema": 0.9, "data_dir": str(digits_comp)}
+    p = _params(tmp_path, "killme", **{k: v for k, v in params.items()})
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    cell = make_cells([p], [0], runs_dir=str(runs))[0]
+    proc = subprocess.Popen(cell.command(), start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = runs / "killme_f0" / "metrics.json"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if metrics.exists() and len(json.loads(metrics.read_text())["epochs"]) >= 2:
+            break
+        assert proc.poll() is None, "papermill ended before it could be killed"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)                              # papermill and its kernel, no cleanup
+    proc.wait()
+    killed_at = json.loads(metrics.read_text())
+    assert not killed_at["complete"] and 2 <= len(killed_at["epochs"]) < 5
+    res = run_grid([p], [0], runs_dir=str(runs))                      # the same command again
+    assert res["done"] == ["killme_f0"], res
+    resumed = json.loads(metrics.read_text())
+    ref = train_fold(runs_dir=str(tmp_path / "ref"), run_name="ref", fold=0, progress=False, verbose=False,
+                     **params)
+    assert len(resumed["epochs"]) == len(ref["epochs"]) == 5
+    for a, b in zip(ref["epochs"], resumed["epochs"]):
+        for k in ("train_loss", "log_loss", "accuracy"):
+            assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-6), (a["epoch"], k)
+
+
+def test_ray_backend_on_a_local_cluster(digits_comp, tmp_path):
+    ray = pytest.importorskip("ray")
+    p = _params(tmp_path, "rayrun", data_dir=str(digits_comp))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        res = run_grid([p], [0], runs_dir=str(tmp_path / "runs"), backend="ray")
+    finally:
+        ray.shutdown()
+    assert res["done"] == ["rayrun_f0"] and not res["failed"]
+    assert json.loads((tmp_path / "runs" / "rayrun_f0" / "metrics.json").read_text())["complete"]
