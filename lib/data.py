@@ -19,6 +19,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps
@@ -42,22 +43,31 @@ class BadImageError(ValueError):
 # decoding
 
 
+_CV_REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+               8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
 def read_image(path, size: int | None = None) -> np.ndarray:
     """Decode ``path`` to RGB ``uint8[H, W, 3]`` with EXIF orientation applied.
 
     Any mode (L, LA, P with transparency, RGBA, CMYK, I;16) becomes RGB; alpha is composited on
-    white. With ``size``, JPEGs are decoded at a reduced scale (libjpeg's DCT scaling through
-    ``Image.draft``) no smaller than ``size`` on the shorter side: the full-size decode that a
-    224-px model never needs is skipped.
+    white. With ``size``, JPEGs are decoded at a reduced scale (libjpeg's DCT scaling, 1/2, 1/4 or
+    1/8) no smaller than ``size`` on the shorter side: the full-size decode that a 224-px model never
+    needs is skipped. Plain RGB/grey JPEGs go through OpenCV's libjpeg-turbo (about 2x PIL's speed
+    here); everything else through PIL.
     """
     try:
         with Image.open(path) as im:
             if im.width * im.height > MAX_PIXELS:
                 raise BadImageError(f"{path}: {im.width}x{im.height} pixels is over the {MAX_PIXELS:,} "
                                     "limit; downscale it (e.g. `mogrify -resize 4096x4096\\>`) or drop it")
+            scale = 1
             if size and im.format == "JPEG":
-                short = min(im.width, im.height)
-                scale = max(1, short // size)
+                scale = max((s for s in (1, 2, 4, 8) if min(im.width, im.height) // s >= size), default=1)
+                if im.mode in ("RGB", "L") and im.getexif().get(0x0112, 1) == 1:
+                    img = cv2.imdecode(np.fromfile(path, np.uint8), _CV_REDUCED[scale] | cv2.IMREAD_IGNORE_ORIENTATION)
+                    if img is not None:
+                        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
                 im.draft("RGB", (im.width // scale, im.height // scale))
             im = ImageOps.exif_transpose(im)
             return _to_rgb(im)

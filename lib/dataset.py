@@ -26,11 +26,12 @@ CHUNK = 512  # images per unit of work (and of resumable progress)
 
 
 def resize_square(img: np.ndarray, size: int) -> np.ndarray:
-    """``uint8[H, W, 3]`` -> ``uint8[size, size, 3]``; area interpolation when shrinking."""
+    """``uint8[H, W, 3]`` -> ``uint8[size, size, 3]``; area interpolation when shrinking 2x or more."""
     if img.shape[0] == size and img.shape[1] == size:
         return img
-    shrink = img.shape[0] > size or img.shape[1] > size
-    return cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    # area averaging only where it matters (shrinking by 2x or more); bilinear otherwise is 3x cheaper
+    big = img.shape[0] >= 2 * size or img.shape[1] >= 2 * size
+    return cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA if big else cv2.INTER_LINEAR)
 
 
 def load_resized(path: str, size: int) -> np.ndarray:

@@ -1,0 +1,120 @@
+"""Images per second per core of the training dataset at 224 px, against the naive path.
+
+    python bench/data_throughput.py [--n 300] [--size 224] [--seconds 8]
+
+Inputs: 1280x960 JPEG photos (quality 90) made from the real sample photos that scikit-learn and
+scikit-image ship (random crops, flips, colour gains and sensor-like noise; see eda_speed.py).
+All three paths run in this process on one core (torch, OpenCV and BLAS threads set to 1) and end
+in the same augmentation (the `light` preset: random-resized crop, flip, normalise, to tensor):
+
+    naive    PIL full decode -> albumentations Resize(224) -> augmentation
+    kit      lib ImageDataset without cache: reduced-scale JPEG decode (libjpeg DCT scaling) ->
+             area resize -> augmentation
+    cache    lib ImageDataset over the pre-resized uint8 memmap -> augmentation
+
+The cache build itself is timed too (it is paid once per image size, shared by folds and backbones).
+The last line prints both ratios.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from eda_speed import _sources  # noqa: E402  (the real sample photos)
+
+from lib.augment import get_augment  # noqa: E402
+from lib.dataset import ImageDataset, build_cache  # noqa: E402
+
+
+def make_photos(folder: Path, n: int, w: int = 1280, h: int = 960, seed: int = 0) -> list[str]:
+    """``n`` JPEG photos of ``w x h`` from the shipped sample photos; reused when present."""
+    folder.mkdir(parents=True, exist_ok=True)
+    srcs, noise = _sources(), np.random.default_rng(seed).normal(0, 3.0, (h, w, 3)).astype(np.float32)
+    paths = []
+    for i in range(n):
+        p = folder / f"photo_{i:04d}.jpg"
+        if not p.exists():
+            rng = np.random.default_rng([seed, i])
+            src = srcs[i % len(srcs)]
+            sh, sw = src.shape[:2]
+            ch, cw = int(sh * rng.uniform(0.5, 1)), int(sw * rng.uniform(0.5, 1))
+            y, x = int(rng.integers(0, sh - ch + 1)), int(rng.integers(0, sw - cw + 1))
+            a = np.asarray(Image.fromarray(src[y:y + ch, x:x + cw]).resize((w, h), Image.BILINEAR), np.float32)
+            a = a * rng.uniform(0.85, 1.15, 3).astype(np.float32) + np.roll(noise, i * 37, axis=1)
+            Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).save(p, quality=90)
+        paths.append(str(p))
+    return paths
+
+
+class NaiveDataset(torch.utils.data.Dataset):
+    """What a competitor writes first: full PIL decode, then albumentations Resize, then augmentation."""
+
+    def __init__(self, paths, size, aug):
+        self.paths, self.tfm = paths, A.Compose([A.Resize(size, size), *aug.transforms])
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        img = np.asarray(Image.open(self.paths[i]).convert("RGB"))
+        return self.tfm(image=img)["image"], 0
+
+
+def rates(datasets: dict, seconds: float, rounds: int = 5) -> dict:
+    """Images per second of each dataset, measured in interleaved rounds of ``seconds / rounds``
+    each, so that load from other processes falls on every path alike."""
+    counts, spent = {k: 0 for k in datasets}, {k: 0.0 for k in datasets}
+    for ds in datasets.values():
+        ds[0]  # warm-up
+    for r in range(rounds):
+        for k, ds in datasets.items():
+            n, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < seconds / rounds:
+                ds[(counts[k] + n) % len(ds)]
+                n += 1
+            counts[k] += n
+            spent[k] += time.perf_counter() - t0
+    return {k: counts[k] / spent[k] for k in datasets}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=300, help="photos (1280x960)")
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--seconds", type=float, default=10.0, help="time per path (in 5 interleaved rounds)")
+    ap.add_argument("--out", default="data/bench_photos")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(1), cv2.setNumThreads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    paths = make_photos(Path(a.out), a.n)
+    aug = get_augment("light", a.size)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        cache = build_cache(paths, a.size, tmp, "bench", workers=1, progress=False)
+        build = len(paths) / (time.perf_counter() - t0)
+        r = rates({"naive": NaiveDataset(paths, a.size, aug),
+                   "kit": ImageDataset(paths, np.zeros(len(paths)), aug, a.size),
+                   "cache": ImageDataset(paths, np.zeros(len(paths)), aug, a.size, cache)}, a.seconds)
+    naive, kit, cached = r["naive"], r["kit"], r["cache"]
+    print(f"{len(paths)} photos 1280x960 -> {a.size}px, one core, `light` augmentation")
+    print(f"naive (PIL full decode + A.Resize): {naive:8.1f} img/s")
+    print(f"kit, reduced-scale decode:          {kit:8.1f} img/s")
+    print(f"kit, pre-resized cache:             {cached:8.1f} img/s   (cache built once at {build:.1f} img/s)")
+    print(f"ratio vs naive: decode {kit / naive:.2f}x (target 3x), cache {cached / naive:.2f}x (target 10x)")
+
+
+if __name__ == "__main__":
+    main()
