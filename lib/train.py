@@ -30,7 +30,8 @@ from fastai.callback.training import GradientAccumulation, GradientClip
 from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
 from fastai.learner import Learner
-from fastai.optimizer import Adam
+from fastai.optimizer import OptimWrapper
+from timm.optim import param_groups_weight_decay
 
 from .augment import get_augment
 from .backbones import create_backbone, save_weights
@@ -141,8 +142,15 @@ def setup_run(data_dir: str = "data/fmnist", backbone: str = "resnet18", fold: i
     loss_args = dict(loss_args or {})
     if loss_args.get("weight") == "inverse_frequency":
         loss_args["weight"] = inverse_frequency_weights(np.bincount(tr["target"], minlength=comp.num_classes))
-    run.learn = Learner(dls, model, loss_func=get_loss(loss, **loss_args), opt_func=partial(Adam, decouple_wd=True),
-                        wd=weight_decay, path=run_dir, model_dir=".")
+    # torch's multi-tensor AdamW (faster than fastai's per-parameter Python loop), with timm's split
+    # of parameters: no weight decay on norms, biases and other 1-d tensors
+    groups = param_groups_weight_decay(model, weight_decay)
+    run.learn = Learner(dls, model, loss_func=get_loss(loss, **loss_args), splitter=lambda m: [g["params"] for g in groups],
+                        opt_func=partial(OptimWrapper, opt=partial(torch.optim.AdamW, foreach=True)), wd=None,
+                        path=run_dir, model_dir=".")
+    run.learn.create_opt()
+    for pg, g in zip(run.learn.opt.opt.param_groups, groups):
+        pg["weight_decay"] = g["weight_decay"]
     cbs = [ReseedEachEpoch(seed)]
     if ema:
         cbs.append(EMA(ema))
@@ -186,9 +194,7 @@ def _load_state(run: Run, resume: bool, verbose: bool) -> None:
         return
     state = torch.load(state_file, map_location="cpu", weights_only=True)
     run.learn.model.load_state_dict(state["model"])
-    run.learn.create_opt()
-    from fastcore.foundation import L
-    run.learn.opt.load_state_dict({"state": state["opt"]["state"], "hypers": L(state["opt"]["hypers"])})
+    run.learn.opt.load_state_dict(state["opt"])
     if "ema" in state:
         ema = next(cb for cb in run.learn.cbs if isinstance(cb, EMA))
         ema.before_fit()
@@ -199,7 +205,7 @@ def _load_state(run: Run, resume: bool, verbose: bool) -> None:
 
 
 def _save_state(run: Run, epoch: int, history: list) -> None:
-    state = {"epoch": epoch, "model": run.learn.model.state_dict(), "opt": _plain(run.learn.opt.state_dict()),
+    state = {"epoch": epoch, "model": run.learn.model.state_dict(), "opt": run.learn.opt.state_dict(),
              "history": json.dumps(history)}
     ema = next((cb for cb in run.learn.cbs if isinstance(cb, EMA)), None)
     if ema:
@@ -207,18 +213,6 @@ def _save_state(run: Run, epoch: int, history: list) -> None:
     with atomic_path(run.dir / "state.pt") as tmp:
         torch.save(state, tmp)
     write_json(run.dir / "metrics.json", {"complete": False, "epochs": history})
-
-
-def _plain(o):
-    """fastai's optimizer state with its ``L`` lists and numpy scalars made plain, so that it loads
-    with ``torch.load(weights_only=True)`` (no unpickling of arbitrary classes)."""
-    if isinstance(o, dict):
-        return {k: _plain(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)) or type(o).__name__ == "L":
-        return [_plain(v) for v in o]
-    if isinstance(o, np.generic):
-        return o.item()
-    return o
 
 
 def fit(run: Run) -> pd.DataFrame:
