@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .io import read_json, write_csv, write_json
 

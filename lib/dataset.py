@@ -11,13 +11,14 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import random
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .data import read_image
 from .io import read_json, write_json
@@ -128,7 +129,10 @@ class ImageDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         img = self.image(i)
         if self.tfm is not None:
-            self.tfm.set_random_seed((self.seed * 1_000_003 + self.epoch * 100_003 + int(i)) % 2**32)
+            s = (self.seed * 1_000_003 + self.epoch * 100_003 + int(i)) % 2**32
+            # one generator shared by every transform (set_random_seed would give each its own copy of
+            # the same stream, so that e.g. two p=0.5 transforms always fire together), 4x cheaper too
+            self.tfm.set_random_state(np.random.default_rng(s), random.Random(s))
             img = self.tfm(image=img)["image"]
         else:
             img = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float() / 255.0
