@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from fastai.callback.core import Callback, CancelFitException
 from fastai.callback.mixup import CutMix, MixHandler, MixUp
+from fastai.learner import AvgSmoothLoss
 from timm.utils import ModelEmaV3
 
 from .metrics import accuracy, f1_macro, log_loss
@@ -75,6 +76,16 @@ class MixUpCutMix(MixHandler):
         self.lam, self.yb1 = cb.lam, cb.yb1
 
 
+class DeviceSmoothLoss(AvgSmoothLoss):
+    """fastai's smoothed training loss kept on the loss's device: fastai's own copies it to the CPU
+    every batch, which makes the host wait for the GPU at each step."""
+
+    def accumulate(self, learn):
+        self.count += 1
+        loss = learn.loss.detach().float().mean()
+        self.val = torch.lerp(loss, self.val.to(loss.device), self.beta)
+
+
 class RunRecorder(Callback):
     """Score each epoch on the validation fold, keep the best weights, save the resumable state.
 
@@ -103,17 +114,20 @@ class RunRecorder(Callback):
         self.t0, self.train_losses, self.valid_losses, self.probs, self.ys = time.time(), [], [], [], []
 
     def after_batch(self):
+        # kept on the device until the epoch ends: a per-batch .item() would make the host wait for
+        # the GPU every step
+        n = len(self.yb[0])
         if self.training:
-            self.train_losses.append((self.loss.item(), len(self.yb[0])))
+            self.train_losses.append((self.loss.detach() * n, n))
         else:
-            self.valid_losses.append((self.loss.item(), len(self.yb[0])))
-            self.probs.append(torch.softmax(self.pred.float(), 1).cpu())
-            self.ys.append(self.yb[0].cpu())
+            self.valid_losses.append((self.loss.detach() * n, n))
+            self.probs.append(torch.softmax(self.pred.detach().float(), 1))
+            self.ys.append(self.yb[0].detach())
 
     def after_epoch(self):
         if self.epoch < self.start_epoch or not self.ys:  # skipped while resuming
             return
-        probs, y = torch.cat(self.probs).numpy().astype(np.float64), torch.cat(self.ys).numpy()
+        probs, y = torch.cat(self.probs).cpu().numpy().astype(np.float64), torch.cat(self.ys).cpu().numpy()
         rec = {"epoch": self.epoch, "train_loss": _mean(self.train_losses), "valid_loss": _mean(self.valid_losses),
                "log_loss": log_loss(y, probs), "accuracy": accuracy(y, probs), "f1_macro": f1_macro(y, probs),
                "lr": float(self.opt.hypers[-1]["lr"]), "seconds": round(time.time() - self.t0, 2)}
@@ -137,6 +151,6 @@ class RunRecorder(Callback):
 
 
 def _mean(pairs) -> float:
-    """Sample-weighted mean of (batch mean, batch size) pairs."""
+    """Sample-weighted mean of (batch loss x batch size, batch size) pairs."""
     n = sum(k for _, k in pairs)
-    return sum(v * k for v, k in pairs) / n if n else float("nan")
+    return float(torch.stack([v.float() for v, _ in pairs]).sum()) / n if n else float("nan")

@@ -35,7 +35,7 @@ from timm.optim import param_groups_weight_decay
 
 from .augment import get_augment
 from .backbones import create_backbone, save_weights
-from .callbacks import EMA, MixUpCutMix, ReseedEachEpoch, RunRecorder
+from .callbacks import EMA, DeviceSmoothLoss, MixUpCutMix, ReseedEachEpoch, RunRecorder
 from .data import Competition, make_folds, scan_competition
 from .dataset import ImageDataset, build_cache
 from .device import default_num_workers, pick_device
@@ -63,6 +63,7 @@ class Run:
     data_cfg: dict | None = None
     start_epoch: int = 0
     history: list | None = None
+    num_workers: int = 0
 
     @property
     def complete(self) -> bool:
@@ -133,11 +134,19 @@ def setup_run(data_dir: str = "data/fmnist", backbone: str = "resnet18", fold: i
     run.valid_ds = dataset("train", comp.train, va, "none")
     run.test_ds = dataset("test", comp.test, comp.test, "none", targets=False)
     workers = default_num_workers(dev, num_workers)
-    dl = partial(DataLoader, num_workers=workers, device=dev)
+    model.to(dev)  # fastai would move it to dls.device, which stays None on CUDA (see below)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its fastest kernels
+        # fastai's to_device copies blocking, which waits for the GPU's queue every batch; copy from
+        # pinned memory without blocking instead, so the next batch is ready while the GPU computes
+        dl = partial(DataLoader, num_workers=workers, pin_memory=True, after_batch=ToDevice(dev))
+    else:
+        dl = partial(DataLoader, num_workers=workers, device=dev)
+    run.num_workers = workers
     if len(run.train_ds) < batch_size:
         raise ValueError(f"batch_size {batch_size} is larger than the {len(run.train_ds)} training images of fold {fold}")
     dls = DataLoaders(dl(run.train_ds, bs=batch_size, shuffle=True, drop_last=True),
-                      dl(run.valid_ds, bs=batch_size * 2), device=dev)
+                      dl(run.valid_ds, bs=batch_size * 2), device=None if dev.type == "cuda" else dev)
 
     loss_args = dict(loss_args or {})
     if loss_args.get("weight") == "inverse_frequency":
@@ -168,11 +177,22 @@ def setup_run(data_dir: str = "data/fmnist", backbone: str = "resnet18", fold: i
         from fastai.callback.channelslast import ChannelsLast
         from fastai.callback.fp16 import AMPMode, MixedPrecision
         run.learn.add_cbs([ChannelsLast(), MixedPrecision(amp_mode=AMPMode.BF16 if torch.cuda.is_bf16_supported() else AMPMode.FP16)])
+        run.learn.recorder.smooth_loss = DeviceSmoothLoss(beta=run.learn.recorder.smooth_loss.beta)
     if not progress:
         run.learn.remove_cb(ProgressCallback)
         run.learn.logger = lambda *a, **k: None  # our recorder prints one line per epoch
     _load_state(run, resume, verbose)
     return run
+
+
+class ToDevice:
+    """``after_batch`` for fastai's DataLoader: move a batch to ``device`` without blocking the host."""
+
+    def __init__(self, device):
+        self.device = device
+
+    def __call__(self, b):
+        return tuple(t.to(self.device, non_blocking=True) for t in b)
 
 
 def _check_params(run_dir: Path, params: dict) -> None:
@@ -267,9 +287,10 @@ def predict(run: Run, progress: bool | None = None) -> dict:
         return read_json(run.dir / "metrics.json")
     learn, comp, p = run.learn, run.comp, run.params
     load_weights(learn.model, run.dir / "model.safetensors")
-    dev = learn.dls.device
+    dev = next(learn.model.parameters()).device
     show = p["progress"] if progress is None else progress
-    mk = partial(DataLoader, bs=p["batch_size"] * 2, num_workers=learn.dls.train.num_workers)
+    mk = partial(torch.utils.data.DataLoader, batch_size=p["batch_size"] * 2, num_workers=run.num_workers,
+                 pin_memory=dev.type == "cuda")
     oof = predict_tta(learn.model, mk(run.valid_ds), ["identity"], dev, amp=dev.type == "cuda", progress=show)
     test = (predict_tta(learn.model, mk(run.test_ds), ["identity"], dev, amp=dev.type == "cuda", progress=show)
             if len(run.test_ds) else np.zeros((0, comp.num_classes)))

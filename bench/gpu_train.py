@@ -1,0 +1,129 @@
+"""GPU training throughput of the kit: images per second and GPU utilisation.
+
+    python bench/gpu_train.py [--backbone convnext_tiny] [--size 224] [--batch 128] [--n-train 12000]
+
+Builds a photo competition (JPEGs of 640x480 to 1280x960 from the sample photos that scikit-learn
+and scikit-image ship; see eda_speed.py), then trains fold 0 with ``lib.train`` (AMP in bf16,
+channels_last, AdamW, `light` augmentation, DataLoader workers as the kit picks them) twice: from
+the pre-resized cache and decoding JPEGs on the fly. GPU utilisation is sampled through NVML every
+50 ms during the training phases after the first epoch. The baseline, timed in the same run, is the
+same model, optimizer and batch on one batch kept on the GPU (no data loading at all): the ceiling.
+The last line prints kit/ceiling and the GPU-busy percentage with the cache.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from eda_speed import build  # noqa: E402
+
+from fastai.callback.core import Callback  # noqa: E402
+
+from lib.train import fit, setup_run  # noqa: E402
+
+
+class PhaseTimer(Callback):
+    """Wall time and NVML utilisation samples of each training phase."""
+    order = 100
+
+    def __init__(self):
+        import pynvml
+        pynvml.nvmlInit()
+        self.nvml, self.handle = pynvml, pynvml.nvmlDeviceGetHandleByIndex(0)
+        self.phases = []
+
+    def _sample(self):
+        while not self.stop.is_set():
+            self.util.append(self.nvml.nvmlDeviceGetUtilizationRates(self.handle).gpu)
+            time.sleep(0.05)
+
+    def before_train(self):
+        self.util, self.stop = [], threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        torch.cuda.synchronize()
+        self.t0 = time.perf_counter()
+        self.thread.start()
+
+    def after_train(self):
+        torch.cuda.synchronize()
+        dt = time.perf_counter() - self.t0
+        self.stop.set(), self.thread.join()
+        self.phases.append({"seconds": dt, "images": self.n_iter * self.dls.train.bs, "util": float(np.mean(self.util))})
+
+
+def kit_rate(root, a, cache: bool, runs_dir: str, epochs: int) -> dict:
+    run = setup_run(data_dir=str(root), backbone=a.backbone, fold=0, n_folds=5, img_size=a.size,
+                    batch_size=a.batch, epochs=epochs, lr=1e-3, aug="light", cache=cache, runs_dir=runs_dir,
+                    run_name=f"gpu_{'cache' if cache else 'decode'}", progress=False, verbose=False, force=True,
+                    num_workers=a.workers)
+    timer = PhaseTimer()
+    run.learn.add_cb(timer)
+    fit(run)
+    steady = timer.phases[1:]  # the first epoch pays cuDNN autotuning and worker start-up
+    imgs, secs = sum(p["images"] for p in steady), sum(p["seconds"] for p in steady)
+    return {"img_s": imgs / secs, "util": float(np.mean([p["util"] for p in steady])), "workers": run.num_workers}
+
+
+def ceiling_rate(a, steps: int = 60) -> float:
+    """Same model, AdamW, bf16 autocast and channels_last on one batch resident on the GPU."""
+    import timm
+    model = timm.create_model(a.backbone, num_classes=100).cuda().to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, foreach=True)
+    x = torch.randn(a.batch, 3, a.size, a.size, device="cuda").to(memory_format=torch.channels_last)
+    y = torch.randint(0, 100, (a.batch,), device="cuda")
+    for i in range(steps + 10):
+        if i == 10:
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    torch.cuda.synchronize()
+    return steps * a.batch / (time.perf_counter() - t0)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--backbone", default="convnext_tiny")
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--n-train", type=int, default=12_000)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: the kit's choice)")
+    ap.add_argument("--watchdog", type=float, default=None, help="dump every thread's stack and exit after this many seconds")
+    ap.add_argument("--out", default="data/bench_gpu")
+    ap.add_argument("--runs-dir", default="runs/bench_gpu")
+    a = ap.parse_args(argv)
+    assert torch.cuda.is_available(), "this benchmark needs a CUDA GPU"
+    if a.watchdog:
+        import faulthandler
+        faulthandler.dump_traceback_later(a.watchdog, exit=True)
+    t0 = time.perf_counter()
+    root = build(a.out, a.n_train, 500, 100)
+    print(f"competition: {root} ({a.n_train} train photos, built in {time.perf_counter() - t0:.0f} s)", flush=True)
+    t0 = time.perf_counter()
+    cached = kit_rate(root, a, True, a.runs_dir, a.epochs)
+    print(f"kit, pre-resized cache: {cached['img_s']:.0f} img/s, GPU busy {cached['util']:.0f}% "
+          f"({cached['workers']} workers; cache built and run in {time.perf_counter() - t0:.0f} s)", flush=True)
+    decode = kit_rate(root, a, False, a.runs_dir, 2)
+    print(f"kit, decoding JPEGs:    {decode['img_s']:.0f} img/s, GPU busy {decode['util']:.0f}% "
+          f"({decode['workers']} workers)", flush=True)
+    ceiling = ceiling_rate(a)
+    print(f"ceiling (one batch resident on the GPU): {ceiling:.0f} img/s")
+    print(f"{torch.cuda.get_device_name(0)}, {a.backbone} {a.size}px batch {a.batch} bf16 channels_last: "
+          f"kit {cached['img_s']:.0f} img/s = {cached['img_s'] / ceiling:.2f} of ceiling, GPU busy {cached['util']:.0f}% (cache)")
+
+
+if __name__ == "__main__":
+    main()
