@@ -108,6 +108,7 @@ def setup_run(data_dir: str = "data/fmnist", backbone: str = "resnet18", fold: i
     torch.manual_seed(seed)
     model, run.data_cfg = create_backbone(backbone, comp.num_classes, pretrained=pretrained, pool=pool,
                                           drop_rate=drop_rate, drop_path_rate=drop_path_rate)
+    _check_input_size(model, backbone, img_size)
     if fold not in set(folds["fold"]):
         raise ValueError(f"fold {fold} not in 0..{n_folds - 1}")
     tr = folds[folds["fold"] != fold]
@@ -193,6 +194,20 @@ class ToDevice:
 
     def __call__(self, b):
         return tuple(t.to(self.device, non_blocking=True) for t in b)
+
+
+def _check_input_size(model, backbone: str, img_size: int) -> None:
+    """One forward pass on a blank image, so a size the architecture cannot take fails here, by name."""
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, img_size, img_size))
+    except RuntimeError as e:
+        raise ValueError(f"img_size {img_size} does not fit {backbone} ({str(e).splitlines()[0][:160]}); "
+                         "try a larger img_size or a model made for small inputs") from e
+    finally:
+        model.train(was)
 
 
 def _check_params(run_dir: Path, params: dict) -> None:

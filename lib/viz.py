@@ -34,6 +34,7 @@ def class_font() -> str | None:
         if name in names:
             plt.rcParams["font.sans-serif"] = [name] + list(plt.rcParams["font.sans-serif"])
             plt.rcParams["font.family"] = "sans-serif"
+            plt.rcParams["axes.unicode_minus"] = False  # CJK fonts lack U+2212
             return name
     warnings.filterwarnings("ignore", message="Glyph .* missing from font")
     warnings.filterwarnings("ignore", message=".*missing from current font.*")

@@ -40,7 +40,7 @@ def test_four_notebooks_end_to_end(digits_comp, tmp_path):
     recipes = []
     for name, backbone in (("tres", "test_resnet"), ("tconv", "test_convnext")):
         p = tmp_path / f"{name}.yaml"
-        p.write_text(yaml.safe_dump({"backbone": backbone, "img_size": 24, "batch_size": 32, "epochs": 1,
+        p.write_text(yaml.safe_dump({"backbone": backbone, "img_size": 32, "batch_size": 32, "epochs": 1,
                                      "lr": 0.003, "n_folds": 2, "data_dir": data}))
         recipes.append(p)
     res = run_grid(recipes, [0, 1], runs_dir=str(runs), jobs=2)

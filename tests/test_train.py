@@ -93,6 +93,9 @@ def test_exclude_ids_and_bad_arguments(digits_comp, tmp_path):
     assert len(run.train_ds) == n - 7
     with pytest.raises(ValueError, match="fold 7"):
         setup_run(data_dir=str(digits_comp), runs_dir=str(tmp_path), **{**TINY, "fold": 7, "run_name": "x"})
+    with pytest.raises(ValueError, match="img_size 8 does not fit test_convnext"):
+        setup_run(data_dir=str(digits_comp), runs_dir=str(tmp_path), **{**TINY, "backbone": "test_convnext",
+                                                                        "img_size": 8, "run_name": "z"})
     with pytest.raises(FileNotFoundError, match="no such competition"):
         setup_run(data_dir=str(tmp_path / "nope"), runs_dir=str(tmp_path), **{**TINY, "run_name": "y"})
     assert folds is None or len(folds)
