@@ -1,0 +1,46 @@
+"""lib.augment: every preset by name, normalised with the backbone's statistics."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_sample_images
+
+from lib.augment import AUGMENTATIONS, get_augment
+
+
+@pytest.fixture(scope="module")
+def photo():
+    return load_sample_images().images[0][::4, ::4].copy()            # real photo, 107x160
+
+
+@pytest.mark.parametrize("name", sorted(AUGMENTATIONS))
+def test_preset_shape_and_type(name, photo):
+    t = get_augment(name, 48)
+    t.set_random_seed(0)
+    x = t(image=photo)["image"]
+    assert isinstance(x, torch.Tensor) and x.shape == (3, 48, 48) and x.dtype == torch.float32
+
+
+def test_normalisation_uses_given_mean_std(photo):
+    x = get_augment("none", 32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))(image=photo)["image"]
+    assert -1.0 - 1e-6 <= float(x.min()) and float(x.max()) <= 1.0 + 1e-6
+    y = get_augment("none", 32)(image=photo)["image"]                 # ImageNet statistics
+    assert not torch.allclose(x, y)
+
+
+def test_train_presets_vary_and_none_does_not(photo):
+    outs = {}
+    for name in ("none", "medium", "doc_noise"):
+        t = get_augment(name, 32)
+        imgs = []
+        for s in range(4):
+            t.set_random_seed(s)
+            imgs.append(t(image=photo)["image"])
+        outs[name] = max(float((imgs[0] - im).abs().mean()) for im in imgs[1:])
+    assert outs["none"] == 0 and outs["medium"] > 0.05 and outs["doc_noise"] > 0.05
+
+
+def test_unknown_preset_lists_the_names():
+    with pytest.raises(ValueError, match="doc_noise"):
+        get_augment("strong", 32)

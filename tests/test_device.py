@@ -1,0 +1,19 @@
+"""lib.device: device choice and worker counts."""
+from __future__ import annotations
+
+import torch
+
+from lib.device import default_num_workers, pick_device
+
+
+def test_pick_device(capsys):
+    dev = pick_device(None)
+    expected = "cuda" if torch.cuda.is_available() else ("mps" if torch.backends.mps.is_available() else "cpu")
+    assert dev.type == expected and "device:" in capsys.readouterr().out
+    assert pick_device("cpu", verbose=False).type == "cpu"
+
+
+def test_workers():
+    assert default_num_workers("mps") == 0                            # workers die on Apple Silicon
+    assert default_num_workers("cpu") == 0
+    assert default_num_workers("cuda", 3) == 3                        # an explicit count wins
