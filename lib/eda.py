@@ -4,13 +4,13 @@ One pass over the files (``image_stats``: each image read and decoded once, at a
 parallel; cached in ``<root>/eda/image_stats.csv`` so a rerun is instant) gives per-image statistics
 and hashes. Everything else reads the scan tables or that one table:
 
-    class_table, plot_class_counts      counts, imbalance ratio, classes with fewer images than folds
-    geometry_table, plot_geometry       width, height, aspect, file size (image headers, no decode)
-    show_images, show_class_grid        samples of any class or list of ids
-    shift_scores, plot_shift            train vs test per statistic (KS D) + adversarial AUC
-    find_duplicates, show_pairs         exact (md5) / near (phash) duplicates, label conflicts, leaks
+    class_table, imbalance_ratio        counts, imbalance ratio, classes with fewer images than folds
+    geometry_table                      width, height, aspect, file size (image headers, no decode)
+    shift_scores, adversarial_auc       train vs test per statistic (KS D) + adversarial AUC
+    find_duplicates, label_conflicts    exact (md5) / near (phash) duplicates, label conflicts, leaks
     bad_files                           every file that could not be read, with the reason
 
+Their plots (class counts, geometry, samples, shift, duplicate pairs) are in ``lib.eda_plots``.
 Findings are CSVs under ``<root>/eda/`` (image_stats, shift, duplicates, conflicts, bad_files), each
 with an ``id`` column, written atomically, so training can exclude ids by naming the file.
 """
@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from functools import lru_cache
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 
 import imagehash
@@ -43,6 +43,7 @@ STATS = {  # per-image statistics of the small decode (size x size RGB, 0-255)
 }
 GEOMETRY = {"width": "pixels", "height": "pixels", "aspect": "width / height", "megapixels": "width*height/1e6",
             "kbytes": "file size in KB"}
+_ROWS = ["id", "split", "label", "target", "path", "width", "height", "bytes"]  # scan columns of a stats row
 _TEXT = ["path", "problem", "md5", "phash", "phash256", "phash_dihedral", "phash256_dihedral"]
 _CACHE = _TEXT + ["file_bytes", "mtime_ns", "decode_size"] + list(STATS)
 _DIHEDRAL = (Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270,
@@ -62,6 +63,11 @@ def open_competition(data_dir, **scan_kwargs) -> Competition:
 
 def eda_dir(comp: Competition) -> Path:
     return Path(comp.root) / "eda"
+
+
+def _all_images(comp: Competition) -> pd.DataFrame:
+    """Train and test in one table, with a ``split`` column (train first)."""
+    return pd.concat([comp.train.assign(split="train"), comp.test.assign(split="test")], ignore_index=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -154,10 +160,6 @@ def stats_one(path: str, size: int = 64, dihedral: bool = False) -> dict:
     return row
 
 
-def _stats_chunk(paths, size, dihedral) -> list[dict]:
-    return [stats_one(p, size, d) for p, d in zip(paths, dihedral)]
-
-
 def _select(df: pd.DataFrame, max_images: int | None, seed: int) -> pd.DataFrame:
     if max_images is None or len(df) <= max_images:
         return df
@@ -178,7 +180,7 @@ def image_stats(comp: Competition, size: int = 64, max_images: int | None = None
     tables = [_select(comp.train, max_images, seed).assign(split="train"),
               _select(comp.test, max_images, seed).assign(split="test")]
     want = pd.concat([t for t in tables if len(t)], ignore_index=True)
-    want = want.reindex(columns=["id", "split", "label", "target", "path", "width", "height", "bytes"])
+    want = want.reindex(columns=_ROWS)
     csv = eda_dir(comp) / "image_stats.csv"
     cache = _read_cache(csv)
     stale = _stale(cache, want["path"], want["split"] == "test", size)
@@ -187,8 +189,7 @@ def image_stats(comp: Competition, size: int = 64, max_images: int | None = None
         rows = _run_parallel(todo, size, (want.loc[stale, "split"] == "test").tolist(), workers, chunk)
         new = pd.DataFrame(rows).reindex(columns=_CACHE).set_index("path")
         cache = pd.concat([cache.drop(index=new.index, errors="ignore"), new]) if len(cache) else new
-        every = pd.concat([comp.train.assign(split="train"), comp.test.assign(split="test")], ignore_index=True)
-        every = every.reindex(columns=["id", "split", "label", "target", "path", "width", "height", "bytes"])
+        every = _all_images(comp).reindex(columns=_ROWS)
         write_csv(csv, _geometry(every).merge(cache.reset_index(), on="path", how="inner"))
     out = _geometry(want).merge(cache.reset_index(), on="path", how="left")
     out["target"] = out["target"].astype("Int64")
@@ -223,23 +224,16 @@ def _stale(cache: pd.DataFrame, paths: pd.Series, dihedral: pd.Series, size: int
 
 
 def _run_parallel(paths, size, dihedral, workers, chunk) -> list[dict]:
+    """``stats_one`` of every path, in order; in ``workers`` processes, ``chunk`` paths per task."""
     workers = workers or min(8, os.cpu_count() or 1)
-    bar = tqdm(total=len(paths), desc="image stats", mininterval=2, disable=len(paths) < 256)
-    if workers <= 1 or len(paths) < 2 * chunk:
-        rows = []
-        for p, d in zip(paths, dihedral):
-            rows.append(stats_one(p, size, d))
+    serial = workers <= 1 or len(paths) < 2 * chunk
+    args = (stats_one, paths, [size] * len(paths), dihedral)
+    rows = []
+    with (tqdm(total=len(paths), desc="image stats", mininterval=2, disable=len(paths) < 256) as bar,
+          nullcontext() if serial else ProcessPoolExecutor(workers) as ex):
+        for row in map(*args) if serial else ex.map(*args, chunksize=chunk):
+            rows.append(row)
             bar.update()
-    else:
-        parts = [(paths[k:k + chunk], dihedral[k:k + chunk]) for k in range(0, len(paths), chunk)]
-        done: dict[int, list] = {}
-        with ProcessPoolExecutor(workers) as ex:
-            futures = {ex.submit(_stats_chunk, p, size, d): k for k, (p, d) in enumerate(parts)}
-            for fut in as_completed(futures):
-                done[futures[fut]] = fut.result()
-                bar.update(len(done[futures[fut]]))
-        rows = [r for k in range(len(parts)) for r in done[k]]
-    bar.close()
     return rows
 
 
@@ -488,270 +482,3 @@ def bad_files(comp: Competition, stats: pd.DataFrame | None = None, save: bool =
     if save:
         write_csv(eda_dir(comp) / "bad_files.csv", p)
     return p.reset_index(drop=True)
-
-
-# ----------------------------------------------------------------------------------------------
-# plots (matplotlib; each returns its Figure)
-
-_CJK_HINTS = ("cjk", "nanum", "gothic", "malgun", "notosanskr", "baekmuk", "gulim", "dotum", "batang", "unfonts")
-
-
-@lru_cache(maxsize=None)
-def _charmap(path: str) -> frozenset:
-    from matplotlib.ft2font import FT2Font
-    try:
-        return frozenset(FT2Font(path).get_charmap())
-    except Exception:  # noqa: BLE001 - an unreadable font covers nothing
-        return frozenset()
-
-
-def _covered() -> frozenset:
-    """Code points that the fonts of ``font.family`` (the first and its fallbacks) can draw."""
-    import matplotlib as mpl
-    from matplotlib import font_manager as fm
-    fams = mpl.rcParams["font.family"]
-    return frozenset().union(*(_charmap(fm.findfont(fm.FontProperties(family=[f]))) for f in fams))
-
-
-def setup_fonts(names) -> str | None:
-    """Make matplotlib draw ``names`` (e.g. Korean class names).
-
-    Returns the font family that draws them (added as the last fallback of ``font.family`` when
-    needed; fonts installed after matplotlib built its font cache are found too), or None when no font
-    has all their characters: plots then show those classes by index (``plot_labels``; the class
-    table maps index -> name). For Korean, install e.g. ``fonts-nanum``.
-    """
-    import matplotlib as mpl
-    from matplotlib import font_manager as fm
-    need = frozenset(ord(c) for n in names for c in str(n) if not c.isspace())
-    if need <= _covered():
-        return mpl.rcParams["font.family"][-1]
-    path = _font_for(need)
-    if path is None:
-        return None
-    if path not in {f.fname for f in fm.fontManager.ttflist}:
-        fm.fontManager.addfont(path)
-    name = fm.FontProperties(fname=path).get_name()
-    mpl.rcParams["font.family"] = [*[f for f in mpl.rcParams["font.family"] if f != name], name]  # a fallback
-    return name
-
-
-@lru_cache(maxsize=64)
-def _font_for(need: frozenset) -> str | None:
-    """Path of an installed font with every code point in ``need`` (likely CJK fonts tried first)."""
-    from matplotlib import font_manager as fm
-    known = [f.fname for f in fm.fontManager.ttflist]
-    paths = list(dict.fromkeys(known + sorted(fm.findSystemFonts())))
-    for p in sorted(paths, key=lambda p: not any(h in Path(p).name.lower() for h in _CJK_HINTS)):
-        if "lastresort" not in Path(p).name.lower().replace(" ", "") and need <= _charmap(p):
-            return p  # (Last Resort maps every code point to a placeholder box)
-    return None
-
-
-def plot_labels(classes) -> list[str]:
-    """What plots write for each class: its name when the fonts can draw it, else ``#<index>``
-    (so matplotlib never warns about a missing glyph)."""
-    setup_fonts(classes)
-    ok = _covered()
-    return [str(c) if all(ord(ch) in ok for ch in str(c) if not ch.isspace()) else f"#{i}"
-            for i, c in enumerate(classes)]
-
-
-def plot_class_counts(comp: Competition, n_folds: int = 5, max_labels: int = 60):
-    """Bar plot of images per class, largest first; classes under ``n_folds`` images in red. Beyond
-    ``max_labels`` classes the ticks go and only the 3 largest and 3 smallest are named."""
-    import matplotlib.pyplot as plt
-    t = class_table(comp, n_folds).sort_values("count", ascending=False, kind="stable").reset_index(drop=True)
-    names = [plot_labels(comp.classes)[i] for i in t["index"]]
-    n = len(t)
-    fig, ax = plt.subplots(figsize=(min(16, max(6, 0.22 * n + 2)), 4.5))
-    ax.bar(range(n), t["count"], width=0.85 if n < 200 else 1.0,
-           color=np.where(t["fewer_than_folds"], "tab:red", "tab:blue"))
-    ax.axhline(n_folds, ls="--", lw=1, c="tab:red")
-    ax.annotate(f"{n_folds} = folds", (1, n_folds), xycoords=("axes fraction", "data"), color="tab:red",
-                fontsize=8, ha="right", va="bottom")
-    if n <= max_labels:
-        ax.set_xticks(range(n), names, rotation=90, fontsize=8)
-    else:
-        ax.set_xticks([])
-        ax.set_xlabel(f"{n} classes, sorted by count")
-        def first(ks):
-            return ", ".join(f"{names[k]} ({t['count'][k]})" for k in ks)
-        ax.text(0.98, 0.95, f"largest: {first(range(3))}\nsmallest: {first(range(n - 1, n - 4, -1))}",
-                transform=ax.transAxes, ha="right", va="top", fontsize=9,
-                bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "0.8"})
-    ratio = imbalance_ratio(comp)
-    if ratio > 20:
-        ax.set_yscale("log")
-    ax.set_ylabel("train images")
-    ax.set_title(f"{n} classes, {len(comp.train)} images; imbalance max/min = {ratio:.1f}; "
-                 f"{int(t['fewer_than_folds'].sum())} class(es) with fewer than {n_folds} images")
-    fig.tight_layout()
-    return fig
-
-
-def _hist(ax, parts: dict, bins=40, log=False):
-    vals = [v[np.isfinite(v)] for v in parts.values()]
-    allv = np.concatenate(vals) if vals else np.zeros(0)
-    if not len(allv):
-        return
-    lo, hi = np.quantile(allv, [0.005, 0.995])
-    if hi - lo < 1e-9:  # one value: a narrow bar, not a spike over a 1e-9 wide axis
-        lo, hi, log = lo - 0.5, hi + 0.5, False
-    if log and lo > 0:
-        edges = np.geomspace(lo, hi * 1.0001, bins + 1)
-        ax.set_xscale("log")
-    else:
-        edges = np.linspace(lo, hi + 1e-9, bins + 1)
-    for (name, v), color in zip(parts.items(), ("tab:blue", "tab:orange")):
-        if len(v):
-            ax.hist(np.clip(v, edges[0], edges[-1]), edges, density=True, alpha=0.5, color=color,
-                    histtype="stepfilled", label=f"{name} (median {np.median(v):.3g})")
-    ax.legend(fontsize=7, loc="upper right")
-
-
-def plot_geometry(comp: Competition):
-    """Width, height, aspect ratio, file size (KB, log) and orientation shares, train vs test."""
-    import matplotlib.pyplot as plt
-    g = {s: _geometry(df) for s, df in (("train", comp.train), ("test", comp.test))}
-    fig, axes = plt.subplots(1, 5, figsize=(18, 3.4))
-    for ax, col in zip(axes, ("width", "height", "aspect", "kbytes")):
-        _hist(ax, {s: d[col].to_numpy(float) for s, d in g.items()}, log=col == "kbytes")
-        ax.set_title(f"{col} ({GEOMETRY[col]})", fontsize=9)
-    shares = pd.DataFrame({s: d["orientation"].value_counts(normalize=True) for s, d in g.items()}).fillna(0)
-    shares.plot.bar(ax=axes[4], color=["tab:blue", "tab:orange"][: shares.shape[1]], rot=0)
-    axes[4].legend(loc="upper right")
-    axes[4].set_title("orientation (share)", fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
-def _grid(items, cols: int, size: int, title: str | None = None):
-    """Plot ``items`` = [(path, caption)] as a grid of thumbnails decoded at ~``size`` px."""
-    import matplotlib.pyplot as plt
-    rows = max(1, -(-len(items) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.7 * cols, 1.9 * rows), squeeze=False)
-    for ax in axes.ravel():
-        ax.set_axis_off()
-    for ax, (path, caption) in zip(axes.ravel(), items):
-        try:
-            ax.imshow(read_image(path, size=size))
-        except BadImageError:
-            ax.text(0.5, 0.5, "unreadable", ha="center", transform=ax.transAxes)
-        ax.set_title(caption, fontsize=7)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-def _all_images(comp: Competition) -> pd.DataFrame:
-    return pd.concat([comp.train.assign(split="train"), comp.test.assign(split="test")], ignore_index=True)
-
-
-def show_images(comp: Competition, ids=None, label=None, n: int = 16, cols: int = 8, size: int = 160, seed: int = 0):
-    """Show the images with these ``ids`` (train first, then test), or ``n`` random train images of
-    class ``label`` (name or index), or ``n`` random train images."""
-    names = dict(zip(comp.classes, plot_labels(comp.classes)))
-    if ids is not None:
-        ids = [str(i) for i in ([ids] if isinstance(ids, str) else ids)]
-        df = _all_images(comp).drop_duplicates("id").set_index("id")
-        missing = [i for i in ids if i not in df.index]
-        if missing:
-            raise KeyError(f"ids {missing[:10]} are in neither train nor test of {comp.root}")
-        rows = df.loc[ids].reset_index()
-    else:
-        df = comp.train.assign(split="train")
-        if label is not None:
-            name = comp.classes[label] if isinstance(label, (int, np.integer)) else str(label)
-            if name not in comp.classes:
-                raise KeyError(f"class {label!r} is not one of the {len(comp.classes)} classes of {comp.root}")
-            df = df[df["label"] == name]
-        rows = df.sample(min(n, len(df)), random_state=seed)
-    items = [(r.path, f"{r.id}\n{r.split}" + (f" {names.get(r.label, '')}" if isinstance(r.label, str) else ""))
-             for r in rows.itertuples()]
-    return _grid(items, cols, size)
-
-
-def show_class_grid(comp: Competition, per_class: int = 6, classes=None, max_classes: int = 16, seed: int = 0):
-    """A row of ``per_class`` random train images per class: ``classes`` (names or indices), else all
-    classes when there are at most ``max_classes``, else ``max_classes`` spread over the count ranking
-    (the largest, the smallest and evenly in between)."""
-    import matplotlib.pyplot as plt
-    labels = plot_labels(comp.classes)
-    if classes is None:
-        t = class_table(comp).sort_values("count", ascending=False, kind="stable")
-        pick = np.unique(np.linspace(0, len(t) - 1, min(max_classes, len(t))).round().astype(int))
-        classes = t["index"].to_numpy()[pick].tolist()
-    idx = [c if isinstance(c, (int, np.integer)) else comp.classes.index(c) for c in classes]
-    fig, axes = plt.subplots(len(idx), per_class, figsize=(1.6 * per_class + 1, 1.6 * len(idx)), squeeze=False)
-    for row, k in zip(axes, idx):
-        df = comp.train[comp.train["target"] == k]
-        df = df.sample(min(per_class, len(df)), random_state=seed)
-        for ax in row:
-            ax.set_xticks([]), ax.set_yticks([])
-            for s in ax.spines.values():
-                s.set_visible(False)
-        for ax, path in zip(row, df["path"]):
-            ax.imshow(read_image(path, size=128))
-        row[0].set_ylabel(f"{labels[k]}\n({(comp.train['target'] == k).sum()})", rotation=0, ha="right",
-                          va="center", fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def plot_shift(stats: pd.DataFrame, scores: pd.DataFrame | None = None, cols: int = 4):
-    """Train vs test distribution of every statistic; the title carries its shift score, red when flagged."""
-    import matplotlib.pyplot as plt
-    ok = stats[stats["problem"] == ""]
-    sc = scores.set_index("stat") if scores is not None else None
-    names = list(STATS) + list(GEOMETRY)
-    rows = -(-(len(names) + 1) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False)
-    for ax in axes.ravel()[len(names) + 1:]:
-        ax.set_axis_off()
-    for ax, col in zip(axes.ravel(), names):
-        _hist(ax, {s: ok.loc[ok["split"] == s, col].to_numpy(float) for s in ("train", "test")},
-              log=col in ("kbytes", "megapixels", "sharpness"))
-        _shift_title(ax, col, sc)
-    ax = axes.ravel()[len(names)]
-    shares = pd.crosstab(ok["orientation"], ok["split"], normalize="columns")
-    shares = shares.reindex(columns=[c for c in ("train", "test") if c in shares.columns])
-    shares.plot.bar(ax=ax, rot=0, color=["tab:blue", "tab:orange"][: shares.shape[1]])
-    ax.legend(loc="upper right")
-    _shift_title(ax, "orientation", sc)
-    fig.tight_layout()
-    return fig
-
-
-def _shift_title(ax, col, sc):
-    if sc is None or col not in sc.index:
-        ax.set_title(col, fontsize=9)
-        return
-    r = sc.loc[col]
-    ax.set_title(f"{col}: {r['method']} {r['score']:.2f}" + ("  SHIFT" if r["flagged"] else ""), fontsize=9,
-                 color="tab:red" if r["flagged"] else "black")
-
-
-def show_pairs(comp: Competition, dups: pd.DataFrame, which: str = "train", n: int = 12, per_row: int = 3,
-               size: int = 128):
-    """Duplicate pairs side by side (member, then the image it duplicates). ``which``: "train" (within
-    train), "conflict" (train pairs with different labels), "leak" (test image = a train image),
-    "test" (within test), "all". Returns None (and says so) when there is no such pair."""
-    sel = {"train": (dups["split"] == "train") & (dups["dup_of_split"] == "train"),
-           "conflict": dups["conflict"] & (dups["split"] == "train") & (dups["label"] != dups["dup_of_label"]),
-           "leak": (dups["split"] == "test") & (dups["dup_of_split"] == "train"),
-           "test": (dups["split"] == "test") & (dups["dup_of_split"] == "test"),
-           "all": pd.Series(True, index=dups.index)}
-    if which not in sel:
-        raise ValueError(f"which={which!r}: choose one of {list(sel)}")
-    d = dups[sel[which]]
-    print(f"{len(d)} {which} duplicate pair(s)" + (f"; showing {min(n, len(d))}" if len(d) else ""))
-    if not len(d):
-        return None
-    names = dict(zip(comp.classes, plot_labels(comp.classes)))
-    items = []
-    for r in d.head(n).itertuples():
-        items += [(r.path, f"{r.kind} d={r.distance}\n{r.split} {names.get(r.label, '')} {r.id}"),
-                  (r.dup_of_path, f"group {r.group}\n{r.dup_of_split} {names.get(r.dup_of_label, '')} {r.dup_of}")]
-    return _grid(items, 2 * per_row, size)

@@ -1,44 +1,88 @@
-"""Image grids for notebooks: batches, samples, galleries. Korean class names need a CJK font;
-``class_font()`` finds one if the machine has it and otherwise plots still render (names may show
-as boxes, never as one warning per glyph).
+"""Image grids and class names for notebook plots.
+
+Class names in any script (e.g. Korean) are drawn by adding an installed font that has their
+characters as the last fallback of matplotlib's ``font.family`` (``class_font``): Latin text, digits
+and the minus sign of negative ticks keep the default font. Where no installed font has them, plots
+write ``#<index>`` instead of a class name (``plot_labels``) and matplotlib's per-glyph warnings are
+silenced, so a plot never prints one warning per missing character.
 """
 from __future__ import annotations
 
 import logging
 import warnings
 from functools import lru_cache
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 
 logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
 
+KOREAN = ("한국어",)  # what ``class_font`` makes drawable when not told which names
+_CJK_HINTS = ("cjk", "nanum", "gothic", "malgun", "notosanskr", "baekmuk", "gulim", "dotum", "batang", "unfonts")
+
 
 @lru_cache(maxsize=None)
-def class_font() -> str | None:
-    """Set matplotlib's sans-serif font to an installed CJK font, if any; return its name."""
-    from matplotlib import font_manager
+def _charmap(path: str) -> frozenset:
+    from matplotlib.ft2font import FT2Font
+    try:
+        return frozenset(FT2Font(path).get_charmap())
+    except Exception:  # noqa: BLE001 - an unreadable font covers nothing
+        return frozenset()
 
-    cjk = ("Noto Sans CJK KR", "Noto Sans KR", "NanumGothic", "Noto Sans CJK JP", "AppleGothic",
-           "Malgun Gothic", "UnDotum", "Baekmuk Gulim", "Droid Sans Fallback", "WenQuanYi Zen Hei")
-    names = {f.name for f in font_manager.fontManager.ttflist}
-    if not names & set(cjk):  # installed after matplotlib built its font cache: register the files
-        for f in font_manager.findSystemFonts():
-            if any(k in f.lower() for k in ("nanum", "cjk", "gothic", "dotum", "gulim")):
-                try:
-                    font_manager.fontManager.addfont(f)
-                except (OSError, RuntimeError, ValueError):
-                    pass
-        names = {f.name for f in font_manager.fontManager.ttflist}
-    for name in cjk:
-        if name in names:
-            plt.rcParams["font.sans-serif"] = [name] + list(plt.rcParams["font.sans-serif"])
-            plt.rcParams["font.family"] = "sans-serif"
-            plt.rcParams["axes.unicode_minus"] = False  # CJK fonts lack U+2212
-            return name
-    warnings.filterwarnings("ignore", message="Glyph .* missing from font")
-    warnings.filterwarnings("ignore", message=".*missing from current font.*")
+
+def _covered() -> frozenset:
+    """Code points that the fonts of ``font.family`` (the first and its fallbacks) can draw."""
+    from matplotlib import font_manager as fm
+    fams = plt.rcParams["font.family"]
+    return frozenset().union(*(_charmap(fm.findfont(fm.FontProperties(family=[f]))) for f in fams))
+
+
+@lru_cache(maxsize=64)
+def _font_for(need: frozenset) -> str | None:
+    """Path of an installed font with every code point in ``need`` (likely CJK fonts tried first)."""
+    from matplotlib import font_manager as fm
+    known = [f.fname for f in fm.fontManager.ttflist]
+    paths = list(dict.fromkeys(known + sorted(fm.findSystemFonts())))
+    for p in sorted(paths, key=lambda p: not any(h in Path(p).name.lower() for h in _CJK_HINTS)):
+        if "lastresort" not in Path(p).name.lower().replace(" ", "") and need <= _charmap(p):
+            return p  # (Last Resort maps every code point to a placeholder box)
     return None
+
+
+def class_font(names=KOREAN) -> str | None:
+    """Make matplotlib draw the strings ``names`` (class names, captions; default: Korean text).
+
+    Returns the font family that draws them: the last of ``font.family`` when the fonts there already
+    do, else an installed font that has their missing characters, added as the last fallback of
+    ``font.family`` (fonts installed after matplotlib built its font cache are found too). Returns None
+    when no installed font has them, and silences matplotlib's "Glyph ... missing" warnings (the
+    characters show as boxes; ``plot_labels`` writes ``#index`` instead). For Korean, install e.g.
+    ``fonts-nanum``.
+    """
+    from matplotlib import font_manager as fm
+    need = frozenset(ord(c) for n in names for c in str(n) if not c.isspace())
+    if need <= _covered():
+        return plt.rcParams["font.family"][-1]
+    path = _font_for(need - _covered())
+    if path is None:
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        warnings.filterwarnings("ignore", message=".*missing from current font.*")
+        return None
+    if path not in {f.fname for f in fm.fontManager.ttflist}:
+        fm.fontManager.addfont(path)
+    name = fm.FontProperties(fname=path).get_name()
+    plt.rcParams["font.family"] = [*[f for f in plt.rcParams["font.family"] if f != name], name]  # a fallback
+    return name
+
+
+def plot_labels(classes) -> list[str]:
+    """What plots write for each class: its name when the fonts can draw it, else ``#<index>``
+    (so matplotlib never warns about a missing glyph; the class table maps index -> name)."""
+    class_font(classes)
+    ok = _covered()
+    return [str(c) if all(ord(ch) in ok for ch in str(c) if not ch.isspace()) else f"#{i}"
+            for i, c in enumerate(classes)]
 
 
 def to_display(img) -> np.ndarray:
@@ -53,8 +97,9 @@ def to_display(img) -> np.ndarray:
 
 def image_grid(images, captions=None, ncols: int = 8, size: float = 1.6, title: str | None = None,
                colors=None):
-    """Show images in a grid with optional captions (and caption colours); returns the figure."""
-    class_font()
+    """Show images in a grid of cells ``size`` inches wide with optional captions (and caption
+    colours); an image that is None shows as "unreadable". Returns the figure."""
+    class_font([*(captions if captions is not None else []), title or ""])
     n = len(images)
     if n == 0:
         fig = plt.figure(figsize=(4, 1))
@@ -66,7 +111,10 @@ def image_grid(images, captions=None, ncols: int = 8, size: float = 1.6, title: 
     for k, ax in enumerate(axes.flat):
         ax.axis("off")
         if k < n:
-            ax.imshow(to_display(images[k]))
+            if images[k] is None:
+                ax.text(0.5, 0.5, "unreadable", ha="center", transform=ax.transAxes)
+            else:
+                ax.imshow(to_display(images[k]))
             if captions is not None:
                 ax.set_title(str(captions[k]), fontsize=7, color=(colors[k] if colors is not None else "black"))
     if title:

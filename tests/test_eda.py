@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageEnhance
 
-from lib import eda
+from lib import eda, eda_plots, viz
 from lib.data import scan_competition
 
 CLASSES = ["고양이", "로켓", "커피 잔"]
@@ -147,7 +147,7 @@ def test_class_table_and_plots_draw_without_glyph_warnings(comps):
     t = eda.class_table(c, n_folds=25)
     assert t["name"].tolist() == CLASSES and t["count"].sum() == len(c.train)
     assert t["fewer_than_folds"].tolist() == [True, True, True]
-    assert eda.plot_labels(["a b", "\U0010fffd"]) == ["a b", "#1"]  # no font has that code point
+    assert viz.plot_labels(["a b", "\U0010fffd"]) == ["a b", "#1"]  # no font has that code point
     stats = eda.image_stats(c, workers=1)
     dups = eda.find_duplicates(c, stats, save=False)
 
@@ -158,15 +158,15 @@ def test_class_table_and_plots_draw_without_glyph_warnings(comps):
                 plot().savefig(io.BytesIO(), format="png", dpi=40)
             matplotlib.pyplot.close("all")
 
-    with_names = (lambda: eda.plot_class_counts(c), lambda: eda.show_class_grid(c, per_class=2),
-                  lambda: eda.show_pairs(c, dups, "conflict"))
-    draw(*with_names, lambda: eda.plot_geometry(c), lambda: eda.show_images(c, label=1, n=4),
-         lambda: eda.show_images(c, ids=["leak_rot", "tr015"]), lambda: eda.show_pairs(c, dups, "leak"),
-         lambda: eda.plot_shift(stats, eda.shift_scores(c, stats, adversarial=False, save=False)))
+    with_names = (lambda: eda_plots.plot_class_counts(c), lambda: eda_plots.show_class_grid(c, per_class=2),
+                  lambda: eda_plots.show_pairs(c, dups, "conflict"))
+    draw(*with_names, lambda: eda_plots.plot_geometry(c), lambda: eda_plots.show_images(c, label=1, n=4),
+         lambda: eda_plots.show_images(c, ids=["leak_rot", "tr015"]), lambda: eda_plots.show_pairs(c, dups, "leak"),
+         lambda: eda_plots.plot_shift(stats, eda.shift_scores(c, stats, adversarial=False, save=False)))
     with pytest.MonkeyPatch.context() as mp:  # a machine without any Hangul font: classes by index
-        mp.setattr(eda, "_covered", lambda: frozenset(range(128)))
-        mp.setattr(eda, "_font_for", lambda need: None)
-        assert eda.plot_labels(c.classes) == ["#0", "#1", "#2"]
+        mp.setattr(viz, "_covered", lambda: frozenset(range(128)))
+        mp.setattr(viz, "_font_for", lambda need: None)
+        assert viz.plot_labels(c.classes) == ["#0", "#1", "#2"]
         draw(*with_names)
     with pytest.raises(KeyError, match="nope"):
-        eda.show_images(c, ids=["nope"])
+        eda_plots.show_images(c, ids=["nope"])
