@@ -10,17 +10,20 @@ history), model.safetensors (best weights), metrics.json, oof.csv, test.csv, cur
 """
 from __future__ import annotations
 
+import copy
 import json
 import platform
 import shutil
 import subprocess
 import warnings
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import safetensors.torch
 import torch
 import yaml
 from fastai.callback.core import Callback
@@ -34,7 +37,7 @@ from fastai.optimizer import OptimWrapper
 from timm.optim import param_groups_weight_decay
 
 from .augment import get_augment
-from .backbones import create_backbone, save_weights
+from .backbones import create_backbone
 from .callbacks import EMA, DeviceSmoothLoss, MixUpCutMix, ReseedEachEpoch, RunRecorder
 from .data import Competition, make_folds, scan_competition
 from .dataset import ImageDataset, build_cache
@@ -64,6 +67,8 @@ class Run:
     start_epoch: int = 0
     history: list | None = None
     num_workers: int = 0
+    writer: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1))  # checkpoint writes
+    pending: list = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -239,15 +244,43 @@ def _load_state(run: Run, resume: bool, verbose: bool) -> None:
         print(f"resuming {run.dir.name} after epoch {run.start_epoch}/{run.params['epochs']}")
 
 
+def _snapshot(state_dict: dict) -> dict:
+    """A copy of a state dict that later training steps cannot change (tensors cloned)."""
+    return copy.deepcopy({k: v.detach() if torch.is_tensor(v) else v for k, v in state_dict.items()})
+
+
+def _flush(run: Run) -> None:
+    """Wait for the checkpoint writes in flight; re-raise a failed one."""
+    while run.pending:
+        run.pending.pop(0).result()
+
+
+def _save_best(run: Run, model) -> None:
+    """Best weights so far to model.safetensors, written by the background writer."""
+    _flush(run)
+    sd = {k: v.contiguous() for k, v in _snapshot(model.state_dict()).items()}
+
+    def write():
+        with atomic_path(run.dir / "model.safetensors") as tmp:
+            safetensors.torch.save_file(sd, str(tmp))
+    run.pending.append(run.writer.submit(write))
+
+
 def _save_state(run: Run, epoch: int, history: list) -> None:
-    state = {"epoch": epoch, "model": run.learn.model.state_dict(), "opt": run.learn.opt.state_dict(),
-             "history": json.dumps(history)}
+    """The resumable state after ``epoch`` epochs. Tensors are copied now and written to disk in a
+    background thread (in order, after the best weights), so training does not wait for the disk."""
+    _flush(run)
+    state = {"epoch": epoch, "model": _snapshot(run.learn.model.state_dict()),
+             "opt": copy.deepcopy(run.learn.opt.state_dict()), "history": json.dumps(history)}
     ema = next((cb for cb in run.learn.cbs if isinstance(cb, EMA)), None)
     if ema:
-        state["ema"] = ema.model_ema.module.state_dict()
-    with atomic_path(run.dir / "state.pt") as tmp:
-        torch.save(state, tmp)
-    write_json(run.dir / "metrics.json", {"complete": False, "epochs": history})
+        state["ema"] = _snapshot(ema.model_ema.module.state_dict())
+
+    def write():
+        with atomic_path(run.dir / "state.pt") as tmp:
+            torch.save(state, tmp)
+        write_json(run.dir / "metrics.json", {"complete": False, "epochs": history})
+    run.pending.append(run.writer.submit(write))
 
 
 def fit(run: Run) -> pd.DataFrame:
@@ -256,9 +289,8 @@ def fit(run: Run) -> pd.DataFrame:
     if run.complete:
         return pd.DataFrame(read_json(run.dir / "metrics.json")["epochs"])
     learn = run.learn
-    rec = RunRecorder(run.comp.num_classes, p["monitor"], partial(_save_state, run),
-                      lambda m: save_weights(m, run.dir / "model.safetensors"), run.history,
-                      run.start_epoch, p["patience"], p["verbose"])
+    rec = RunRecorder(run.comp.num_classes, p["monitor"], partial(_save_state, run), partial(_save_best, run),
+                      run.history, run.start_epoch, p["patience"], p["verbose"])
     if p["schedule"] == "onecycle":
         scheds = {"lr": combined_cos(p["warmup_pct"], p["lr"] / 25, p["lr"], p["lr"] / 1e5)}
     elif p["schedule"] == "flat_cos":
@@ -272,9 +304,12 @@ def fit(run: Run) -> pd.DataFrame:
                 warnings.filterwarnings("ignore", message=".*upsample.*|.*lr_scheduler.*")
                 learn.fit(p["epochs"], p["lr"], cbs=[ParamScheduler(scheds), rec], start_epoch=run.start_epoch)
     except KeyboardInterrupt:
+        _flush(run)
         print(f"interrupted: epochs up to {len(rec.history)} are saved in {run.dir / 'state.pt'}; "
               "rerun the same command to resume", flush=True)
         raise
+    finally:
+        _flush(run)
     run.history = rec.history
     return pd.DataFrame(rec.history)
 
