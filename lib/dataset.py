@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .data import read_image
+from .images import read_image
 from .io import read_json, write_json
 
 CHUNK = 512  # images per unit of work (and of resumable progress)

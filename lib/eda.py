@@ -28,7 +28,8 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from .data import BadImageError, Competition, read_image, scan_competition
+from .data import Competition, scan_competition
+from .images import BadImageError, read_image
 from .io import write_csv
 
 STATS = {  # per-image statistics of the small decode (size x size RGB, 0-255)
@@ -471,7 +472,7 @@ def bad_files(comp: Competition, stats: pd.DataFrame | None = None, save: bool =
     """Everything that could not be used: the scan's problems plus files the stats pass could not
     decode. Columns: split, id (file stem; "" for problems that are not one file), path, problem.
     Written to ``<root>/eda/bad_files.csv``."""
-    from .data import IMAGE_EXTS
+    from .images import IMAGE_EXTS
     p = comp.problems[["split", "path", "problem"]].copy()
     if stats is not None and len(stats):
         p = pd.concat([p, stats.loc[stats["problem"] != "", ["split", "path", "problem"]]], ignore_index=True)

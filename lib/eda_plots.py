@@ -15,7 +15,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .data import BadImageError, Competition, read_image
+from .data import Competition
+from .images import BadImageError, read_image
 from .eda import GEOMETRY, STATS, _all_images, _geometry, class_table, imbalance_ratio
 from .viz import image_grid, plot_labels
 

@@ -7,51 +7,9 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
-from lib.data import BadImageError, make_folds, read_image, scan_competition
-
-
-def _photo(h=48, w=64, seed=0) -> Image.Image:
-    from sklearn.datasets import load_sample_images
-
-    img = load_sample_images().images[seed % 2]
-    return Image.fromarray(img[:h * 4:4, :w * 4:4])
-
-
-@pytest.fixture()
-def messy(tmp_path):
-    """Every kind of bad input the kit must name instead of crashing on."""
-    root = tmp_path / "messy"
-    ok = root / "train" / "현대 아반떼"          # Korean, with a space
-    two = root / "train" / "기아 K5"
-    one = root / "train" / "single"
-    for d in (ok, two, one, root / "train" / "empty", root / "test"):
-        d.mkdir(parents=True)
-    for i in range(3):
-        _photo(seed=i).save(ok / f"사진 {i}.jpg", quality=90)
-        _photo(seed=i + 1).save(two / f"img{i}.jpg", quality=90)
-    _photo().save(one / "only.jpg")
-    data = (ok / "사진 0.jpg").read_bytes()
-    (two / "truncated.jpg").write_bytes(data[: len(data) // 2])
-    (two / "zero.jpg").write_bytes(b"")
-    (two / "notes.jpg").write_text("this is not an image")
-    (two / "readme.txt").write_text("stray file")
-    _photo().convert("CMYK").save(two / "cmyk.jpg")
-    Image.fromarray((np.arange(48 * 64, dtype=np.uint16).reshape(48, 64) * 20)).save(two / "deep16.png")
-    p = _photo().convert("P", palette=Image.ADAPTIVE)
-    p.info["transparency"] = 0
-    p.save(two / "palette.png", transparency=0)
-    rot = _photo(h=40, w=80)
-    exif = Image.Exif()
-    exif[0x0112] = 6  # rotate 90 CW on display
-    rot.save(ok / "exif_rotated.jpg", exif=exif.tobytes())
-    for i in range(2):
-        _photo(seed=i).save(root / "test" / f"t{i}.jpg")
-    sample = pd.DataFrame({"ID": ["t0", "t1", "t_missing"], "기아 K5": 0.25, "single": 0.25,
-                           "empty": 0.25, "현대 아반떼": 0.25})
-    sample.to_csv(root / "sample_submission.csv", index=False)
-    return root
+from lib.data import make_folds, scan_competition
+from lib.images import BadImageError
 
 
 def test_messy_folder_reports_every_problem(messy):
@@ -74,24 +32,6 @@ def test_messy_folder_reports_every_problem(messy):
     assert (row.width, row.height) == (40, 80)                               # EXIF orientation applied
     with pytest.raises(BadImageError, match="problem"):
         scan_competition(messy, verbose=False, on_bad="raise")
-
-
-@pytest.mark.parametrize("name", ["cmyk.jpg", "deep16.png", "palette.png"])
-def test_any_mode_becomes_rgb(messy, name):
-    img = read_image(messy / "train" / "기아 K5" / name)
-    assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
-    assert img.std() > 0
-
-
-def test_exif_rotation_and_reduced_decode(messy):
-    img = read_image(messy / "train" / "현대 아반떼" / "exif_rotated.jpg")
-    assert img.shape[:2] == (80, 40)
-    big = messy / "big.jpg"
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (960, 1280, 3), np.uint8)).save(big)
-    small = read_image(big, size=224)
-    assert 224 <= min(small.shape[:2]) < 480                                 # decoded at 1/2 or 1/4 scale
-    with pytest.raises(BadImageError, match="truncated.jpg"):
-        read_image(messy / "train" / "기아 K5" / "truncated.jpg")
 
 
 def test_classes_never_shift(digits_comp, tmp_path):
