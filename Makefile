@@ -7,18 +7,21 @@ STAMP  := $(VENV)/.foldbook-installed
 # the demo competition: fashion-mnist when Debian's files are there, else scikit-learn's digits
 DEMO_SOURCE ?= auto
 DEMO_ARGS   ?= --max-train-per-class 300 --max-test 1000
-DEMO_DATA   ?= data/$(shell [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && [ "$(DEMO_SOURCE)" = auto ] && echo fmnist || { [ "$(DEMO_SOURCE)" = auto ] && echo digits || echo $(DEMO_SOURCE); })
+# the folder lib.demo builds: data/fmnist or data/digits
+DEMO_NAME   := $(if $(filter auto,$(DEMO_SOURCE)),$(shell [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && echo fmnist || echo digits),$(if $(filter digits,$(DEMO_SOURCE)),digits,fmnist))
+DEMO_DATA   ?= data/$(DEMO_NAME)
 DEMO_PARAMS ?= params/demo/resnet.yaml params/demo/convnext.yaml
 DEMO_FOLDS  ?= 0-2
 
 # the grid: every params file x fold
 PARAMS ?= $(DEMO_PARAMS)
 DATA   ?= $(DEMO_DATA)
+N_FOLDS ?= 3
 FOLDS  ?= $(DEMO_FOLDS)
 JOBS   ?= 1
 PAPERMILL := $(PY) -m papermill --cwd $(CURDIR)
 
-.PHONY: env demo test lab grid eda analysis ensemble clean-runs
+.PHONY: env demo test lab grid clean-runs
 
 env: $(STAMP)
 
@@ -46,7 +49,7 @@ lab: env
 	$(VENV)/bin/jupyter lab --notebook-dir=$(CURDIR)
 
 grid: env
-	$(PY) -m lib.grid --params $(PARAMS) --folds $(FOLDS) --jobs $(JOBS) -p data_dir $(DATA)
+	$(PY) -m lib.grid --params $(PARAMS) --folds $(FOLDS) --jobs $(JOBS) -p data_dir $(DATA) -p n_folds $(N_FOLDS)
 
 clean-runs:
 	rm -rf runs/*/ runs/*.ipynb

@@ -18,6 +18,16 @@ from .metrics import accuracy, f1_macro, log_loss
 MONITORS = {"log_loss": False, "valid_loss": False, "accuracy": True, "f1_macro": True}  # name -> greater is better
 
 
+def best_record(history: list, monitor: str) -> dict | None:
+    """The epoch record with the best ``monitor`` (earliest on ties); None for an empty history."""
+    if monitor not in MONITORS:
+        raise ValueError(f"monitor {monitor!r}: choose one of {sorted(MONITORS)}")
+    if not history:
+        return None
+    sign = 1 if MONITORS[monitor] else -1
+    return max(history, key=lambda h: (sign * h[monitor], -h["epoch"]))
+
+
 class ReseedEachEpoch(Callback):
     """Seed every random source from (seed, epoch) at the start of each epoch.
 
@@ -105,10 +115,7 @@ class RunRecorder(Callback):
 
     @property
     def best(self) -> dict | None:
-        if not self.history:
-            return None
-        key = (lambda h: h[self.monitor]) if MONITORS[self.monitor] else (lambda h: -h[self.monitor])
-        return max(self.history, key=key)
+        return best_record(self.history, self.monitor)
 
     def before_epoch(self):
         self.t0, self.train_losses, self.valid_losses, self.probs, self.ys = time.time(), [], [], [], []

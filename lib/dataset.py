@@ -57,18 +57,21 @@ def build_cache(paths: list[str], size: int, cache_dir, split: str, workers: int
     """
     cache_dir = Path(cache_dir) / f"{size}px"
     cache_dir.mkdir(parents=True, exist_ok=True)
-    key = hashlib.sha1("\n".join(f"{p}|{os.path.getsize(p)}" for p in paths).encode()).hexdigest()[:16]
+    key = hashlib.sha1("\n".join(f"{p}|{os.stat(p).st_size}|{os.stat(p).st_mtime_ns}" for p in paths).encode()).hexdigest()[:16]
     data, marker, done_file = cache_dir / f"{split}.u8", cache_dir / f"{split}.json", cache_dir / f"{split}.chunks"
     shape = (len(paths), size, size, 3)
     with open(cache_dir / f"{split}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if marker.exists() and read_json(marker).get("key") == key:
             return np.memmap(data, dtype=np.uint8, mode="r", shape=shape)
+        marker.unlink(missing_ok=True)  # another file list or size: the old cache is being replaced
         done = set()
         if done_file.exists() and data.exists() and data.stat().st_size == int(np.prod(shape)):
             lines = done_file.read_text().split()
             if lines and lines[0] == key:
                 done = {int(s) for s in lines[1:]}
+            else:
+                done_file.write_text(key + "\n")
         else:
             marker.unlink(missing_ok=True)
             np.memmap(data, dtype=np.uint8, mode="w+", shape=shape).flush()

@@ -95,6 +95,10 @@ def tta_predictions(runs: pd.DataFrame, classes: list[str], ops=("identity",), s
     get_tta(ops)
     if ops == ["identity"]:
         return load_test(runs, classes), None
+    if not oof:
+        warnings.warn(f"TTA {ops} on test only: the blend weights and temperature will be fitted on OOF "
+                      "predictions made without TTA, which are sharper than the TTA test predictions; "
+                      "set tta_oof=True to fit them on TTA OOF", stacklevel=2)
     tests, oofs = {}, {} if oof else None
     for model, g in runs.groupby("model", sort=True):
         parts = [predict_run(d, ops, "test", space, **kwargs) for d in g["dir"]]

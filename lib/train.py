@@ -38,7 +38,7 @@ from timm.optim import param_groups_weight_decay
 
 from .augment import get_augment
 from .backbones import create_backbone
-from .callbacks import EMA, DeviceSmoothLoss, MixUpCutMix, ReseedEachEpoch, RunRecorder
+from .callbacks import EMA, DeviceSmoothLoss, MixUpCutMix, ReseedEachEpoch, RunRecorder, best_record
 from .data import Competition, make_folds, scan_competition
 from .dataset import ImageDataset, build_cache
 from .device import default_num_workers, pick_device
@@ -67,7 +67,7 @@ class Run:
     start_epoch: int = 0
     history: list | None = None
     num_workers: int = 0
-    writer: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1))  # checkpoint writes
+    writer: ThreadPoolExecutor | None = None  # writes checkpoints in the background while fit runs
     pending: list = field(default_factory=list)
 
     @property
@@ -85,13 +85,17 @@ def setup_run(data_dir: str = "data/fmnist", backbone: str = "resnet18", fold: i
               grad_clip: float | None = None, monitor: str = "log_loss", patience: int | None = None,
               seed: int = 42, num_workers: int | None = None, device: str | None = None,
               run_name: str | None = None, runs_dir: str = "runs", max_samples: int | None = None,
-              exclude_ids: str | None = None, cache: bool = True, resume: bool = True,
+              exclude_ids: str | None = None, group_col: str | None = None, scan_args: dict | None = None,
+              cache: bool = True, resume: bool = True,
               force: bool = False, progress: bool = True, verbose: bool = True) -> Run:
     """Resolve parameters, scan the data, build datasets, model and Learner for one fold.
 
     ``ema``: decay of the weight EMA (e.g. 0.999) or None. ``exclude_ids``: CSV with an ``id``
     column (e.g. noisy labels from 03_oof_analysis) removed from this fold's training images only.
     ``max_samples`` caps train and valid sizes (smoke runs). Sizes are pixels, ``lr`` the peak.
+    ``group_col`` splits folds with StratifiedGroupKFold on that column of the labels CSV (e.g. the
+    duplicate groups from 01_eda); ``scan_args`` go to ``scan_competition`` (labels_csv, id_col,
+    label_col, path_col) for competitions that ship a labels table.
     """
     params = {k: v for k, v in locals().items()}
     params["run_name"] = run_name = run_name or f"{backbone}_f{fold}"
@@ -99,8 +103,8 @@ def setup_run(data_dir: str = "data/fmnist", backbone: str = "resnet18", fold: i
     if force and run_dir.exists():
         shutil.rmtree(run_dir)
     _check_params(run_dir, params)
-    comp = scan_competition(resolve(data_dir), verbose=verbose)
-    folds = make_folds(comp, n_folds=n_folds, seed=42)
+    comp = scan_competition(resolve(data_dir), group_col=group_col, verbose=verbose, **(scan_args or {}))
+    folds = make_folds(comp, n_folds=n_folds, seed=42, group_col=group_col)
     run = Run(run_dir, params, comp, folds)
     if run.complete:
         if verbose:
@@ -119,7 +123,11 @@ def setup_run(data_dir: str = "data/fmnist", backbone: str = "resnet18", fold: i
     tr = folds[folds["fold"] != fold]
     va = folds[folds["fold"] == fold]
     if exclude_ids:
-        drop = set(pd.read_csv(resolve(exclude_ids), dtype={"id": str})["id"])
+        table = pd.read_csv(resolve(exclude_ids), dtype={"id": str})
+        if "id" not in table.columns:
+            raise ValueError(f"{exclude_ids}: needs an 'id' column (has {list(table.columns)}); 03_oof_analysis's "
+                             "noisy_labels.csv and 01_eda's duplicates.csv have one")
+        drop = set(table["id"])
         if verbose:
             print(f"excluding {len(set(tr['id']) & drop)} train images listed in {exclude_ids}")
         tr = tr[~tr["id"].isin(drop)]
@@ -218,8 +226,8 @@ def _check_input_size(model, backbone: str, img_size: int) -> None:
 def _check_params(run_dir: Path, params: dict) -> None:
     """A run folder holds one set of parameters: resuming with other ones would mix two runs."""
     saved = run_dir / "params.yaml"
-    if not saved.exists():
-        return
+    if not saved.exists() or not (run_dir / "state.pt").exists():
+        return  # nothing trained yet: a corrected rerun may change anything
     old = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
     diff = {k: (old.get(k), v) for k, v in params.items() if k not in RUNTIME_PARAMS and old.get(k) != v}
     if diff:
@@ -298,6 +306,7 @@ def fit(run: Run) -> pd.DataFrame:
     else:
         raise ValueError(f"schedule {p['schedule']!r}: choose onecycle or flat_cos")
     done = run.start_epoch >= p["epochs"] or _stopped_early(run)
+    run.writer = ThreadPoolExecutor(1)
     try:
         if not done:
             with warnings.catch_warnings():
@@ -310,6 +319,7 @@ def fit(run: Run) -> pd.DataFrame:
         raise
     finally:
         _flush(run)
+        run.writer.shutdown()
     run.history = rec.history
     return pd.DataFrame(rec.history)
 
@@ -318,11 +328,7 @@ def _stopped_early(run: Run) -> bool:
     pat, hist = run.params["patience"], run.history or []
     if not pat or not hist:
         return False
-    better = (lambda a, b: a > b) if run.params["monitor"] in ("accuracy", "f1_macro") else (lambda a, b: a < b)
-    best = hist[0]
-    for h in hist[1:]:
-        best = h if better(h[run.params["monitor"]], best[run.params["monitor"]]) else best
-    return hist[-1]["epoch"] - best["epoch"] >= pat
+    return hist[-1]["epoch"] - best_record(hist, run.params["monitor"])["epoch"] >= pat
 
 
 def predict(run: Run, progress: bool | None = None) -> dict:
@@ -351,8 +357,7 @@ def predict(run: Run, progress: bool | None = None) -> dict:
     test_df.insert(0, "id", comp.test["id"].to_numpy())
     write_csv(run.dir / "oof.csv", oof_df)
     write_csv(run.dir / "test.csv", test_df)
-    best = min(run.history, key=lambda h: h[p["monitor"]]) if p["monitor"] in ("log_loss", "valid_loss") \
-        else max(run.history, key=lambda h: h[p["monitor"]])
+    best = best_record(run.history, p["monitor"])
     summary = {"complete": True, "run_name": p["run_name"], "backbone": p["backbone"], "fold": p["fold"],
                "best_epoch": best["epoch"], "log_loss": log_loss(y, oof), "accuracy": accuracy(y, oof),
                "f1_macro": f1_macro(y, oof), "minutes": round(sum(h["seconds"] for h in run.history) / 60, 2),

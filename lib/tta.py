@@ -138,7 +138,7 @@ def predict_tta(model: torch.nn.Module, loader, ops, device, space: str = "prob"
                 acc = part if acc is None else acc + part
             acc = acc / len(ops)
             probs = acc if space == "prob" else torch.softmax(acc, dim=1)
-            out.append(probs.double().cpu().numpy())
+            out.append(probs.float().cpu().double().numpy())  # MPS has no float64
     finally:
         model.train(was_training)
     if not out:
