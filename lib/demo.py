@@ -135,8 +135,13 @@ def score_submission(root, submission) -> dict:
     root = Path(root)
     sol = pd.read_csv(root / "solution.csv", dtype={"ID": str})
     sub = pd.read_csv(submission, dtype={"ID": str}) if not isinstance(submission, pd.DataFrame) else submission
-    sub = sub.set_index(sub.columns[0]).loc[sol["ID"]]
-    probs, y = sub.to_numpy(dtype=np.float64), sol["target"].to_numpy()
+    classes = list(pd.read_csv(root / "sample_submission.csv", nrows=0).columns[1:])
+    sub = sub.set_index(sub.columns[0])
+    missing = sorted(set(sol["ID"]) - set(sub.index))
+    if missing or set(classes) - set(sub.columns):
+        raise ValueError(f"{submission}: {len(missing)} test ids missing (e.g. {missing[:3]}) or class columns "
+                         "missing; write it with lib.ensemble.write_submission")
+    probs, y = sub.loc[sol["ID"], classes].to_numpy(dtype=np.float64), sol["target"].to_numpy()
     return {"test_log_loss": log_loss(y, probs), "test_accuracy": accuracy(y, probs), "test_f1_macro": f1_macro(y, probs)}
 
 

@@ -19,6 +19,12 @@ def pick_device(device: str | None = None, verbose: bool = True) -> torch.device
         how = "auto"
     else:
         how = "asked"
+        kind = torch.device(device).type
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"device={device!r} asked for, but torch {torch.__version__} sees no CUDA GPU; "
+                               "use device=None (auto) or 'cpu'")
+        if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise RuntimeError(f"device={device!r} asked for, but MPS is not available here; use device=None or 'cpu'")
     dev = torch.device(device)
     if verbose:
         extra = f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""

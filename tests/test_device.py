@@ -17,3 +17,10 @@ def test_workers():
     assert default_num_workers("mps") == 0                            # workers die on Apple Silicon
     assert default_num_workers("cpu") == 0
     assert default_num_workers("cuda", 3) == 3                        # an explicit count wins
+
+
+def test_asking_for_a_missing_device_says_so():
+    import pytest
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA GPU"):
+            pick_device("cuda")

@@ -99,3 +99,16 @@ def test_exclude_ids_and_bad_arguments(digits_comp, tmp_path):
     with pytest.raises(FileNotFoundError, match="no such competition"):
         setup_run(data_dir=str(tmp_path / "nope"), runs_dir=str(tmp_path), **{**TINY, "run_name": "y"})
     assert folds is None or len(folds)
+
+
+def test_group_col_keeps_groups_in_one_fold(digits_comp, tmp_path):
+    """A labels table with a group column (e.g. 01_eda's duplicate groups) splits folds by group."""
+    from lib.data import scan_competition
+    comp = scan_competition(digits_comp, verbose=False)
+    table = pd.DataFrame({"id": comp.train["id"], "img_path": comp.train["path"], "label": comp.train["label"],
+                          "grp": np.arange(len(comp.train)) // 5})
+    table.to_csv(digits_comp / "labels.csv", index=False)
+    run = setup_run(data_dir=str(digits_comp), runs_dir=str(tmp_path), group_col="grp",
+                    scan_args={"labels_csv": "labels.csv"}, **{**TINY, "run_name": "g"})
+    folds = run.folds.merge(table[["id", "grp"]].rename(columns={"grp": "g2"}), on="id")
+    assert folds.groupby("g2")["fold"].nunique().max() == 1
