@@ -362,7 +362,8 @@ def predict(run: Run, progress: bool | None = None) -> dict:
                "best_epoch": best["epoch"], "log_loss": log_loss(y, oof), "accuracy": accuracy(y, oof),
                "f1_macro": f1_macro(y, oof), "minutes": round(sum(h["seconds"] for h in run.history) / 60, 2),
                "epochs": run.history}
-    plot_curves(run.history, save=run.dir / "curves.png")
+    import matplotlib.pyplot as plt
+    plt.close(plot_curves(run.history, save=run.dir / "curves.png"))  # saved only; the notebook draws its own
     write_json(run.dir / "env.json", environment(p["seed"], str(dev)))
     write_json(run.dir / "metrics.json", summary)  # last: marks the run complete
     return summary
