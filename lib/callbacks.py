@@ -61,9 +61,13 @@ class EMA(Callback):
         if self.model_ema is None:
             self.model_ema = ModelEmaV3(self.learn.model, decay=self.decay, use_warmup=True)
 
+    def after_cancel_step(self):
+        self._cancelled = True  # gradient accumulation skipped the optimizer step: nothing to average
+
     def after_step(self):
-        if self.training:
+        if self.training and not getattr(self, "_cancelled", False):
             self.model_ema.update(self.learn.model, step=self.epoch * self.n_iter + self.iter)
+        self._cancelled = False
 
     def before_validate(self):
         self._train_model, self.learn.model = self.learn.model, self.model_ema.module
@@ -135,6 +139,9 @@ class RunRecorder(Callback):
         if self.epoch < self.start_epoch or not self.ys:  # skipped while resuming
             return
         probs, y = torch.cat(self.probs).cpu().numpy().astype(np.float64), torch.cat(self.ys).cpu().numpy()
+        if not np.isfinite(probs).all():
+            raise FloatingPointError(f"epoch {self.epoch + 1}: the model's outputs are NaN/inf (the training loss "
+                                     f"diverged); lower lr, add grad_clip, or check the data")
         rec = {"epoch": self.epoch, "train_loss": _mean(self.train_losses), "valid_loss": _mean(self.valid_losses),
                "log_loss": log_loss(y, probs), "accuracy": accuracy(y, probs), "f1_macro": f1_macro(y, probs),
                "lr": float(self.opt.hypers[-1]["lr"]), "seconds": round(time.time() - self.t0, 2)}

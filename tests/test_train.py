@@ -112,3 +112,21 @@ def test_group_col_keeps_groups_in_one_fold(digits_comp, tmp_path):
                     scan_args={"labels_csv": "labels.csv"}, **{**TINY, "run_name": "g"})
     folds = run.folds.merge(table[["id", "grp"]].rename(columns={"grp": "g2"}), on="id")
     assert folds.groupby("g2")["fold"].nunique().max() == 1
+
+
+def test_diverging_run_says_what_to_do(digits_comp, tmp_path):
+    with pytest.raises(FloatingPointError, match="lower lr"):
+        train_fold(data_dir=str(digits_comp), runs_dir=str(tmp_path), **{**TINY, "lr": 1e6, "epochs": 2})
+
+
+def test_ema_skips_accumulated_micro_batches(digits_comp, tmp_path):
+    from lib.callbacks import EMA
+    run = setup_run(data_dir=str(digits_comp), runs_dir=str(tmp_path), ema=0.5, grad_accum=2,
+                    **{**TINY, "epochs": 1, "batch_size": 16})
+    ema = next(cb for cb in run.learn.cbs if isinstance(cb, EMA))
+    calls = []
+    ema.before_fit()
+    real = ema.model_ema.update
+    ema.model_ema.update = lambda model, step=None: calls.append(step) or real(model, step=step)
+    fit(run)
+    assert 0 < len(calls) <= len(run.train_ds) // 16 // 2 + 1           # one update per optimizer step
