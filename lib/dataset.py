@@ -13,6 +13,7 @@ import hashlib
 import os
 import random
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 
 import cv2
@@ -81,8 +82,8 @@ def build_cache(paths: list[str], size: int, cache_dir, split: str, workers: int
         workers = workers or min(8, os.cpu_count() or 1)
         bar = tqdm(total=len(paths), initial=len(paths) - sum(len(t[1]) for t in todo),
                    desc=f"cache {split} {size}px", mininterval=5, disable=not progress or not todo)
-        with ProcessPoolExecutor(workers) if workers > 1 and len(todo) > 1 else _Inline() as ex:
-            for t, n in zip(todo, ex.map(_cache_chunk, todo)):
+        with ProcessPoolExecutor(workers) if workers > 1 and len(todo) > 1 else nullcontext() as ex:
+            for t, n in zip(todo, (ex.map if ex else map)(_cache_chunk, todo)):
                 with open(done_file, "a") as f:
                     f.write(f"{t[2]}\n")
                 bar.update(n)
@@ -90,18 +91,6 @@ def build_cache(paths: list[str], size: int, cache_dir, split: str, workers: int
         write_json(marker, {"key": key, "n": len(paths), "size": size})
         done_file.unlink(missing_ok=True)
     return np.memmap(data, dtype=np.uint8, mode="r", shape=shape)
-
-
-class _Inline:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
-
-    @staticmethod
-    def map(fn, items):
-        return map(fn, items)
 
 
 class ImageDataset(torch.utils.data.Dataset):

@@ -18,7 +18,6 @@ import os
 import queue
 import subprocess
 import sys
-import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +25,8 @@ from pathlib import Path
 import yaml
 from tqdm import tqdm
 
-from .io import read_json
 from .paths import repo_root, resolve
+from .runs import run_complete
 
 NOTEBOOK = "notebooks/02_train.ipynb"
 
@@ -46,8 +45,7 @@ class Cell:
 
     @property
     def complete(self) -> bool:
-        m = self.runs_dir / self.run_name / "metrics.json"
-        return m.exists() and read_json(m).get("complete", False)
+        return run_complete(self.runs_dir / self.run_name)
 
     def command(self, notebook: str = NOTEBOOK, extra: list[tuple[str, str]] = ()) -> list[str]:
         cmd = [sys.executable, "-m", "papermill", str(resolve(notebook)), str(self.notebook),

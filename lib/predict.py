@@ -31,7 +31,7 @@ from .io import write_csv
 from .metrics import (accuracy, apply_temperature, f1_macro, fit_temperature, log_loss, probs_to_logits,
                       score)
 from .paths import resolve
-from .runs import common_ids, load_test
+from .runs import common_ids, fold_mean, load_test
 from .tta import get_tta, predict_tta
 
 SPLITS = ("test", "oof")
@@ -101,12 +101,7 @@ def tta_predictions(runs: pd.DataFrame, classes: list[str], ops=("identity",), s
                       "set tta_oof=True to fit them on TTA OOF", stacklevel=2)
     tests, oofs = {}, {} if oof else None
     for model, g in runs.groupby("model", sort=True):
-        parts = [predict_run(d, ops, "test", space, **kwargs) for d in g["dir"]]
-        for q, d in zip(parts, g["dir"]):
-            if not q["id"].equals(parts[0]["id"]):
-                raise ValueError(f"{d}/test.csv lists other test ids than {g['dir'].iloc[0]}/test.csv")
-        mean = np.mean([q[classes].to_numpy(np.float64) for q in parts], axis=0)
-        tests[model] = pd.concat([parts[0][["id"]], pd.DataFrame(mean, columns=classes)], axis=1)
+        tests[model] = fold_mean([predict_run(d, ops, "test", space, **kwargs) for d in g["dir"]], g["dir"], classes)
         if oof:
             full = pd.concat([predict_run(d, ops, "oof", space, **kwargs) for d in g["dir"]], ignore_index=True)
             oofs[model] = full.sort_values("id").reset_index(drop=True)

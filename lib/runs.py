@@ -24,6 +24,23 @@ def model_name(run_name: str) -> str:
     return FOLD_SUFFIX.sub("", run_name)
 
 
+def run_complete(run_dir) -> bool:
+    """A run is complete once 02_train has written metrics.json with ``"complete": true`` (its last write)."""
+    m = Path(run_dir) / "metrics.json"
+    return m.exists() and read_json(m).get("complete", False)
+
+
+def fold_mean(parts: list[pd.DataFrame], dirs, classes: list[str]) -> pd.DataFrame:
+    """id + classes: the mean of one model's per-fold test predictions, which must list the same ids."""
+    dirs = list(dirs)
+    for p, d in zip(parts, dirs):
+        _check_columns(p, classes, d)
+        if not p["id"].equals(parts[0]["id"]):
+            raise ValueError(f"{d}/test.csv lists other test ids than {dirs[0]}/test.csv")
+    mean = np.mean([p[classes].to_numpy(np.float64) for p in parts], axis=0)
+    return pd.concat([parts[0][["id"]], pd.DataFrame(mean, columns=classes)], axis=1)
+
+
 def find_runs(runs_dir="runs", complete_only: bool = True) -> pd.DataFrame:
     """One row per run folder: run_name, model, fold, complete, log_loss, accuracy, f1_macro,
     best_epoch, minutes, dir; sorted by model then fold."""
@@ -81,13 +98,8 @@ def load_test(runs: pd.DataFrame, classes: list[str]) -> dict[str, pd.DataFrame]
     """Test probabilities per model: the mean over its folds' runs (id + one column per class)."""
     out = {}
     for model, g in runs.groupby("model", sort=True):
-        parts = [pd.read_csv(Path(d) / "test.csv", dtype={"id": str}) for d in g["dir"]]
-        for p, d in zip(parts, g["dir"]):
-            _check_columns(p, classes, d)
-            if not p["id"].equals(parts[0]["id"]):
-                raise ValueError(f"{d}/test.csv lists other test ids than {g['dir'].iloc[0]}/test.csv")
-        mean = np.mean([p[classes].to_numpy(np.float64) for p in parts], axis=0)
-        out[model] = pd.concat([parts[0][["id"]], pd.DataFrame(mean, columns=classes)], axis=1)
+        out[model] = fold_mean([pd.read_csv(Path(d) / "test.csv", dtype={"id": str}) for d in g["dir"]],
+                               g["dir"], classes)
     return out
 
 

@@ -26,7 +26,6 @@ import pandas as pd
 import safetensors.torch
 import torch
 import yaml
-from fastai.callback.core import Callback
 from fastai.callback.progress import ProgressCallback
 from fastai.callback.schedule import ParamScheduler, combined_cos
 from fastai.callback.training import GradientAccumulation, GradientClip
@@ -45,6 +44,7 @@ from .device import default_num_workers, pick_device
 from .io import atomic_path, read_json, write_csv, write_json, write_yaml
 from .losses import get_loss, inverse_frequency_weights
 from .paths import repo_root, resolve
+from .runs import run_complete
 from .tta import predict_tta
 
 # parameters that may change between an interrupted run and its resume without invalidating it
@@ -72,8 +72,7 @@ class Run:
 
     @property
     def complete(self) -> bool:
-        m = self.dir / "metrics.json"
-        return m.exists() and read_json(m).get("complete", False)
+        return run_complete(self.dir)
 
 
 def setup_run(data_dir: str = "data/fmnist", backbone: str = "resnet18", fold: int = 0, n_folds: int = 5,

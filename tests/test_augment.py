@@ -1,7 +1,6 @@
 """lib.augment: every preset by name, normalised with the backbone's statistics."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from sklearn.datasets import load_sample_images

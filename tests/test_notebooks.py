@@ -9,7 +9,6 @@ import nbformat
 import numpy as np
 import pandas as pd
 import papermill as pm
-import pytest
 import yaml
 
 from lib.grid import run_grid

@@ -16,7 +16,7 @@ TINY = dict(backbone="test_resnet", n_folds=3, fold=0, img_size=24, batch_size=3
 
 
 def test_run_writes_every_artifact(digits_comp, tmp_path):
-    s = train_fold(data_dir=str(digits_comp), runs_dir=str(tmp_path), ema=0.9, mixup=0.4, cutmix=1.0,
+    train_fold(data_dir=str(digits_comp), runs_dir=str(tmp_path), ema=0.9, mixup=0.4, cutmix=1.0,
                    loss="focal", loss_args={"gamma": 2.0}, **TINY)
     d = tmp_path / "test_resnet_f0"
     for f in ("params.yaml", "metrics.json", "oof.csv", "test.csv", "model.safetensors", "state.pt",
