@@ -21,7 +21,14 @@ FOLDS  ?= $(DEMO_FOLDS)
 JOBS   ?= 1
 PAPERMILL := $(PY) -m papermill --cwd $(CURDIR)
 
-.PHONY: env demo test lab grid clean-runs
+# the scored Fashion-MNIST benchmark (params/fmnist/README.md): full data, backbones x 5 folds
+FM_DATA     ?= data/fmnist_full
+FM_RUNS     ?= runs/fmnist
+FM_PARAMS   ?= params/fmnist/resnet64.yaml params/fmnist/resnet48.yaml
+FM_BASELINE ?= params/fmnist/resnet64.yaml
+FM_TTA      ?= [identity, hflip]
+
+.PHONY: env demo test lab grid clean-runs bench-fmnist
 
 env: $(STAMP)
 
@@ -41,6 +48,19 @@ demo: env
 	$(PAPERMILL) notebooks/04_ensemble_tta.ipynb runs/04_ensemble_tta.ipynb -p data_dir $(DEMO_DATA) && \
 	$(PY) -m lib.summary --data-dir $(DEMO_DATA) --runs-dir runs --score && \
 	echo "make demo: $$(( $$(date +%s) - start )) s"
+
+# every step resumes: a rerun after an interruption skips finished runs (start afresh: rm -rf $(FM_RUNS))
+bench-fmnist: env
+	@start=$$(date +%s); mkdir -p $(FM_RUNS) && \
+	$(PY) -m lib.demo --source fashion-mnist --name $(notdir $(FM_DATA)) --out $(dir $(FM_DATA)) && \
+	$(PAPERMILL) notebooks/01_eda.ipynb $(FM_RUNS)/01_eda.ipynb -p data_dir $(FM_DATA) -p n_folds 5 && \
+	$(PY) -m lib.grid --params $(FM_PARAMS) --folds 0-4 --runs-dir $(FM_RUNS) -p data_dir $(FM_DATA) -p n_folds 5 && \
+	$(PAPERMILL) notebooks/03_oof_analysis.ipynb $(FM_RUNS)/03_oof_analysis.ipynb -p data_dir $(FM_DATA) \
+		-p runs_dir $(FM_RUNS) -p n_folds 5 && \
+	$(PAPERMILL) notebooks/04_ensemble_tta.ipynb $(FM_RUNS)/04_ensemble_tta.ipynb -p data_dir $(FM_DATA) \
+		-p runs_dir $(FM_RUNS) -p submission $(FM_RUNS)/submission.csv -y "{tta: $(FM_TTA), tta_oof: true}" && \
+	$(PY) bench/fmnist_baseline.py --data-dir $(FM_DATA) --params $(FM_BASELINE) --out $(FM_RUNS)/baseline && \
+	$(PY) bench/fmnist_report.py --data-dir $(FM_DATA) --runs-dir $(FM_RUNS) --started $$start
 
 test: env
 	$(PY) -m pytest -q

@@ -55,12 +55,14 @@ class GeM(nn.Module):
 
 def create_backbone(name: str, num_classes: int, pretrained: str | os.PathLike = "none", pool: str = "avg",
                     drop_rate: float = 0.0, drop_path_rate: float = 0.0,
-                    in_chans: int = 3) -> tuple[nn.Module, dict]:
+                    in_chans: int = 3, model_kwargs: dict | None = None) -> tuple[nn.Module, dict]:
     """A timm model ``name`` with a ``num_classes`` head, and its data config.
 
     pool: timm's global pool name ('avg', 'max', 'avgmax', 'catavgmax'; 'token'/'avg' for ViTs) or
     'gem' (``GeM`` inside the model's ``SelectAdaptivePool2d``, for CNNs such as resnet, convnext,
     efficientnet). drop_rate: dropout before the classifier; drop_path_rate: stochastic depth.
+    model_kwargs: further arguments of the timm model's constructor, e.g. ``{"channels": [64, 128, 256,
+    256]}`` for a wider ``test_resnet``; a name the model does not take is a clear error.
     Returns ``(model, data_cfg)``; data_cfg has input_size (C, H, W) in pixels, mean and std (one per
     input channel, for pixel values scaled to [0, 1]), interpolation, crop_pct and crop_mode.
     """
@@ -68,7 +70,7 @@ def create_backbone(name: str, num_classes: int, pretrained: str | os.PathLike =
         raise ValueError(f"pretrained must be 'hub', 'none' or the path of a weights file, got {pretrained!r}")
     head_keys = _check_name(name)
     kwargs = dict(num_classes=num_classes, drop_rate=drop_rate, drop_path_rate=drop_path_rate, in_chans=in_chans,
-                  global_pool="avg" if pool == "gem" else pool)
+                  global_pool="avg" if pool == "gem" else pool, **(model_kwargs or {}))
     if str(pretrained) in ("none", "hub"):
         model = _timm_create(name, pretrained=str(pretrained) == "hub", **kwargs)
     else:
@@ -86,6 +88,9 @@ def create_backbone(name: str, num_classes: int, pretrained: str | os.PathLike =
 def _timm_create(name: str, **kwargs) -> nn.Module:
     try:
         return timm.create_model(name, **kwargs)
+    except TypeError as e:  # a model_kwargs name the constructor does not take
+        raise ValueError(f"timm cannot build {name!r} with these arguments ({e}); check model_kwargs "
+                         "against the model's constructor in timm") from None
     except AssertionError as e:  # timm validates pool names and head options with asserts
         raise ValueError(f"timm cannot build {name!r} with global_pool={kwargs['global_pool']!r}: {e}") from None
 

@@ -90,6 +90,25 @@ class MixUpCutMix(MixHandler):
         self.lam, self.yb1 = cb.lam, cb.yb1
 
 
+class CpuAutocast(Callback):
+    """bfloat16 autocast for the forward pass and loss on the CPU (fastai's ``MixedPrecision`` is
+    CUDA-only). Worth it on CPUs with AMX or AVX512-BF16; no loss scaling is needed for bfloat16."""
+    order = 10
+
+    def before_batch(self):
+        self._ctx = torch.autocast("cpu", dtype=torch.bfloat16)
+        self._ctx.__enter__()
+
+    def after_pred(self):
+        self.learn.pred = self.pred.float()
+
+    def after_loss(self):
+        self._ctx.__exit__(None, None, None)
+
+    def after_cancel_batch(self):
+        self.after_loss()
+
+
 class DeviceSmoothLoss(AvgSmoothLoss):
     """fastai's smoothed training loss kept on the loss's device: fastai's own copies it to the CPU
     every batch, which makes the host wait for the GPU at each step."""

@@ -44,3 +44,8 @@ def default_num_workers(device: torch.device | str, num_workers: int | None = No
         return 0
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(0, min(8, n - 1))
+
+
+def use_autocast(dev: torch.device, precision: str = "auto") -> bool:
+    """Whether inference runs under autocast: on CUDA unless fp32 was asked for, elsewhere for bf16."""
+    return precision == "bf16" or (dev.type == "cuda" and precision != "fp32")

@@ -25,7 +25,7 @@ from .augment import get_augment
 from .backbones import create_backbone, load_weights
 from .data import Competition, scan_competition
 from .dataset import ImageDataset, build_cache
-from .device import default_num_workers, pick_device
+from .device import default_num_workers, pick_device, use_autocast
 from .ensemble import blend, blend_report, fit_blend_weights, make_submission, write_submission
 from .io import write_csv
 from .metrics import (accuracy, apply_temperature, f1_macro, fit_temperature, log_loss, probs_to_logits,
@@ -68,7 +68,8 @@ def predict_run(run_dir, ops=("identity",), split: str = "test", space: str = "p
     rows = pos.loc[ref["id"]].to_numpy()
 
     size = int(p["img_size"])
-    model, cfg = create_backbone(p["backbone"], comp.num_classes, pretrained="none", pool=p.get("pool", "avg"))
+    model, cfg = create_backbone(p["backbone"], comp.num_classes, pretrained="none", pool=p.get("pool", "avg"),
+                                 model_kwargs=p.get("model_kwargs"))
     load_weights(model, files["model.safetensors"])
     cache = (build_cache(table["path"].tolist(), size, comp.root / "cache", "test" if split == "test" else "train",
                          progress=progress) if p.get("cache", True) else None)
@@ -77,7 +78,8 @@ def predict_run(run_dir, ops=("identity",), split: str = "test", space: str = "p
     dev = pick_device(device, verbose=False)
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size or 2 * int(p.get("batch_size", 32)),
                                          num_workers=default_num_workers(dev, num_workers))
-    probs = predict_tta(model.to(dev), loader, ops, dev, space=space, amp=dev.type == "cuda", progress=progress)
+    probs = predict_tta(model.to(dev), loader, ops, dev, space=space, amp=use_autocast(dev, p.get("precision", "auto")),
+                        progress=progress)
     keep = ["id"] if split == "test" else ["id", "fold", "target"]
     return pd.concat([ref[keep].reset_index(drop=True), pd.DataFrame(probs, columns=comp.classes)], axis=1)
 
@@ -192,8 +194,9 @@ def blend_test(b: Blend, tests: dict, classes: list[str]) -> tuple[np.ndarray, n
 def write_ensemble(b: Blend, tests: dict, comp: Competition, runs_dir="runs",
                    submission="runs/submission.csv") -> pd.DataFrame:
     """Write the submission (sample_submission's ids, row and column order; validated before
-    writing), ``<runs_dir>/ensemble/blend_report.csv`` and ``oof_blend.csv`` (id, target, classes).
-    Returns the submission."""
+    writing), ``<runs_dir>/ensemble/blend_report.csv``, ``oof_blend.csv`` (id, target, classes) and
+    ``test_<model>.csv``: each single model's test predictions (its folds' mean, with the same TTA) as
+    a submission, to compare with the blend on the leaderboard. Returns the submission."""
     if comp.sample_submission is None:
         raise FileNotFoundError(f"{comp.root}/sample_submission.csv is missing: it fixes the submission's "
                                 "ids and columns; copy it from the competition")
@@ -205,4 +208,7 @@ def write_ensemble(b: Blend, tests: dict, comp: Competition, runs_dir="runs",
     oof = pd.DataFrame(b.probs, columns=comp.classes)
     oof.insert(0, "target", b.y), oof.insert(0, "id", b.ids)
     write_csv(out / "oof_blend.csv", oof)
+    for m in b.models:
+        t = tests[m].set_index("id").loc[ids, comp.classes].to_numpy(np.float64)
+        write_submission(make_submission(t, ids, comp.sample_submission), out / f"test_{m}.csv", comp.sample_submission)
     return sub

@@ -1,0 +1,78 @@
+"""The in-run baseline of `make bench-fmnist`: one plain model, as a competitor would write it with
+fastai's defaults, trained on all the training images with the recipe's epoch budget.
+
+    python bench/fmnist_baseline.py --data-dir data/fmnist_full --params params/fmnist/resnet.yaml \
+        --out runs/fmnist/baseline
+
+What it takes from the recipe: the backbone (timm name and ``model_kwargs``), ``img_size`` and
+``epochs``. Everything else is fastai's default path: ``ImageDataLoaders.from_folder`` with
+``Resize`` and ``aug_transforms()``, ``vision_learner`` (its concat-pool head, pretrained=False),
+``fit_one_cycle`` at fastai's default learning rate, batch size 64. Only the precision follows the
+recipe (bf16 autocast on the CPU when it asks for it; fastai's own mixed precision is CUDA-only), so
+that the comparison is about the method, not the arithmetic. No folds, no validation
+split (every labelled image is trained on), no TTA, no calibration. Writes ``submission.csv`` (the
+competition's ids and columns) and ``baseline.json`` (what was run, seconds) to ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+from fastai.vision.all import (CategoryBlock, DataBlock, ImageBlock, IndexSplitter, Resize,  # noqa: E402
+                               aug_transforms, parent_label, vision_learner)
+
+from lib.callbacks import CpuAutocast  # noqa: E402
+from lib.data import scan_competition  # noqa: E402
+from lib.ensemble import make_submission, write_submission  # noqa: E402
+from lib.io import write_json  # noqa: E402
+from lib.paths import resolve  # noqa: E402
+
+
+def run_baseline(data_dir: str, params: str, out: str, seed: int = 42) -> dict:
+    """Train the baseline and write its submission; returns what baseline.json holds."""
+    p = yaml.safe_load(Path(params).read_text(encoding="utf-8"))
+    out = resolve(out)
+    done = out / "baseline.json"
+    comp = scan_competition(resolve(data_dir), verbose=False)
+    torch.manual_seed(seed)
+    start = time.time()
+    # folder-per-class, as fastai reads it; the class order is the competition's (classes.json)
+    block = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=comp.classes)), get_items=lambda _: comp.train["path"].tolist(),
+                      get_y=parent_label, splitter=IndexSplitter([]), item_tfms=Resize(int(p["img_size"])),
+                      batch_tfms=aug_transforms())
+    dls = block.dataloaders(comp.root, bs=64, num_workers=0)
+    learn = vision_learner(dls, p["backbone"], pretrained=False, n_out=comp.num_classes, **(p.get("model_kwargs") or {}))
+    if p.get("precision") == "bf16":
+        learn.add_cb(CpuAutocast())
+    learn.fit_one_cycle(int(p["epochs"]))
+    probs, _ = learn.get_preds(dl=dls.test_dl(comp.test["path"].tolist()))
+    sub = make_submission(probs.numpy(), comp.test["id"].to_numpy(), comp.sample_submission)
+    write_submission(sub, out / "submission.csv", comp.sample_submission)
+    info = {"backbone": p["backbone"], "model_kwargs": p.get("model_kwargs"), "img_size": int(p["img_size"]),
+            "epochs": int(p["epochs"]), "batch_size": 64, "lr": "fastai default (1e-3, one-cycle)",
+            "augmentation": "aug_transforms()", "precision": p.get("precision", "fp32"), "train_images": len(comp.train), "seconds": round(time.time() - start, 1)}
+    write_json(done, info)
+    return info
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data-dir", required=True)
+    ap.add_argument("--params", required=True, help="the recipe file whose backbone, img_size and epochs it uses")
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args(argv)
+    if (resolve(a.out) / "baseline.json").exists():
+        print(f"{a.out}: baseline already trained (delete the folder to retrain)")
+        return
+    print(run_baseline(a.data_dir, a.params, a.out))
+
+
+if __name__ == "__main__":
+    main()

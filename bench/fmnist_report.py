@@ -1,0 +1,104 @@
+"""The last step of `make bench-fmnist`: score the submission, each single backbone and the baseline
+against the held-back ``solution.csv``, beside the published Fashion-MNIST results.
+
+    python bench/fmnist_report.py --data-dir data/fmnist_full --runs-dir runs/fmnist --started 1764000000
+
+Nothing before this step reads ``solution.csv``. The best single backbone is the one with the
+lowest cross-validated (OOF) log loss, chosen without the test labels; every backbone is listed.
+Prints a markdown table and whether each target of the benchmark is met, and writes it with the
+figures to ``<runs-dir>/results.md`` and ``results.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pandas as pd  # noqa: E402
+
+from lib.demo import score_submission  # noqa: E402
+from lib.io import read_json, write_json, write_text  # noqa: E402
+from lib.paths import repo_root, resolve  # noqa: E402
+
+PUBLISHED_README = Path("/usr/share/doc/dataset-fashion-mnist/README.md.gz")
+PUBLISHED_ROWS = ("Google AutoML", "ResNet18", "MobileNet", "2 Conv+2 FC")  # rows of its benchmark table
+
+
+def published(readme: Path = PUBLISHED_README) -> list[dict]:
+    """(classifier, preprocessing, test accuracy) rows of the dataset README's benchmark table."""
+    if not readme.exists():
+        return []
+    rows = []
+    for line in gzip.open(readme, "rt", encoding="utf-8"):
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 3 and any(cells[0].startswith(n) for n in PUBLISHED_ROWS) and re.fullmatch(r"0\.\d+", cells[2]):
+            rows.append({"entry": f"published: {cells[0]}", "detail": cells[1], "test_accuracy": float(cells[2])})
+    return rows
+
+
+def commit() -> str:
+    run = lambda *a: subprocess.run(["git", *a], cwd=repo_root(), capture_output=True, text=True).stdout.strip()  # noqa: E731
+    dirty = run("status", "--porcelain", "--untracked-files=no")
+    return run("rev-parse", "--short", "HEAD") + (" (uncommitted changes)" if dirty else "")
+
+
+def report(data_dir: str, runs_dir: str, started: float | None) -> dict:
+    root, runs = resolve(data_dir), resolve(runs_dir)
+    blend = pd.read_csv(runs / "ensemble" / "blend_report.csv")
+    cv = dict(zip(blend["model"], blend["log_loss"]))
+    models = [m for m in blend["model"] if (runs / "ensemble" / f"test_{m}.csv").exists()]
+    best = min(models, key=lambda m: cv[m])
+    rows = [{"entry": "foldbook blend (submission.csv)", "detail": f"{', '.join(models)} x 5 folds, TTA, fitted blend, T",
+             "cv_log_loss": cv["calibrated_blend"], **score_submission(root, runs / "submission.csv")}]
+    for m in sorted(models, key=lambda m: cv[m]):
+        rows.append({"entry": f"single backbone: {m}" + (" (best CV)" if m == best else ""), "detail": "5-fold mean, TTA",
+                     "cv_log_loss": cv[m], **score_submission(root, runs / "ensemble" / f"test_{m}.csv")})
+    base = read_json(runs / "baseline" / "baseline.json")
+    rows.append({"entry": "baseline: fastai defaults", "detail": f"vision_learner {base['backbone']}, {base['epochs']} epochs, "
+                 f"all {base['train_images']} images", **score_submission(root, runs / "baseline" / "submission.csv")})
+    minutes = (time.time() - started) / 60 if started else None
+    ll = {r["entry"]: r["test_log_loss"] for r in rows}
+    sub, single = rows[0], rows[1]
+    targets = {"minutes <= 60": minutes is not None and minutes <= 60,
+               "test accuracy >= 0.94": sub["test_accuracy"] >= 0.94,
+               "test log loss <= 0.17": sub["test_log_loss"] <= 0.17,
+               "log loss below the best single backbone": sub["test_log_loss"] < single["test_log_loss"],
+               "log loss below the baseline": sub["test_log_loss"] < ll["baseline: fastai defaults"]}
+    return {"commit": commit(), "minutes": minutes, "rows": rows + published(), "targets": targets,
+            "baseline_seconds": base["seconds"]}
+
+
+def markdown(r: dict) -> str:
+    fmt = lambda v, d=4: "" if v is None or v != v else f"{v:.{d}f}"  # noqa: E731
+    lines = [f"Commit {r['commit']}, {fmt(r['minutes'], 1)} minutes for the whole `make bench-fmnist`.", "",
+             "| entry | how | CV log loss | test accuracy | test log loss |", "| --- | --- | --- | --- | --- |"]
+    for row in r["rows"]:
+        lines.append(f"| {row['entry']} | {row['detail']} | {fmt(row.get('cv_log_loss'))} | "
+                     f"{fmt(row.get('test_accuracy'), 3 if row['entry'].startswith('published') else 4)} | {fmt(row.get('test_log_loss'))} |")
+    lines += ["", "Targets: " + "; ".join(f"{k}: {'met' if v else 'NOT MET'}" for k, v in r["targets"].items())]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data-dir", required=True)
+    ap.add_argument("--runs-dir", required=True)
+    ap.add_argument("--started", type=float, default=None, help="unix time the benchmark started (for its minutes)")
+    a = ap.parse_args(argv)
+    r = report(a.data_dir, a.runs_dir, a.started)
+    md = markdown(r)
+    runs = resolve(a.runs_dir)
+    write_json(runs / "results.json", r)
+    write_text(runs / "results.md", md)
+    print(f"\n== FINAL: scored against the held-back {resolve(a.data_dir) / 'solution.csv'} ==\n")
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
