@@ -45,7 +45,7 @@ demo: env
 	$(PAPERMILL) notebooks/01_eda.ipynb runs/01_eda.ipynb -p data_dir $(DEMO_DATA) -p n_folds 3 && \
 	$(PY) -m lib.grid --params $(DEMO_PARAMS) --folds $(DEMO_FOLDS) -p data_dir $(DEMO_DATA) -p n_folds 3 && \
 	$(PAPERMILL) notebooks/03_oof_analysis.ipynb runs/03_oof_analysis.ipynb -p data_dir $(DEMO_DATA) -p n_folds 3 && \
-	$(PAPERMILL) notebooks/04_ensemble_tta.ipynb runs/04_ensemble_tta.ipynb -p data_dir $(DEMO_DATA) && \
+	$(PAPERMILL) notebooks/04_ensemble_tta.ipynb runs/04_ensemble_tta.ipynb -p data_dir $(DEMO_DATA) -p progress False && \
 	$(PY) -m lib.summary --data-dir $(DEMO_DATA) --runs-dir runs --score && \
 	echo "make demo: $$(( $$(date +%s) - start )) s"
 
@@ -58,7 +58,7 @@ bench-fmnist: env
 	$(PAPERMILL) notebooks/03_oof_analysis.ipynb $(FM_RUNS)/03_oof_analysis.ipynb -p data_dir $(FM_DATA) \
 		-p runs_dir $(FM_RUNS) -p n_folds 5 && \
 	$(PAPERMILL) notebooks/04_ensemble_tta.ipynb $(FM_RUNS)/04_ensemble_tta.ipynb -p data_dir $(FM_DATA) \
-		-p runs_dir $(FM_RUNS) -p submission $(FM_RUNS)/submission.csv -y "{tta: $(FM_TTA), tta_oof: true}" && \
+		-p runs_dir $(FM_RUNS) -p submission $(FM_RUNS)/submission.csv -p progress False -y "{tta: $(FM_TTA), tta_oof: true}" && \
 	$(PY) bench/fmnist_baseline.py --data-dir $(FM_DATA) --params $(FM_BASELINE) --out $(FM_RUNS)/baseline && \
 	$(PY) bench/fmnist_report.py --data-dir $(FM_DATA) --runs-dir $(FM_RUNS) --started $$start
 

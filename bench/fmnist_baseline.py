@@ -44,10 +44,12 @@ def run_baseline(data_dir: str, params: str, out: str, seed: int = 42) -> dict:
     torch.manual_seed(seed)
     start = time.time()
     # folder-per-class, as fastai reads it; the class order is the competition's (classes.json)
-    block = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=comp.classes)), get_items=lambda _: comp.train["path"].tolist(),
+    block = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=comp.classes, sort=False)), get_items=lambda _: comp.train["path"].tolist(),
                       get_y=parent_label, splitter=IndexSplitter([]), item_tfms=Resize(int(p["img_size"])),
                       batch_tfms=aug_transforms())
     dls = block.dataloaders(comp.root, bs=64, num_workers=0)
+    if list(dls.vocab) != comp.classes:  # fastai sorts a vocab unless told not to: columns would shift
+        raise RuntimeError(f"fastai's class order {list(dls.vocab)} is not the competition's {comp.classes}")
     learn = vision_learner(dls, p["backbone"], pretrained=False, n_out=comp.num_classes, **(p.get("model_kwargs") or {}))
     if p.get("precision") == "bf16":
         learn.add_cb(CpuAutocast())

@@ -307,6 +307,11 @@ def test_fit_blend_and_write_ensemble(comp, tmp_path):
     oof_blend = pd.read_csv(tmp_path / "ensemble" / "oof_blend.csv", dtype={"id": str})
     assert list(oof_blend.columns) == ["id", "target"] + CLASSES and len(oof_blend) == len(b.ids)
     assert log_loss(oof_blend["target"], oof_blend[CLASSES]) == pytest.approx(rep["log_loss"].iloc[-1])
+    for m in ("good", "noise"):  # each single model as a submission, for the leaderboard comparison
+        single = pd.read_csv(tmp_path / "ensemble" / f"test_{m}.csv", dtype={"ID": str})
+        validate_submission(single, comp.sample_submission)
+        want = tests[m].set_index("id").loc[single["ID"], CLASSES].to_numpy()
+        assert np.allclose(single[CLASSES].to_numpy(), want / want.sum(axis=1, keepdims=True))
 
     del tests["noise"]
     with pytest.raises(ValueError, match="no test predictions for models \\['noise'\\]"):

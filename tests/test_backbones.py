@@ -138,3 +138,13 @@ def test_save_and_load_weights(tmp_path):
         load_weights(model, tmp_path / "other.safetensors")
     with pytest.raises(ValueError, match="safetensors"):
         save_weights(model, tmp_path / "m.pt")
+
+
+def test_model_kwargs_reach_timm():
+    """model_kwargs (from params) change the architecture; a name the model does not take is clear."""
+    wide, _ = create_backbone("test_resnet", 5, model_kwargs={"channels": [32, 64, 64, 128]})
+    plain, _ = create_backbone("test_resnet", 5)
+    assert wide.num_features == 128 and plain.num_features == 96
+    assert wide(torch.randn(2, 3, 48, 48)).shape == (2, 5)
+    with pytest.raises(ValueError, match="test_resnet.*not_an_arg.*model_kwargs"):
+        create_backbone("test_resnet", 5, model_kwargs={"not_an_arg": 1})

@@ -130,3 +130,29 @@ def test_ema_skips_accumulated_micro_batches(digits_comp, tmp_path):
     ema.model_ema.update = lambda model, step=None: calls.append(step) or real(model, step=step)
     fit(run)
     assert 0 < len(calls) <= len(run.train_ds) // 16 // 2 + 1           # one update per optimizer step
+
+
+def test_bf16_on_cpu_trains_and_predicts(digits_comp, tmp_path):
+    """precision="bf16" autocasts forward and loss on the CPU; OOF probabilities stay float64-clean."""
+    from lib.callbacks import CpuAutocast
+
+    run = setup_run(data_dir=str(digits_comp), runs_dir=str(tmp_path), precision="bf16", device="cpu",
+                    **{**TINY, "epochs": 1})
+    assert any(isinstance(cb, CpuAutocast) for cb in run.learn.cbs)
+    seen = []
+
+    class Watch(Callback):
+        order = 20  # after CpuAutocast, as the loss sees the predictions
+
+        def after_pred(self):
+            seen.append((torch.is_autocast_enabled("cpu"), self.pred.dtype))
+
+    run.learn.add_cb(Watch())
+    fit(run)
+    m = predict(run)
+    assert seen and all(on for on, _ in seen) and all(dt == torch.float32 for _, dt in seen)
+    assert not torch.is_autocast_enabled("cpu")  # left on no batch
+    oof = pd.read_csv(tmp_path / "test_resnet_f0" / "oof.csv")
+    assert np.allclose(oof.iloc[:, 3:].sum(axis=1), 1, atol=1e-4) and np.isfinite(m["log_loss"])
+    with pytest.raises(ValueError, match="precision 'fp8'"):
+        setup_run(data_dir=str(digits_comp), runs_dir=str(tmp_path), precision="fp8", run_name="x", **TINY)

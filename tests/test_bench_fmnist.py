@@ -1,0 +1,78 @@
+"""bench/fmnist_baseline.py and bench/fmnist_report.py on the tiny digits competition: the baseline
+trains and writes a valid submission; the report scores every entry and judges the targets."""
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from lib.ensemble import make_submission, validate_submission
+from lib.paths import repo_root
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, repo_root() / "bench" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_baseline_trains_on_all_images_and_writes_a_submission(digits_comp, tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"backbone": "test_resnet", "img_size": 24, "epochs": 1, "precision": "bf16"}))
+    info = _load("fmnist_baseline").run_baseline(str(digits_comp), str(recipe), str(tmp_path / "base"))
+    sample = pd.read_csv(digits_comp / "sample_submission.csv", dtype={"ID": str})
+    sub = pd.read_csv(tmp_path / "base" / "submission.csv", dtype={"ID": str})
+    validate_submission(sub, sample)
+    assert info["train_images"] == sum(1 for p in (digits_comp / "train").rglob("*.jpg"))
+    assert info["epochs"] == 1 and info["precision"] == "bf16"
+    assert json.loads((tmp_path / "base" / "baseline.json").read_text())["backbone"] == "test_resnet"
+
+
+def _submission(comp, y, wrong, rng):
+    """A submission that puts most mass on the true class for all but the first ``wrong`` rows."""
+    sample = pd.read_csv(comp / "sample_submission.csv", dtype={"ID": str})
+    k = sample.shape[1] - 1
+    p = np.full((len(y), k), 0.02)
+    hit = np.arange(len(y)) >= wrong
+    p[np.arange(len(y)), np.where(hit, y, (y + 1) % k)] = 1.0
+    return make_submission(p / p.sum(1, keepdims=True), sample["ID"].to_numpy(), sample)
+
+
+def test_report_scores_entries_and_judges_targets(digits_comp, tmp_path):
+    rep = _load("fmnist_report")
+    sol = pd.read_csv(digits_comp / "solution.csv", dtype={"ID": str})
+    y, rng = sol["target"].to_numpy(), np.random.default_rng(0)
+    runs = tmp_path / "runs"
+    (runs / "ensemble").mkdir(parents=True)
+    (runs / "baseline").mkdir()
+    _submission(digits_comp, y, 1, rng).to_csv(runs / "submission.csv", index=False)
+    _submission(digits_comp, y, 6, rng).to_csv(runs / "ensemble" / "test_a.csv", index=False)
+    _submission(digits_comp, y, 3, rng).to_csv(runs / "ensemble" / "test_b.csv", index=False)
+    _submission(digits_comp, y, 18, rng).to_csv(runs / "baseline" / "submission.csv", index=False)
+    pd.DataFrame({"model": ["a", "b", "equal_blend", "fitted_blend", "calibrated_blend"], "weights": "",
+                  "log_loss": [0.4, 0.3, 0.25, 0.2, 0.19]}).to_csv(runs / "ensemble" / "blend_report.csv", index=False)
+    (runs / "baseline" / "baseline.json").write_text(json.dumps({"backbone": "b", "epochs": 3, "train_images": 9,
+                                                                 "seconds": 1.0}))
+    r = rep.report(str(digits_comp), str(runs), started=None)
+    entries = [row["entry"] for row in r["rows"]]
+    assert entries[:4] == ["foldbook blend (submission.csv)", "single backbone: b (best CV)", "single backbone: a",
+                           "baseline: fastai defaults"]
+    blend, best = r["rows"][0], r["rows"][1]
+    assert blend["test_accuracy"] > best["test_accuracy"] > r["rows"][3]["test_accuracy"]
+    assert r["targets"]["log loss below the best single backbone"] and r["targets"]["log loss below the baseline"]
+    assert not r["targets"]["minutes <= 60"]  # no start time given: not claimed
+    md = rep.markdown(r)
+    assert "| foldbook blend (submission.csv) |" in md and "minutes <= 60: NOT MET" in md
+
+
+def test_published_rows_come_from_the_dataset_readme():
+    rows = _load("fmnist_report").published()
+    if not rows:
+        pytest.skip("Debian's dataset-fashion-mnist is not installed")
+    acc = {r["entry"]: r["test_accuracy"] for r in rows}
+    assert acc["published: Google AutoML"] == pytest.approx(0.939) and acc["published: ResNet18"] == pytest.approx(0.949)
