@@ -94,6 +94,7 @@ class CpuAutocast(Callback):
     """bfloat16 autocast for the forward pass and loss on the CPU (fastai's ``MixedPrecision`` is
     CUDA-only). Worth it on CPUs with AMX or AVX512-BF16; no loss scaling is needed for bfloat16."""
     order = 10
+    _ctx = None
 
     def before_batch(self):
         self._ctx = torch.autocast("cpu", dtype=torch.bfloat16)
@@ -103,9 +104,11 @@ class CpuAutocast(Callback):
         self.learn.pred = self.pred.float()
 
     def after_loss(self):
-        self._ctx.__exit__(None, None, None)
+        if self._ctx is not None:
+            self._ctx.__exit__(None, None, None)
+            self._ctx = None
 
-    def after_cancel_batch(self):
+    def after_cancel_batch(self):  # a batch cancelled before its loss must not leave autocast on
         self.after_loss()
 
 
