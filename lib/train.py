@@ -47,8 +47,8 @@ from .paths import repo_root, resolve
 from .runs import run_complete
 from .tta import predict_tta
 
-# parameters that may change between an interrupted run and its resume without invalidating it
 PRECISIONS = ("auto", "fp32", "bf16")
+# parameters that may change between an interrupted run and its resume without invalidating it
 RUNTIME_PARAMS = {"resume", "force", "num_workers", "device", "progress", "verbose", "runs_dir"}
 
 
@@ -100,6 +100,8 @@ def setup_run(data_dir: str = "data/fmnist", backbone: str = "resnet18", fold: i
     elsewhere), "fp32", or "bf16" (autocast on CUDA or CPU; on a CPU with AMX it trains ~1.5x faster).
     """
     params = {k: v for k, v in locals().items()}
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: choose one of {PRECISIONS}")
     params["run_name"] = run_name = run_name or f"{backbone}_f{fold}"
     run_dir = resolve(runs_dir) / run_name
     if force and run_dir.exists():
@@ -116,8 +118,6 @@ def setup_run(data_dir: str = "data/fmnist", backbone: str = "resnet18", fold: i
     write_yaml(run_dir / "params.yaml", params)
 
     dev = pick_device(device, verbose=verbose)
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision {precision!r}: choose one of {PRECISIONS}")
     torch.manual_seed(seed)
     model, run.data_cfg = create_backbone(backbone, comp.num_classes, pretrained=pretrained, pool=pool,
                                           drop_rate=drop_rate, drop_path_rate=drop_path_rate,
