@@ -1,8 +1,8 @@
 """Images per second per core of the training dataset at 224 px, against the naive path.
 
-    python bench/data_throughput.py [--n 300] [--size 224] [--seconds 8]
+    python bench/data_throughput.py [--n 300] [--size 224] [--seconds 10] [--quality 90]
 
-Inputs: 1280x960 JPEG photos (quality 90) made from the real sample photos that scikit-learn and
+Inputs: 1280x960 JPEG photos (quality 90 by default; 75 is Pillow's default) made from the real sample photos that scikit-learn and
 scikit-image ship (random crops, flips, colour gains and sensor-like noise; see eda_speed.py).
 All three paths run in this process on one core (torch, OpenCV and BLAS threads set to 1) and end
 in the same augmentation (the `light` preset: random-resized crop, flip, normalise, to tensor):
@@ -37,10 +37,11 @@ from eda_speed import _sources  # noqa: E402  (the real sample photos)
 
 from lib.augment import get_augment  # noqa: E402
 from lib.dataset import ImageDataset, build_cache  # noqa: E402
+from lib.images import _CV_REDUCED  # noqa: E402
 
 
-def make_photos(folder: Path, n: int, w: int = 1280, h: int = 960, seed: int = 0) -> list[str]:
-    """``n`` JPEG photos of ``w x h`` from the shipped sample photos; reused when present."""
+def make_photos(folder: Path, n: int, w: int = 1280, h: int = 960, seed: int = 0, quality: int = 90) -> list[str]:
+    """``n`` JPEG photos of ``w x h`` at JPEG ``quality`` from the shipped sample photos; reused when present."""
     folder.mkdir(parents=True, exist_ok=True)
     srcs, noise = _sources(), np.random.default_rng(seed).normal(0, 3.0, (h, w, 3)).astype(np.float32)
     paths = []
@@ -54,7 +55,7 @@ def make_photos(folder: Path, n: int, w: int = 1280, h: int = 960, seed: int = 0
             y, x = int(rng.integers(0, sh - ch + 1)), int(rng.integers(0, sw - cw + 1))
             a = np.asarray(Image.fromarray(src[y:y + ch, x:x + cw]).resize((w, h), Image.BILINEAR), np.float32)
             a = a * rng.uniform(0.85, 1.15, 3).astype(np.float32) + np.roll(noise, i * 37, axis=1)
-            Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).save(p, quality=90)
+            Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).save(p, quality=quality)
         paths.append(str(p))
     return paths
 
@@ -90,16 +91,38 @@ def rates(datasets: dict, seconds: float, rounds: int = 5) -> dict:
     return {k: counts[k] / spent[k] for k in datasets}
 
 
+def decode_floor(paths: list[str], size: int, seconds: float = 2.0) -> dict:
+    """Milliseconds per photo of libjpeg-turbo's scaled decode alone (``cv2.imdecode`` of bytes already
+    in memory) at the scale the kit uses for ``size`` and at 1/8: the entropy decoding that DCT
+    scaling cannot skip, and so the floor under any decoding path."""
+    data = [np.fromfile(p, np.uint8) for p in paths]
+    with Image.open(paths[0]) as im:
+        short = min(im.size)
+    scale = max(s for s in (1, 2, 4, 8) if short // s >= size)  # as lib.images.read_image picks it
+    flags = {scale: _CV_REDUCED[scale], 8: _CV_REDUCED[8]}
+    out = {}
+    for s, flag in flags.items():
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            cv2.imdecode(data[n % len(data)], flag)
+            n += 1
+        out[s] = (time.perf_counter() - t0) / n * 1e3
+    return out
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=300, help="photos (1280x960)")
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--seconds", type=float, default=10.0, help="time per path (in 5 interleaved rounds)")
-    ap.add_argument("--out", default="data/bench_photos")
+    ap.add_argument("--quality", type=int, default=90, help="JPEG quality of the photos (the entropy "
+                    "decoding that DCT scaling cannot skip grows with it)")
+    ap.add_argument("--out", default="data/bench_photos", help="photos go to <out>/q<quality>")
     a = ap.parse_args(argv)
     torch.set_num_threads(1), cv2.setNumThreads(1)
     os.environ["OMP_NUM_THREADS"] = "1"
-    paths = make_photos(Path(a.out), a.n)
+    paths = make_photos(Path(a.out) / f"q{a.quality}", a.n, quality=a.quality)
+    kb = np.mean([os.path.getsize(p) for p in paths]) / 1024
     aug = get_augment("light", a.size)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -109,10 +132,17 @@ def main(argv=None) -> None:
                    "kit": ImageDataset(paths, np.zeros(len(paths)), aug, a.size),
                    "cache": ImageDataset(paths, np.zeros(len(paths)), aug, a.size, cache)}, a.seconds)
     naive, kit, cached = r["naive"], r["kit"], r["cache"]
-    print(f"{len(paths)} photos 1280x960 -> {a.size}px, one core, `light` augmentation")
+    floor = decode_floor(paths, a.size)
+    aug_ms = 1e3 / r["cache"]
+    print(f"{len(paths)} photos 1280x960, JPEG quality {a.quality} (mean {kb:.0f} kB) -> {a.size}px, "
+          "one core, `light` augmentation")
     print(f"naive (PIL full decode + A.Resize): {naive:8.1f} img/s")
     print(f"kit, reduced-scale decode:          {kit:8.1f} img/s")
     print(f"kit, pre-resized cache:             {cached:8.1f} img/s   (cache built once at {build:.1f} img/s)")
+    scale = min(floor)
+    print(f"decode alone (bytes in memory): 1/{scale} scale {floor[scale]:.2f} ms, 1/8 scale {floor[8]:.2f} ms; "
+          f"naive {1e3 / naive:.2f} ms/img; cached path {aug_ms:.2f} ms/img; best possible decode ratio "
+          f"{(1e3 / naive) / (floor[scale] + aug_ms):.2f}x")
     print(f"ratio vs naive: decode {kit / naive:.2f}x (target 3x), cache {cached / naive:.2f}x (target 10x)")
 
 
