@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import fastprogress.fastprogress  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
@@ -53,8 +54,13 @@ def run_baseline(data_dir: str, params: str, out: str, seed: int = 42) -> dict:
     learn = vision_learner(dls, p["backbone"], pretrained=False, n_out=comp.num_classes, **(p.get("model_kwargs") or {}))
     if p.get("precision") == "bf16":
         learn.add_cb(CpuAutocast())
-    learn.fit_one_cycle(int(p["epochs"]))
-    probs, _ = learn.get_preds(dl=dls.test_dl(comp.test["path"].tolist()))
+    # headless (make bench-fmnist's log): the epoch table only, not a progress-bar line per batch
+    no_bar, fastprogress.fastprogress.NO_BAR = fastprogress.fastprogress.NO_BAR, not sys.stdout.isatty()
+    try:
+        learn.fit_one_cycle(int(p["epochs"]))
+        probs, _ = learn.get_preds(dl=dls.test_dl(comp.test["path"].tolist()))
+    finally:
+        fastprogress.fastprogress.NO_BAR = no_bar
     sub = make_submission(probs.numpy(), comp.test["id"].to_numpy(), comp.sample_submission)
     write_submission(sub, out / "submission.csv", comp.sample_submission)
     info = {"backbone": p["backbone"], "model_kwargs": p.get("model_kwargs"), "img_size": int(p["img_size"]),

@@ -21,8 +21,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pandas as pd  # noqa: E402
+import torch  # noqa: E402
 
 from lib.demo import score_submission  # noqa: E402
+from lib.device import cpu_name  # noqa: E402
 from lib.io import read_json, write_json, write_text  # noqa: E402
 from lib.paths import repo_root, resolve  # noqa: E402
 
@@ -70,13 +72,13 @@ def report(data_dir: str, runs_dir: str, started: float | None) -> dict:
                "test log loss <= 0.17": sub["test_log_loss"] <= 0.17,
                "log loss below the best single backbone": sub["test_log_loss"] < single["test_log_loss"],
                "log loss below the baseline": sub["test_log_loss"] < ll["baseline: fastai defaults"]}
-    return {"commit": commit(), "minutes": minutes, "rows": rows + published(), "targets": targets,
+    return {"commit": commit(), "cpu": f"{cpu_name()}, {torch.get_num_threads()} threads", "minutes": minutes, "rows": rows + published(), "targets": targets,
             "baseline_seconds": base["seconds"]}
 
 
 def markdown(r: dict) -> str:
     fmt = lambda v, d=4: "" if v is None or v != v else f"{v:.{d}f}"  # noqa: E731
-    lines = [f"Commit {r['commit']}, {fmt(r['minutes'], 1)} minutes for the whole `make bench-fmnist`.", "",
+    lines = [f"Commit {r['commit']}, {r['cpu']}: {fmt(r['minutes'], 1)} minutes for the whole `make bench-fmnist`.", "",
              "| entry | how | CV log loss | test accuracy | test log loss |", "| --- | --- | --- | --- | --- |"]
     for row in r["rows"]:
         lines.append(f"| {row['entry']} | {row['detail']} | {fmt(row.get('cv_log_loss'))} | "

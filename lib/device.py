@@ -46,6 +46,18 @@ def default_num_workers(device: torch.device | str, num_workers: int | None = No
     return max(0, min(8, n - 1))
 
 
+def cpu_name() -> str:
+    """The CPU's model name (e.g. "AMD EPYC"), for env.json and benchmark reports: CPU timings, and
+    bf16 results in the last digits, differ between CPU models of the same core count."""
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
 def use_autocast(dev: torch.device, precision: str = "auto") -> bool:
     """Whether inference runs under autocast: on CUDA unless fp32 was asked for, elsewhere for bf16."""
     return precision == "bf16" or (dev.type == "cuda" and precision != "fp32")

@@ -40,7 +40,7 @@ from .backbones import create_backbone
 from .callbacks import EMA, CpuAutocast, DeviceSmoothLoss, MixUpCutMix, ReseedEachEpoch, RunRecorder, best_record
 from .data import Competition, make_folds, scan_competition
 from .dataset import ImageDataset, build_cache
-from .device import default_num_workers, pick_device, use_autocast
+from .device import cpu_name, default_num_workers, pick_device, use_autocast
 from .io import atomic_path, read_json, write_csv, write_json, write_yaml
 from .losses import get_loss, inverse_frequency_weights
 from .paths import repo_root, resolve
@@ -417,7 +417,7 @@ def environment(seed: int, device: str) -> dict:
         commit = None
     return {"python": platform.python_version(), "platform": platform.platform(), "torch": torch.__version__,
             "timm": timm.__version__, "fastai": fastai.__version__, "albumentations": albumentations.__version__,
-            "device": device, "cuda": torch.version.cuda, "threads": torch.get_num_threads(),
+            "device": device, "cpu": cpu_name(), "cuda": torch.version.cuda, "threads": torch.get_num_threads(),
             "git_commit": commit, "seed": seed}
 
 

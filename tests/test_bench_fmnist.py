@@ -21,7 +21,7 @@ def _load(name):
     return mod
 
 
-def test_baseline_trains_on_all_images_and_writes_a_submission(digits_comp, tmp_path):
+def test_baseline_trains_on_all_images_and_writes_a_submission(digits_comp, tmp_path, capsys):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump({"backbone": "test_resnet", "img_size": 24, "epochs": 1, "precision": "bf16"}))
     info = _load("fmnist_baseline").run_baseline(str(digits_comp), str(recipe), str(tmp_path / "base"))
@@ -31,6 +31,8 @@ def test_baseline_trains_on_all_images_and_writes_a_submission(digits_comp, tmp_
     assert info["train_images"] == sum(1 for p in (digits_comp / "train").rglob("*.jpg"))
     assert info["epochs"] == 1 and info["precision"] == "bf16"
     assert json.loads((tmp_path / "base" / "baseline.json").read_text())["backbone"] == "test_resnet"
+    out = capsys.readouterr().out  # headless: fastai's epoch table, no progress-bar updates
+    assert "train_loss" in out and "Epoch 1/1 :" not in out
 
 
 def _submission(comp, y, wrong, rng):
@@ -68,6 +70,7 @@ def test_report_scores_entries_and_judges_targets(digits_comp, tmp_path):
     assert not r["targets"]["minutes <= 60"]  # no start time given: not claimed
     md = rep.markdown(r)
     assert "| foldbook blend (submission.csv) |" in md and "minutes <= 60: NOT MET" in md
+    assert r["cpu"] and r["cpu"] in md  # timings are only comparable on the same CPU model
 
 
 def test_published_rows_come_from_the_dataset_readme():

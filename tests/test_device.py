@@ -24,3 +24,16 @@ def test_asking_for_a_missing_device_says_so():
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="no CUDA GPU"):
             pick_device("cuda")
+
+
+def test_cpu_name_is_the_model_name_from_proc_cpuinfo():
+    from pathlib import Path
+
+    from lib.device import cpu_name
+    name = cpu_name()
+    assert isinstance(name, str) and name and "\n" not in name
+    info = Path("/proc/cpuinfo")
+    if info.exists():
+        models = [ln.split(":", 1)[1].strip() for ln in info.read_text().splitlines() if ln.startswith("model name")]
+        if models:
+            assert name == models[0]

@@ -37,7 +37,7 @@ def test_run_writes_every_artifact(digits_comp, tmp_path):
     from lib.metrics import log_loss
     assert m["log_loss"] == pytest.approx(log_loss(oof["target"].to_numpy(), oof[classes].to_numpy()), rel=1e-9)
     env = json.loads((d / "env.json").read_text())
-    assert env["seed"] == 42 and env["torch"] == torch.__version__
+    assert env["seed"] == 42 and env["torch"] == torch.__version__ and env["cpu"]
 
 
 class _Interrupt(Callback):
