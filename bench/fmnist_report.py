@@ -72,8 +72,8 @@ def report(data_dir: str, runs_dir: str, started: float | None) -> dict:
                "test log loss <= 0.17": sub["test_log_loss"] <= 0.17,
                "log loss below the best single backbone": sub["test_log_loss"] < single["test_log_loss"],
                "log loss below the baseline": sub["test_log_loss"] < ll["baseline: fastai defaults"]}
-    return {"commit": commit(), "cpu": f"{cpu_name()}, {torch.get_num_threads()} threads", "minutes": minutes, "rows": rows + published(), "targets": targets,
-            "baseline_seconds": base["seconds"]}
+    return {"commit": commit(), "cpu": f"{cpu_name()}, {torch.get_num_threads()} threads", "minutes": minutes,
+            "rows": rows + published(), "targets": targets, "baseline_seconds": base["seconds"]}
 
 
 def markdown(r: dict) -> str:

@@ -48,11 +48,12 @@ def default_num_workers(device: torch.device | str, num_workers: int | None = No
 
 def cpu_name() -> str:
     """The CPU's model name (e.g. "AMD EPYC"), for env.json and benchmark reports: CPU timings, and
-    bf16 results in the last digits, differ between CPU models of the same core count."""
+    bf16 results slightly, differ between CPU models of the same core count."""
     try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown"
