@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny real competition (scikit-learn's digits through lib.demo)."""
 from __future__ import annotations
 
+import importlib.util
 import shutil
 
 import matplotlib
@@ -25,6 +26,19 @@ def digits_comp(_digits_source, tmp_path):
     """A fresh demo competition folder per test (10 Korean-named classes x 20 train images, 60 test
     images), so one test's folds.csv or cache never leaks into another."""
     return shutil.copytree(_digits_source, tmp_path / "digits")
+
+
+@pytest.fixture()
+def bench_script():
+    """Loads ``bench/<name>.py`` as a module (the scripts are not a package): ``bench_script("x").main([...])``."""
+    from lib.paths import repo_root
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, repo_root() / "bench" / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+    return load
 
 
 def _photo(h=48, w=64, seed=0) -> Image.Image:

@@ -2,27 +2,17 @@
 asked quality, the decode floor is timed, and the last line prints both ratios."""
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import cv2
 import torch
 from PIL import Image
 
-from lib.paths import repo_root
 
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, repo_root() / "bench" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_throughput_script_prints_floor_and_both_ratios(tmp_path, capsys):
+def test_throughput_script_prints_floor_and_both_ratios(bench_script, tmp_path, capsys):
     threads, cv_threads, omp = torch.get_num_threads(), cv2.getNumThreads(), os.environ.get("OMP_NUM_THREADS")
     try:
-        _load("data_throughput").main(["--n", "3", "--size", "64", "--seconds", "0.5", "--quality", "60",
+        bench_script("data_throughput").main(["--n", "3", "--size", "64", "--seconds", "0.5", "--quality", "60",
                                        "--out", str(tmp_path)])
     finally:  # the script pins everything to one core; give the test session its threads back
         torch.set_num_threads(threads), cv2.setNumThreads(cv_threads)

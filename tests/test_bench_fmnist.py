@@ -2,7 +2,6 @@
 trains and writes a valid submission; the report scores every entry and judges the targets."""
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import numpy as np
@@ -11,20 +10,12 @@ import pytest
 import yaml
 
 from lib.ensemble import make_submission, validate_submission
-from lib.paths import repo_root
 
 
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, repo_root() / "bench" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_baseline_trains_on_all_images_and_writes_a_submission(digits_comp, tmp_path, capsys):
+def test_baseline_trains_on_all_images_and_writes_a_submission(bench_script, digits_comp, tmp_path, capsys):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump({"backbone": "test_resnet", "img_size": 24, "epochs": 1, "precision": "bf16"}))
-    info = _load("fmnist_baseline").run_baseline(str(digits_comp), str(recipe), str(tmp_path / "base"))
+    info = bench_script("fmnist_baseline").run_baseline(str(digits_comp), str(recipe), str(tmp_path / "base"))
     sample = pd.read_csv(digits_comp / "sample_submission.csv", dtype={"ID": str})
     sub = pd.read_csv(tmp_path / "base" / "submission.csv", dtype={"ID": str})
     validate_submission(sub, sample)
@@ -45,8 +36,8 @@ def _submission(comp, y, wrong, rng):
     return make_submission(p / p.sum(1, keepdims=True), sample["ID"].to_numpy(), sample)
 
 
-def test_report_scores_entries_and_judges_targets(digits_comp, tmp_path):
-    rep = _load("fmnist_report")
+def test_report_scores_entries_and_judges_targets(bench_script, digits_comp, tmp_path):
+    rep = bench_script("fmnist_report")
     sol = pd.read_csv(digits_comp / "solution.csv", dtype={"ID": str})
     y, rng = sol["target"].to_numpy(), np.random.default_rng(0)
     runs = tmp_path / "runs"
@@ -73,8 +64,8 @@ def test_report_scores_entries_and_judges_targets(digits_comp, tmp_path):
     assert r["cpu"] and r["cpu"] in md  # timings are only comparable on the same CPU model
 
 
-def test_published_rows_come_from_the_dataset_readme():
-    rows = _load("fmnist_report").published()
+def test_published_rows_come_from_the_dataset_readme(bench_script):
+    rows = bench_script("fmnist_report").published()
     if not rows:
         pytest.skip("Debian's dataset-fashion-mnist is not installed")
     acc = {r["entry"]: r["test_accuracy"] for r in rows}
