@@ -28,7 +28,7 @@ FM_PARAMS   ?= params/fmnist/resnet64.yaml params/fmnist/resnet48.yaml
 FM_BASELINE ?= params/fmnist/resnet64.yaml
 FM_TTA      ?= [identity, hflip]
 
-.PHONY: env demo test lab grid clean-runs bench-fmnist
+.PHONY: env demo test lint lab grid clean-runs bench-fmnist
 
 env: $(STAMP)
 
@@ -43,8 +43,8 @@ demo: env
 	@start=$$(date +%s); \
 	$(PY) -m lib.demo --source $(DEMO_SOURCE) $(DEMO_ARGS) && \
 	$(PAPERMILL) notebooks/01_eda.ipynb runs/01_eda.ipynb -p data_dir $(DEMO_DATA) -p n_folds 3 && \
-	$(PY) -m lib.grid --params $(DEMO_PARAMS) --folds $(DEMO_FOLDS) -p data_dir $(DEMO_DATA) -p n_folds 3 && \
-	$(PAPERMILL) notebooks/03_oof_analysis.ipynb runs/03_oof_analysis.ipynb -p data_dir $(DEMO_DATA) -p n_folds 3 && \
+	$(PY) -m lib.grid --params $(DEMO_PARAMS) --folds $(DEMO_FOLDS) -p data_dir $(DEMO_DATA) -p n_folds 3 --force && \
+	$(PAPERMILL) notebooks/03_oof_analysis.ipynb runs/03_oof_analysis.ipynb -p data_dir $(DEMO_DATA) && \
 	$(PAPERMILL) notebooks/04_ensemble_tta.ipynb runs/04_ensemble_tta.ipynb -p data_dir $(DEMO_DATA) -p progress False && \
 	$(PY) -m lib.summary --data-dir $(DEMO_DATA) --runs-dir runs --score && \
 	echo "make demo: $$(( $$(date +%s) - start )) s"
@@ -56,14 +56,18 @@ bench-fmnist: env
 	$(PAPERMILL) notebooks/01_eda.ipynb $(FM_RUNS)/01_eda.ipynb -p data_dir $(FM_DATA) -p n_folds 5 && \
 	$(PY) -m lib.grid --params $(FM_PARAMS) --folds 0-4 --runs-dir $(FM_RUNS) -p data_dir $(FM_DATA) -p n_folds 5 && \
 	$(PAPERMILL) notebooks/03_oof_analysis.ipynb $(FM_RUNS)/03_oof_analysis.ipynb -p data_dir $(FM_DATA) \
-		-p runs_dir $(FM_RUNS) -p n_folds 5 && \
+		-p runs_dir $(FM_RUNS) && \
 	$(PAPERMILL) notebooks/04_ensemble_tta.ipynb $(FM_RUNS)/04_ensemble_tta.ipynb -p data_dir $(FM_DATA) \
 		-p runs_dir $(FM_RUNS) -p submission $(FM_RUNS)/submission.csv -p progress False -y "{tta: $(FM_TTA), tta_oof: true}" && \
-	$(PY) bench/fmnist_baseline.py --data-dir $(FM_DATA) --params $(FM_BASELINE) --out $(FM_RUNS)/baseline && \
-	$(PY) bench/fmnist_report.py --data-dir $(FM_DATA) --runs-dir $(FM_RUNS) --started $$start
+	$(PY) -m bench.fmnist_baseline --data-dir $(FM_DATA) --params $(FM_BASELINE) --out $(FM_RUNS)/baseline && \
+	$(PY) -m bench.fmnist_report --data-dir $(FM_DATA) --runs-dir $(FM_RUNS) --started $$start
 
 test: env
 	$(PY) -m pytest -q
+
+# ruff: pyflakes, pycodestyle, import order, bugbear (settings in pyproject.toml), notebooks included
+lint: env
+	$(VENV)/bin/ruff check .
 
 lab: env
 	$(VENV)/bin/jupyter lab --notebook-dir=$(CURDIR)

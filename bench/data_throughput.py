@@ -1,6 +1,6 @@
 """Images per second per core of the training dataset at 224 px, against the naive path.
 
-    python bench/data_throughput.py [--n 300] [--size 224] [--seconds 10] [--quality 90]
+    python -m bench.data_throughput [--n 300] [--size 224] [--seconds 10] [--quality 90]
 
 Inputs: 1280x960 JPEG photos (quality 90 by default; 75 is Pillow's default) made from the real sample photos that scikit-learn and
 scikit-image ship (random crops, flips, colour gains and sensor-like noise; see eda_speed.py).
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,20 +29,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from eda_speed import _sources  # noqa: E402  (the real sample photos)
-
-from lib.augment import get_augment  # noqa: E402
-from lib.dataset import ImageDataset, build_cache  # noqa: E402
-from lib.images import _CV_REDUCED  # noqa: E402
+from bench.eda_speed import sample_photos  # the real sample photos
+from lib.augment import get_augment
+from lib.dataset import ImageDataset, build_cache
+from lib.images import CV_REDUCED_FLAGS
 
 
 def make_photos(folder: Path, n: int, w: int = 1280, h: int = 960, seed: int = 0, quality: int = 90) -> list[str]:
     """``n`` JPEG photos of ``w x h`` at JPEG ``quality`` from the shipped sample photos; reused when present."""
     folder.mkdir(parents=True, exist_ok=True)
-    srcs, noise = _sources(), np.random.default_rng(seed).normal(0, 3.0, (h, w, 3)).astype(np.float32)
+    srcs, noise = sample_photos(), np.random.default_rng(seed).normal(0, 3.0, (h, w, 3)).astype(np.float32)
     paths = []
     for i in range(n):
         p = folder / f"photo_{i:04d}.jpg"
@@ -99,7 +94,7 @@ def decode_floor(paths: list[str], size: int, seconds: float = 2.0) -> dict:
     with Image.open(paths[0]) as im:
         short = min(im.size)
     scale = max(s for s in (1, 2, 4, 8) if short // s >= size)  # as lib.images.read_image picks it
-    flags = {scale: _CV_REDUCED[scale], 8: _CV_REDUCED[8]}
+    flags = {scale: CV_REDUCED_FLAGS[scale], 8: CV_REDUCED_FLAGS[8]}
     out = {}
     for s, flag in flags.items():
         n, t0 = 0, time.perf_counter()

@@ -1,8 +1,8 @@
 """Time the EDA notebook's work on a competition the size of the used-car one.
 
-    python bench/eda_speed.py                           # 33,000 train + 3,000 test photos (built once)
-    python bench/eda_speed.py --n-train 3000 --n-test 500
-    python bench/eda_speed.py --build-only              # only build (resumable: rerun after a stop)
+    python -m bench.eda_speed                           # 33,000 train + 3,000 test photos (built once)
+    python -m bench.eda_speed --n-train 3000 --n-test 500
+    python -m bench.eda_speed --build-only              # only build (resumable: rerun after a stop)
 
 The competition is built once under ``--out`` (``<out>/train<N>_test<M>/``): JPEG photos of 640x480
 to 1280x960 pixels in ~100 class folders plus ``test/``, made from the real sample photos that
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -30,9 +29,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from lib.io import read_json, write_json  # noqa: E402
+from lib.io import read_json, write_json
 
 BRANDS = ["현대", "기아", "제네시스", "쌍용", "르노코리아", "BMW", "Benz", "Audi", "Toyota", "Volvo"]
 SIZES = [(640, 480), (800, 600), (1024, 768), (1280, 960), (1280, 720), (960, 720), (480, 640), (768, 1024)]
@@ -44,7 +41,7 @@ def class_names(n: int) -> list[str]:
     return [f"{BRANDS[k % len(BRANDS)]}_{k:03d}" for k in range(n)]
 
 
-def _sources() -> list[np.ndarray]:
+def sample_photos() -> list[np.ndarray]:
     """The real photos shipped with scikit-learn and scikit-image, as RGB uint8 arrays."""
     if not _SOURCES:
         import skimage.data as sd
@@ -77,7 +74,7 @@ def _params(i: int, n_train: int, seed: int) -> dict:
 
 def _render(p: dict) -> Image.Image:
     global _NOISE
-    srcs = _sources()
+    srcs = sample_photos()
     rng = np.random.default_rng(p["seed"])
     src = srcs[p["src"] % len(srcs)]
     w, h = SIZES[int(rng.integers(0, len(SIZES)))]
@@ -134,7 +131,7 @@ def build(out="data/bench_eda", n_train=33_000, n_test=3_000, n_classes=100, see
 
 def run_eda(root: Path, workers=None) -> dict:
     """The notebook's computations in order; returns seconds per step."""
-    from lib import eda
+    from lib import duplicates, eda, image_stats, shift
     from lib.data import scan_competition
     t, times = time.perf_counter(), {}
 
@@ -146,18 +143,18 @@ def run_eda(root: Path, workers=None) -> dict:
 
     comp = scan_competition(root, workers=workers, verbose=False)
     lap("scan")
-    stats = eda.image_stats(comp, workers=workers)
+    stats = image_stats.image_stats(comp, workers=workers)
     lap("stats+hashes")
-    dups = eda.find_duplicates(comp, stats)
+    dups = duplicates.find_duplicates(comp, stats)
     lap("duplicates")
-    shift = eda.shift_scores(comp, stats)
+    scores = shift.shift_scores(comp, stats)
     lap("shift")
     eda.bad_files(comp, stats)
     lap("bad files")
     times["_n"] = len(comp.train) + len(comp.test)
     leaks = ((dups["split"] == "test") & (dups["dup_of_split"] == "train")).sum()
     times["_found"] = (f"{(dups['split'] == 'train').sum()} redundant train images, {leaks} train->test leaks, "
-                       f"{int(shift['flagged'].sum())} shifted stats")
+                       f"{int(scores['flagged'].sum())} shifted stats")
     return times
 
 

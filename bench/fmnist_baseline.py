@@ -1,7 +1,7 @@
 """The in-run baseline of `make bench-fmnist`: one plain model, as a competitor would write it with
 fastai's defaults, trained on all the training images with the recipe's epoch budget.
 
-    python bench/fmnist_baseline.py --data-dir data/fmnist_full --params params/fmnist/resnet.yaml \
+    python -m bench.fmnist_baseline --data-dir data/fmnist_full --params params/fmnist/resnet64.yaml \
         --out runs/fmnist/baseline
 
 What it takes from the recipe: the backbone (timm name and ``model_kwargs``), ``img_size`` and
@@ -18,54 +18,58 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import fastprogress.fastprogress
+import torch
+from fastai.vision.all import (
+    CategoryBlock,
+    DataBlock,
+    ImageBlock,
+    IndexSplitter,
+    Resize,
+    aug_transforms,
+    parent_label,
+    vision_learner,
+)
 
-import fastprogress.fastprogress  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-import yaml  # noqa: E402
-from fastai.vision.all import (CategoryBlock, DataBlock, ImageBlock, IndexSplitter, Resize,  # noqa: E402
-                               aug_transforms, parent_label, vision_learner)
-
-from lib.callbacks import CpuAutocast  # noqa: E402
-from lib.data import scan_competition  # noqa: E402
-from lib.ensemble import make_submission, write_submission  # noqa: E402
-from lib.io import write_json  # noqa: E402
-from lib.paths import resolve  # noqa: E402
+from lib.callbacks import CpuAutocast
+from lib.config import TrainConfig
+from lib.data import open_competition
+from lib.io import write_json
+from lib.paths import resolve
+from lib.submission import make_submission, write_submission
 
 
 def run_baseline(data_dir: str, params: str, out: str, seed: int = 42) -> dict:
     """Train the baseline and write its submission; returns what baseline.json holds."""
-    p = yaml.safe_load(Path(params).read_text(encoding="utf-8"))
+    cfg = TrainConfig.from_yaml(resolve(params))
     out = resolve(out)
     done = out / "baseline.json"
-    comp = scan_competition(resolve(data_dir), verbose=False)
+    comp = open_competition(data_dir)
     torch.manual_seed(seed)
     start = time.time()
     # folder-per-class, as fastai reads it; the class order is the competition's (classes.json)
     block = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=comp.classes, sort=False)), get_items=lambda _: comp.train["path"].tolist(),
-                      get_y=parent_label, splitter=IndexSplitter([]), item_tfms=Resize(int(p["img_size"])),
+                      get_y=parent_label, splitter=IndexSplitter([]), item_tfms=Resize(cfg.img_size),
                       batch_tfms=aug_transforms())
     dls = block.dataloaders(comp.root, bs=64, num_workers=0)
     if list(dls.vocab) != comp.classes:  # fastai sorts a vocab unless told not to: columns would shift
         raise RuntimeError(f"fastai's class order {list(dls.vocab)} is not the competition's {comp.classes}")
-    learn = vision_learner(dls, p["backbone"], pretrained=False, n_out=comp.num_classes, **(p.get("model_kwargs") or {}))
-    if p.get("precision") == "bf16":
+    learn = vision_learner(dls, cfg.backbone, pretrained=False, n_out=comp.num_classes, **cfg.model_kwargs)
+    if cfg.precision == "bf16":
         learn.add_cb(CpuAutocast())
     # headless (make bench-fmnist's log): the epoch table only, not a progress-bar line per batch
     no_bar, fastprogress.fastprogress.NO_BAR = fastprogress.fastprogress.NO_BAR, not sys.stdout.isatty()
     try:
-        learn.fit_one_cycle(int(p["epochs"]))
+        learn.fit_one_cycle(cfg.epochs)
         probs, _ = learn.get_preds(dl=dls.test_dl(comp.test["path"].tolist()))
     finally:
         fastprogress.fastprogress.NO_BAR = no_bar
     sub = make_submission(probs.numpy(), comp.test["id"].to_numpy(), comp.sample_submission)
     write_submission(sub, out / "submission.csv", comp.sample_submission)
-    info = {"backbone": p["backbone"], "model_kwargs": p.get("model_kwargs"), "img_size": int(p["img_size"]),
-            "epochs": int(p["epochs"]), "batch_size": 64, "lr": "fastai default (1e-3, one-cycle)",
-            "augmentation": "aug_transforms()", "precision": p.get("precision", "fp32"), "train_images": len(comp.train), "seconds": round(time.time() - start, 1)}
+    info = {"backbone": cfg.backbone, "model_kwargs": cfg.model_kwargs, "img_size": cfg.img_size,
+            "epochs": cfg.epochs, "batch_size": 64, "lr": "fastai default (1e-3, one-cycle)",
+            "augmentation": "aug_transforms()", "precision": cfg.precision, "train_images": len(comp.train), "seconds": round(time.time() - start, 1)}
     write_json(done, info)
     return info
 

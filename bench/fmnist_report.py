@@ -1,7 +1,7 @@
 """The last step of `make bench-fmnist`: score the submission, each single backbone and the baseline
 against the held-back ``solution.csv``, beside the published Fashion-MNIST results.
 
-    python bench/fmnist_report.py --data-dir data/fmnist_full --runs-dir runs/fmnist --started 1764000000
+    python -m bench.fmnist_report --data-dir data/fmnist_full --runs-dir runs/fmnist --started 1764000000
 
 Nothing before this step reads ``solution.csv``. The best single backbone is the one with the
 lowest cross-validated (OOF) log loss, chosen without the test labels; every backbone is listed.
@@ -14,19 +14,16 @@ import argparse
 import gzip
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import pandas as pd
+import torch
 
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-
-from lib.demo import score_submission  # noqa: E402
-from lib.device import cpu_name  # noqa: E402
-from lib.io import read_json, write_json, write_text  # noqa: E402
-from lib.paths import repo_root, resolve  # noqa: E402
+from lib.demo import score_submission
+from lib.device import cpu_name
+from lib.io import read_json, write_json, write_text
+from lib.paths import repo_root, resolve
 
 PUBLISHED_README = Path("/usr/share/doc/dataset-fashion-mnist/README.md.gz")
 PUBLISHED_ROWS = ("Google AutoML", "ResNet18", "MobileNet", "2 Conv+2 FC")  # rows of its benchmark table

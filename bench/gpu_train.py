@@ -1,6 +1,6 @@
 """GPU training throughput of the kit: images per second and GPU utilisation.
 
-    python bench/gpu_train.py [--backbone convnext_tiny] [--size 224] [--batch 128] [--n-train 12000]
+    python -m bench.gpu_train [--backbone convnext_tiny] [--size 224] [--batch 128] [--n-train 12000]
 
 Builds a photo competition (JPEGs of 640x480 to 1280x960 from the sample photos that scikit-learn
 and scikit-image ship; see eda_speed.py), then trains fold 0 with ``lib.train`` (AMP in bf16,
@@ -13,22 +13,16 @@ The last line prints kit/ceiling and the GPU-busy percentage with the cache.
 from __future__ import annotations
 
 import argparse
-import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from fastai.callback.core import Callback
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from eda_speed import build  # noqa: E402
-
-from fastai.callback.core import Callback  # noqa: E402
-
-from lib.train import fit, setup_run  # noqa: E402
+from bench.eda_speed import build
+from lib.config import TrainConfig
+from lib.train import fit, setup_run
 
 
 class PhaseTimer(Callback):
@@ -61,16 +55,16 @@ class PhaseTimer(Callback):
 
 
 def kit_rate(root, a, cache: bool, runs_dir: str, epochs: int) -> dict:
-    run = setup_run(data_dir=str(root), backbone=a.backbone, fold=0, n_folds=5, img_size=a.size,
-                    batch_size=a.batch, epochs=epochs, lr=1e-3, aug="light", cache=cache, runs_dir=runs_dir,
-                    run_name=f"gpu_{'cache' if cache else 'decode'}", progress=False, verbose=False, force=True,
-                    num_workers=a.workers)
+    run = setup_run(TrainConfig(data_dir=str(root), backbone=a.backbone, fold=0, n_folds=5, img_size=a.size,
+                                batch_size=a.batch, epochs=epochs, lr=1e-3, aug="light", cache=cache,
+                                runs_dir=runs_dir, run_name=f"gpu_{'cache' if cache else 'decode'}", progress=False,
+                                verbose=False, force=True, num_workers=a.workers))
     timer = PhaseTimer()
     run.learn.add_cb(timer)
     fit(run)
     steady = timer.phases[1:]  # the first epoch pays cuDNN autotuning and worker start-up
     imgs, secs = sum(p["images"] for p in steady), sum(p["seconds"] for p in steady)
-    return {"img_s": imgs / secs, "util": float(np.mean([p["util"] for p in steady])), "workers": run.num_workers}
+    return {"img_s": imgs / secs, "util": float(np.mean([p["util"] for p in steady])), "workers": run.learn.dls.train.num_workers}
 
 
 def ceiling_rate(a, steps: int = 60) -> float:

@@ -1,7 +1,7 @@
 """The kit's training epoch on CPU against a plain PyTorch loop over the same model, data,
 optimizer and batch size, both timed in this run.
 
-    python bench/train_overhead.py [--backbone resnet10t] [--epochs 2] [--rounds 2]
+    python -m bench.train_overhead [--backbone resnet10t] [--epochs 2] [--rounds 2]
 
 Both sides: fold 0 of a demo competition of 1,000 images per class (built once under
 data/bench_train), the same ``ImageDataset`` (pre-resized cache, `light` augmentation), batch 64, AdamW with decoupled weight decay under a one-cycle schedule,
@@ -14,18 +14,15 @@ seconds per epoch (kit / plain; target <= 1.05).
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from lib.demo import build_demo  # noqa: E402
-from lib.train import fit, setup_run  # noqa: E402
+from lib.config import TrainConfig
+from lib.demo import build_demo
+from lib.train import fit, setup_run
 
 
 def plain_epochs(run, epochs: int, lr: float, wd: float, bs: int) -> float:
@@ -33,10 +30,10 @@ def plain_epochs(run, epochs: int, lr: float, wd: float, bs: int) -> float:
     import timm
 
     torch.manual_seed(0)
-    model = timm.create_model(run.params["backbone"], num_classes=run.comp.num_classes)
+    model = timm.create_model(run.cfg.backbone, num_classes=run.comp.num_classes)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
-    train = torch.utils.data.DataLoader(run.train_ds, batch_size=bs, shuffle=True, drop_last=True)
-    valid = torch.utils.data.DataLoader(run.valid_ds, batch_size=bs * 2)
+    train = torch.utils.data.DataLoader(run.data.train, batch_size=bs, shuffle=True, drop_last=True)
+    valid = torch.utils.data.DataLoader(run.data.valid, batch_size=bs * 2)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs * len(train), pct_start=0.1)
     t0 = time.perf_counter()
     for _ in range(epochs):
@@ -50,14 +47,15 @@ def plain_epochs(run, epochs: int, lr: float, wd: float, bs: int) -> float:
         model.eval()
         with torch.no_grad():
             probs = torch.cat([torch.softmax(model(x), 1) for x, _ in valid])
-        assert len(probs) == len(run.valid_ds)
+        assert len(probs) == len(run.data.valid)
     return (time.perf_counter() - t0) / epochs
 
 
 def kit_epochs(data_dir, runs_dir, backbone, epochs, lr, wd, bs, k) -> tuple[float, object]:
-    run = setup_run(data_dir=str(data_dir), backbone=backbone, fold=0, n_folds=3, img_size=32, batch_size=bs,
-                    epochs=epochs, lr=lr, weight_decay=wd, aug="light", runs_dir=str(runs_dir),
-                    run_name=f"overhead_{k}", progress=False, verbose=False, num_workers=0)
+    run = setup_run(TrainConfig(data_dir=str(data_dir), backbone=backbone, fold=0, n_folds=3, img_size=32,
+                                batch_size=bs, epochs=epochs, lr=lr, weight_decay=wd, aug="light",
+                                runs_dir=str(runs_dir), run_name=f"overhead_{k}", progress=False, verbose=False,
+                                num_workers=0))
     t0 = time.perf_counter()
     fit(run)
     return (time.perf_counter() - t0) / epochs, run
@@ -80,9 +78,9 @@ def main(argv=None) -> None:
             kit.append(t)
             plain.append(plain_epochs(run, a.epochs, lr, wd, bs))
             print(f"round {k + 1}: kit {kit[-1]:.2f} s/epoch, plain {plain[-1]:.2f} s/epoch", flush=True)
-    n = len(run.train_ds) // bs * bs
+    n = len(run.data.train) // bs * bs
     kit_s, plain_s = float(np.median(kit)), float(np.median(plain))
-    print(f"{a.backbone} @32px, {n} train + {len(run.valid_ds)} valid images per epoch, batch {bs}, "
+    print(f"{a.backbone} @32px, {n} train + {len(run.data.valid)} valid images per epoch, batch {bs}, "
           f"{torch.get_num_threads()} threads: kit {n / kit_s:.0f} img/s, plain {n / plain_s:.0f} img/s")
     print(f"kit/plain seconds per epoch: {kit_s / plain_s:.3f} (target <= 1.05)")
 

@@ -16,7 +16,10 @@ Modules, one concern each:
     predict     re-prediction of runs with TTA, the fitted blend and the submission
     ensemble    OOF-fitted blend weights, submission writing and validation
     tta         test-time augmentation ops by name
-    eda         image statistics, duplicates, train/test shift (eda_plots: their plots)
+    eda         class counts, geometry, unreadable files (eda_plots: the plots of the EDA modules)
+    image_stats the one pass over the images: per-image statistics and hashes, cached
+    shift       train vs test shift: KS per statistic, adversarial AUC
+    duplicates  exact and near duplicates, label conflicts, train->test leaks
     viz         image grids and fonts for class names
     demo        build the embedded demo competition; summary prints a pipeline's scores
     io, paths, device   atomic writes; paths relative to the repo root; device and worker choice

@@ -1,7 +1,7 @@
 """Out-of-fold analysis: leaderboard, confusions, galleries of confused and high-loss images,
 noisy-label candidates, per-class scores, calibration and model disagreement.
 
-An OOF table (``lib.runs.load_oof``) has one row per train image: id, fold, target (class index),
+An OOF table (``lib.runs.load_oof``, or ``open_runs``) has one row per train image: id, fold, target (class index),
 then one probability column per class in the competition's order. Galleries read only the images
 they show, at ``size`` pixels (JPEGs are decoded at reduced scale), so they stay fast on any number
 of images.
@@ -9,7 +9,6 @@ of images.
 from __future__ import annotations
 
 import itertools
-import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -17,55 +16,27 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import precision_recall_fscore_support
 
-from .data import Competition, scan_competition
+from .data import Competition
 from .dataset import load_resized
 from .io import write_csv
-from .metrics import (accuracy, apply_temperature, ece, f1_macro, fit_temperature, log_loss,
-                      probs_to_logits, reliability_bins)
+from .metrics import (
+    accuracy,
+    apply_temperature,
+    ece,
+    f1_macro,
+    fit_temperature,
+    log_loss,
+    probs_to_logits,
+    reliability_bins,
+)
 from .paths import resolve
-from .runs import common_ids, find_runs, load_oof, run_params
-from .viz import class_font, image_grid
+from .runs import common_ids, run_params
+from .viz import image_grid, plot_labels
 
 METRIC_COLS = ["log_loss", "accuracy", "f1_macro"]
 
 
-# ---------------------------------------------------------------- runs and the leaderboard
-
-def load_runs(runs_dir, classes: list[str], n_folds: int | None = None,
-              models: list[str] | None = None) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
-    """Completed runs (``lib.runs.find_runs``, limited to ``models`` when given) and each model's
-    full OOF table. Missing folds are named in a warning; incomplete runs are named and skipped."""
-    every = find_runs(runs_dir, complete_only=False)
-    if models is not None:
-        models = [models] if isinstance(models, str) else list(models)
-        unknown = sorted(set(models) - set(every["model"]))
-        if unknown:
-            raise ValueError(f"models {unknown} have no run folder in {resolve(runs_dir)}; "
-                             f"models there: {sorted(set(every['model']))}")
-        every = every[every["model"].isin(models)]
-    partial = every.loc[~every["complete"], "run_name"].tolist()
-    if partial:
-        warnings.warn(f"skipping {len(partial)} incomplete run(s) (no complete metrics.json): "
-                      f"{partial[:10]}", stacklevel=2)
-    runs = every[every["complete"]].reset_index(drop=True)
-    if runs.empty:
-        raise ValueError(f"no completed run in {resolve(runs_dir)}; train some with "
-                         "notebooks/02_train.ipynb or `make grid`")
-    return runs, load_oof(runs, classes, n_folds)
-
-
-def load_models(data_dir, runs_dir, models: list[str] | None = None, n_folds: int | None = None):
-    """Scan the competition and load its runs: ``(comp, runs, oofs)`` (see ``load_runs``).
-
-    Runs whose params.yaml names another data_dir are reported in a warning."""
-    comp = scan_competition(resolve(data_dir), verbose=False)
-    runs, oofs = load_runs(runs_dir, comp.classes, n_folds, models)
-    dirs = run_params(runs, differing_only=False).get("data_dir", pd.Series(dtype=object)).dropna()
-    other = [r for r, d in dirs.items() if resolve(d).resolve() != comp.root]
-    if other:
-        warnings.warn(f"runs {other[:10]} were trained on another data_dir than {comp.root}", stacklevel=2)
-    return comp, runs, oofs
-
+# ---------------------------------------------------------------- the leaderboard
 
 def oof_arrays(oof: pd.DataFrame, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """(y int[N], probs float[N, C]) of an OOF table."""
@@ -132,11 +103,11 @@ def plot_confusion(cm: pd.DataFrame, max_classes: int = 30):
     (as true or as predicted class); the diagonal is hidden so errors set the colour scale."""
     import seaborn as sns
 
-    class_font()
+    names = np.asarray(plot_labels(list(cm.index)), dtype=object)
     a = cm.to_numpy()
     off = a - np.diag(np.diag(a))
     keep = np.argsort(-(off.sum(axis=0) + off.sum(axis=1)), kind="stable")[:max_classes]
-    sub = pd.DataFrame(off[np.ix_(keep, keep)], index=cm.index[keep], columns=cm.columns[keep])
+    sub = pd.DataFrame(off[np.ix_(keep, keep)], index=names[keep], columns=names[keep])
     n = len(keep)
     fig, ax = plt.subplots(figsize=(max(5, 0.38 * n + 3), max(4, 0.34 * n + 2)))
     labels = np.where(sub.to_numpy() > 0, sub.to_numpy().astype(str), "") if n <= 30 else False
@@ -187,16 +158,17 @@ def pair_gallery(oof: pd.DataFrame, comp: Competition, a: str, b: str, n: int = 
     P(A) and P(B) from the OOF. Reads only the images shown, squashed to ``size`` px."""
     pred = np.asarray(comp.classes)[oof[comp.classes].to_numpy().argmax(axis=1)]
     label = np.asarray(comp.classes)[oof["target"].to_numpy()]
+    shown = dict(zip(comp.classes, plot_labels(comp.classes)))  # names, or #index without a font for them
     rows, names = [], []
     for x, z in ((a, b), (b, a)):
         wrong = oof[(label == x) & (pred == z)].nlargest(n, z)
         if x == a or len(wrong):
             rows.append(_row(comp, wrong, a, b, n, size, "red"))
-            names.append(f"{x} predicted as {z}")
+            names.append(f"{shown[x]} predicted as {shown[z]}")
         rows.append(_row(comp, oof[label == z].nlargest(n, z), a, b, n, size, "green"))
-        names.append(f"typical {z}")
+        names.append(f"typical {shown[z]}")
     imgs, caps, cols = (sum((r[k] for r in rows), []) for k in range(3))
-    title = f"A = {a}, B = {b}.  Rows: " + " | ".join(names)
+    title = f"A = {shown[a]}, B = {shown[b]}.  Rows: " + " | ".join(names)
     return image_grid(imgs, caps, ncols=n, size=1.5, title=title, colors=cols)
 
 
@@ -224,7 +196,8 @@ def top_losses(oof: pd.DataFrame, classes: list[str], eps: float = 1e-15) -> pd.
 def loss_gallery(losses: pd.DataFrame, comp: Competition, ncols: int = 8, size: int = 64):
     """Images of the rows of a ``top_losses`` table, captioned label -> predicted with p_label, p_pred."""
     imgs = [load_resized(p, size) for p in _paths(comp, losses["id"])]
-    caps = [f"{r.label} ({r.p_label:.2f})\n-> {r.predicted} ({r.p_pred:.2f})" for r in losses.itertuples()]
+    shown = dict(zip(comp.classes, plot_labels(comp.classes)))
+    caps = [f"{shown[r.label]} ({r.p_label:.2f})\n-> {shown[r.predicted]} ({r.p_pred:.2f})" for r in losses.itertuples()]
     return image_grid(imgs, caps, ncols=ncols, size=1.9, title="highest-loss OOF images: label (P) -> predicted (P)",
                       colors=["red" if r.label != r.predicted else "black" for r in losses.itertuples()])
 

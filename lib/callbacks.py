@@ -13,9 +13,8 @@ from fastai.callback.mixup import CutMix, MixHandler, MixUp
 from fastai.learner import AvgSmoothLoss
 from timm.utils import ModelEmaV3
 
+from .config import MONITORS
 from .metrics import accuracy, f1_macro, log_loss
-
-MONITORS = {"log_loss": False, "valid_loss": False, "accuracy": True, "f1_macro": True}  # name -> greater is better
 
 
 def best_record(history: list, monitor: str) -> dict | None:

@@ -1,4 +1,4 @@
-"""Read a competition folder: images, classes, folds.
+"""Open a competition folder: its images, classes and problems, always with the same settings.
 
 A competition folder (``data/<name>/``) looks like what competitions ship::
 
@@ -7,14 +7,18 @@ A competition folder (``data/<name>/``) looks like what competitions ship::
     test.csv                          ID, img_path               (optional: else test/ is listed)
     sample_submission.csv             ID + one column per class  (fixes the class order)
 
+    comp = open_competition("data/cars")                                   # every notebook, every module
+    comp = open_competition("data/docs", scan_args={"labels_csv": "labels.csv"})   # the first time only
+
 Derived files are written beside it, once: ``classes.json`` (index <-> name, never shifts),
-``folds.csv`` (id, fold), ``scan.csv`` (per-file header facts, reused while files are unchanged),
-``cache/`` (pre-resized images, see ``lib.dataset``). Decoding lives in ``lib.images``.
+``scan_settings.json`` (how the folder is read: a labels table's name and columns, the group column;
+given once, then every later ``open_competition`` reads it the same way), ``scan.csv`` (per-file
+header facts, reused while files are unchanged), ``folds.csv`` (``lib.folds``), ``cache/``
+(pre-resized images, ``lib.dataset``). Decoding lives in ``lib.images``.
 """
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +27,7 @@ import pandas as pd
 
 from .images import IMAGE_EXTS, BadImageError, probe_images
 from .io import read_json, write_csv, write_json
+from .paths import resolve
 
 ID_COLS = ("id", "ID", "Id", "image_id", "img_id", "filename", "file_name", "image")
 PATH_COLS = ("img_path", "path", "filepath", "file_path", "image_path")
@@ -59,6 +64,32 @@ class Competition:
             "value": [self.num_classes, len(self.train), len(self.test), len(self.problems),
                       f"{counts.min()}/{int(counts.median())}/{counts.max()}" if len(counts) else "-"],
         })
+
+
+def open_competition(data_dir, scan_args: dict | None = None, group_col: str | None = None,
+                     verbose: bool = False) -> Competition:
+    """The competition in ``data_dir`` (absolute, else relative to the repo root, else to the working
+    directory), read with the settings stored in its ``scan_settings.json``.
+
+    ``scan_args`` (labels_csv, id_col, label_col, path_col: see ``scan_competition``) and
+    ``group_col`` are needed once, by whichever notebook opens the folder first; they are stored
+    after a successful scan, and later calls without them read the folder the same way. Settings
+    that contradict the stored ones are an error (delete ``scan_settings.json`` to change them).
+    """
+    root = resolve(data_dir)
+    if not root.is_dir() and Path(data_dir).is_dir():
+        root = Path(data_dir).resolve()
+    given = {**(scan_args or {}), **({"group_col": group_col} if group_col else {})}
+    store = root / "scan_settings.json"
+    saved = read_json(store) if store.exists() else None
+    if saved is not None and given and given != saved:
+        raise ValueError(f"{store} says to read this folder with {saved}, but {given} was asked for; pass "
+                         f"the stored settings (or none), or delete {store.name} to scan it another way")
+    settings = saved if saved is not None else given
+    comp = scan_competition(root, verbose=verbose, **settings)
+    if saved is None:
+        write_json(store, settings)
+    return comp
 
 
 def scan_competition(root, labels_csv: str | None = None, id_col: str | None = None,
@@ -300,49 +331,3 @@ def _probe_cached(root: Path, paths: list[str], verify: bool, workers) -> pd.Dat
         old = old[~old.index.duplicated(keep="last")]
         write_csv(cache_path, old.reset_index())
     return old.loc[~old.index.duplicated()]
-
-
-# ----------------------------------------------------------------------------------------------
-# folds
-
-
-def make_folds(comp: Competition, n_folds: int = 5, seed: int = 42, group_col: str | None = None,
-               force: bool = False) -> pd.DataFrame:
-    """Assign each train image a fold (StratifiedKFold, or StratifiedGroupKFold with ``group_col``).
-
-    Written once to ``<root>/folds.csv`` (id, fold) and reused by every run; a later call with other
-    settings or other ids is an error unless ``force``. Returns ``comp.train`` with a ``fold`` column.
-    """
-    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
-
-    path = comp.root / "folds.csv"
-    meta = {"n_folds": n_folds, "seed": seed, "group_col": group_col}
-    train = comp.train
-    if path.exists() and not force:
-        folds = pd.read_csv(path, dtype={"id": str})
-        saved = read_json(path.with_suffix(".json")) if path.with_suffix(".json").exists() else meta
-        missing = set(train["id"]) - set(folds["id"])
-        if saved != meta or missing:
-            why = f"settings {saved} vs {meta}" if saved != meta else f"{len(missing)} train ids not in it"
-            raise ValueError(f"{path} does not fit this data ({why}); pass force=True (make_folds) or "
-                             "delete it to re-split — existing runs then become incomparable")
-        return train.merge(folds[["id", "fold"]], on="id", how="left")
-    small = train["label"].value_counts()
-    small = small[small < n_folds]
-    if len(small):
-        warnings.warn(f"{len(small)} class(es) have fewer images than {n_folds} folds, so some folds "
-                      f"lack them: {dict(small.head(10))}", stacklevel=2)
-    fold = np.full(len(train), -1, dtype=np.int64)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The least populated class")
-        if group_col:
-            splitter = StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed)
-            splits = splitter.split(train, train["target"], groups=train[group_col])
-        else:
-            splits = StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(train, train["target"])
-        for k, (_, va) in enumerate(splits):
-            fold[va] = k
-    out = train.assign(fold=fold)
-    write_csv(path, out[["id", "fold"]])
-    write_json(path.with_suffix(".json"), meta)
-    return out

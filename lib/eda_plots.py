@@ -1,4 +1,5 @@
-"""Plots of the exploratory analysis (``lib.eda``): each function draws one figure and returns it.
+"""Plots of the exploratory analysis (``lib.eda``, ``lib.image_stats``, ``lib.shift``, ``lib.duplicates``):
+each function draws one figure and returns it.
 
     plot_class_counts       images per class, classes with fewer images than folds in red
     plot_geometry           width, height, aspect, file size and orientation, train vs test
@@ -16,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from .data import Competition
+from .eda import GEOMETRY, STATS, all_images, class_table, imbalance_ratio, with_geometry
 from .images import BadImageError, read_image
-from .eda import GEOMETRY, STATS, _all_images, _geometry, class_table, imbalance_ratio
 from .viz import image_grid, plot_labels
 
 
@@ -76,7 +77,7 @@ def _hist(ax, parts: dict, bins=40, log=False):
 
 def plot_geometry(comp: Competition):
     """Width, height, aspect ratio, file size (KB, log) and orientation shares, train vs test."""
-    g = {s: _geometry(df) for s, df in (("train", comp.train), ("test", comp.test))}
+    g = {s: with_geometry(df) for s, df in (("train", comp.train), ("test", comp.test))}
     fig, axes = plt.subplots(1, 5, figsize=(18, 3.4))
     for ax, col in zip(axes, ("width", "height", "aspect", "kbytes")):
         _hist(ax, {s: d[col].to_numpy(float) for s, d in g.items()}, log=col == "kbytes")
@@ -106,7 +107,7 @@ def show_images(comp: Competition, ids=None, label=None, n: int = 16, cols: int 
     names = dict(zip(comp.classes, plot_labels(comp.classes)))
     if ids is not None:
         ids = [str(i) for i in ([ids] if isinstance(ids, str) else ids)]
-        df = _all_images(comp).drop_duplicates("id").set_index("id")
+        df = all_images(comp).drop_duplicates("id").set_index("id")
         missing = [i for i in ids if i not in df.index]
         if missing:
             raise KeyError(f"ids {missing[:10]} are in neither train nor test of {comp.root}")

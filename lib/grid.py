@@ -1,19 +1,22 @@
 """Run 02_train for every backbone x fold through papermill, locally or on a Ray cluster.
 
-    python -m lib.grid --params params/convnext_tiny.yaml params/effnetv2_s.yaml --folds 0-4
+    python -m lib.grid --params params/convnext_tiny.yaml params/efficientnetv2_s.yaml --folds 0-4
     python -m lib.grid --params params/demo/*.yaml --folds 0-2 --jobs 2 -p data_dir data/fmnist
     python -m lib.grid --params params/*.yaml --folds 0-4 --backend ray --address auto
 
-A cell's run name is ``<params file stem>_f<fold>``: its executed notebook is ``runs/<run>.ipynb``
-and its artifacts ``runs/<run>/``. Completed runs are skipped; an interrupted one resumes (02_train
-does that); a failed one does not stop the others and is reported at the end with its notebook and
-error. With ``--jobs N`` on a machine with GPUs, each job is pinned to one GPU through
-``CUDA_VISIBLE_DEVICES``. The Ray backend sends each cell as a task asking for one GPU (one CPU
+A job's run name is ``<params file stem>_f<fold>``: its executed notebook is ``runs/<run>.ipynb``
+and its artifacts ``runs/<run>/``. Every recipe (with the ``-p`` overrides) is checked before
+anything runs. Completed runs are skipped while their recorded recipe is the one asked for (another
+one stops the grid, naming what differs: ``--force`` retrains them); an interrupted one resumes
+(02_train does that); a failed one does not stop the others and is reported at the end with its
+notebook and error. With ``--jobs N`` on a machine with GPUs, each job is pinned to one GPU through
+``CUDA_VISIBLE_DEVICES``. The Ray backend sends each job as a task asking for one GPU (one CPU
 where the cluster has none); ``runs/`` and the data must be on a filesystem all nodes share.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import queue
 import subprocess
@@ -25,34 +28,52 @@ from pathlib import Path
 import yaml
 from tqdm import tqdm
 
+from .config import TrainConfig
 from .paths import repo_root, resolve
-from .runs import run_complete
+from .runs import recorded_config, run_complete
 
 NOTEBOOK = "notebooks/02_train.ipynb"
 
 
 @dataclass
-class Cell:
-    """One backbone x fold: the papermill command that runs it and where its outputs go."""
+class GridJob:
+    """One backbone x fold: its recipe (the params file with the grid's overrides, checked), the
+    papermill command that runs it, and where its outputs go."""
     params_file: Path
-    fold: int
-    run_name: str
-    runs_dir: Path
+    cfg: TrainConfig
+    overrides: dict  # the grid's settings for every job (typed), passed to papermill as YAML
+
+    @property
+    def run_name(self) -> str:
+        return self.cfg.name
+
+    @property
+    def run_dir(self) -> Path:
+        return resolve(self.cfg.runs_dir) / self.cfg.name
 
     @property
     def notebook(self) -> Path:
-        return self.runs_dir / f"{self.run_name}.ipynb"
+        return resolve(self.cfg.runs_dir) / f"{self.cfg.name}.ipynb"
 
     @property
     def complete(self) -> bool:
-        return run_complete(self.runs_dir / self.run_name)
+        return run_complete(self.run_dir)
 
-    def command(self, notebook: str = NOTEBOOK, extra: list[tuple[str, str]] = ()) -> list[str]:
+    def changed(self) -> dict:
+        """{setting: (now, recorded)} when the run folder holds training of another recipe, else {}."""
+        old = recorded_config(self.run_dir)
+        if old is None or not ((self.run_dir / "state.pt").exists() or self.complete):
+            return {}
+        return self.cfg.differences(old)
+
+    def command(self, notebook: str = NOTEBOOK) -> list[str]:
         cmd = [sys.executable, "-m", "papermill", str(resolve(notebook)), str(self.notebook),
-               "-f", str(self.params_file), "-p", "fold", str(self.fold), "-p", "run_name", self.run_name,
-               "-p", "runs_dir", str(self.runs_dir), "-p", "progress", "False", "--cwd", str(repo_root())]
-        for k, v in extra:
-            cmd += ["-p", k, v]
+               "-f", str(self.params_file), "-p", "fold", str(self.cfg.fold), "-p", "run_name", self.cfg.name,
+               "-p", "runs_dir", str(resolve(self.cfg.runs_dir)), "-p", "progress", "False", "--cwd", str(repo_root())]
+        if self.overrides:
+            cmd += ["-y", yaml.safe_dump(self.overrides, default_flow_style=True, allow_unicode=True)]
+        if self.cfg.force:
+            cmd += ["-p", "force", "True"]
         return cmd
 
 
@@ -65,15 +86,33 @@ def parse_folds(spec: str) -> list[int]:
     return out
 
 
-def make_cells(params_files, folds, runs_dir="runs") -> list[Cell]:
-    cells = []
+def parse_value(text: str):
+    """A ``-p`` value as papermill reads it: True/False/None, an int, a float, else the text."""
+    consts = {"True": True, "False": False, "None": None}
+    if text in consts:
+        return consts[text]
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def make_jobs(params_files, folds, runs_dir="runs", overrides: dict | None = None) -> list[GridJob]:
+    """A job per params file x fold, each recipe checked (names, choices, files) before anything runs."""
+    overrides = {k: parse_value(v) if isinstance(v, str) else v for k, v in (overrides or {}).items()}
+    jobs = []
     for pf in params_files:
         pf = resolve(pf)
-        if not pf.exists():
-            raise FileNotFoundError(f"{pf}: no such params file")
-        yaml.safe_load(pf.read_text(encoding="utf-8"))  # fails early and clearly on broken YAML syntax
-        cells += [Cell(pf, f, f"{pf.stem}_f{f}", resolve(runs_dir)) for f in folds]
-    return cells
+        for f in folds:
+            cfg = TrainConfig.from_yaml(pf, **{**overrides, "fold": f, "run_name": f"{pf.stem}_f{f}",
+                                               "runs_dir": str(runs_dir), "progress": False})
+            missing = cfg.missing_files()
+            if missing:
+                raise FileNotFoundError(f"{pf}: " + "; ".join(missing))
+            jobs.append(GridJob(pf, cfg, overrides))
+    return jobs
 
 
 def _gpu_count() -> int:
@@ -84,7 +123,7 @@ def _gpu_count() -> int:
         return 0
 
 
-def run_cell(cmd: list[str], env_extra: dict | None = None, cwd: str | None = None) -> tuple[int, str]:
+def run_command(cmd: list[str], env_extra: dict | None = None, cwd: str | None = None) -> tuple[int, str]:
     """Run one papermill command; returns (exit code, the last lines of its output)."""
     env = {**os.environ, **(env_extra or {}), "PYTHONUNBUFFERED": "1"}
     p = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
@@ -102,29 +141,43 @@ def _error_of(nb_path: Path, tail: str) -> str:
                     return f"{o['ename']}: {o['evalue']}"
     except Exception:  # noqa: BLE001 - no notebook written: fall back to the output
         pass
-    lines = [l for l in tail.splitlines() if l.strip()]
+    lines = [line for line in tail.splitlines() if line.strip()]
     return lines[-1] if lines else "unknown error"
 
 
 def run_grid(params_files, folds, runs_dir="runs", jobs: int = 1, backend: str = "local",
-             address: str | None = None, extra: list[tuple[str, str]] = (), notebook: str = NOTEBOOK) -> dict:
-    """Run every cell not yet complete; returns {"done": [...], "skipped": [...], "failed": [(run, nb, error)]}."""
-    cells = make_cells(params_files, folds, runs_dir)
+             address: str | None = None, overrides: dict | None = None, notebook: str = NOTEBOOK,
+             force: bool = False) -> dict:
+    """Run every job not yet complete; returns {"done": [...], "skipped": [...], "failed": [(run, nb, error)]}.
+
+    A run folder that holds training of another recipe (another data_dir, backbone, size, folds...)
+    stops the grid before anything runs, naming each setting that differs; ``force`` retrains those
+    runs from scratch (the others are still skipped or resumed)."""
+    grid_jobs = make_jobs(params_files, folds, runs_dir, overrides)
+    changed = {c.run_name: c.changed() for c in grid_jobs}
+    changed = {k: v for k, v in changed.items() if v}
+    if changed and not force:
+        lines = [f"  {name}: " + ", ".join(f"{k} {b!r} recorded, {a!r} asked" for k, (a, b) in diff.items())
+                 for name, diff in changed.items()]
+        raise ValueError(f"{len(changed)} run folder(s) in {resolve(runs_dir)} hold runs of another recipe:\n"
+                         + "\n".join(lines) + "\nretrain them with --force (force=True), or give this grid "
+                         "another --runs-dir")
+    grid_jobs = [dataclasses.replace(c, cfg=c.cfg.replace(force=True)) if c.run_name in changed else c for c in grid_jobs]
     resolve(runs_dir).mkdir(parents=True, exist_ok=True)
-    todo = [c for c in cells if not c.complete]
-    result = {"done": [], "skipped": [c.run_name for c in cells if c.complete], "failed": []}
-    print(f"grid: {len(cells)} runs, {len(result['skipped'])} already complete, {len(todo)} to run "
+    todo = [c for c in grid_jobs if c.cfg.force or not c.complete]
+    result = {"done": [], "skipped": [c.run_name for c in grid_jobs if c not in todo], "failed": []}
+    print(f"grid: {len(grid_jobs)} runs, {len(result['skipped'])} already complete, {len(todo)} to run "
           f"({backend}, jobs={jobs if backend == 'local' else 'ray'})", flush=True)
     if not todo:
         return result
     bar = tqdm(total=len(todo), desc="grid", mininterval=1)
 
-    def record(cell: Cell, code: int, tail: str):
-        if code == 0 and cell.complete:
-            result["done"].append(cell.run_name)
+    def record(job: GridJob, code: int, tail: str):
+        if code == 0 and job.complete:
+            result["done"].append(job.run_name)
         else:
-            result["failed"].append((cell.run_name, str(cell.notebook), _error_of(cell.notebook, tail)))
-            bar.write(f"FAILED {cell.run_name}: {result['failed'][-1][2]}")
+            result["failed"].append((job.run_name, str(job.notebook), _error_of(job.notebook, tail)))
+            bar.write(f"FAILED {job.run_name}: {result['failed'][-1][2]}")
         bar.update(1)
 
     if backend == "local":
@@ -133,11 +186,11 @@ def run_grid(params_files, folds, runs_dir="runs", jobs: int = 1, backend: str =
         for k in range(max(1, jobs)):
             slots.put(k)
 
-        def work(cell: Cell):
+        def work(job: GridJob):
             slot = slots.get()
             try:
                 env = {"CUDA_VISIBLE_DEVICES": str(slot % gpus)} if gpus else {}
-                return run_cell(cell.command(notebook, extra), env, str(repo_root()))
+                return run_command(job.command(notebook), env, str(repo_root()))
             finally:
                 slots.put(slot)
 
@@ -150,8 +203,8 @@ def run_grid(params_files, folds, runs_dir="runs", jobs: int = 1, backend: str =
 
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
         want_gpu = ray.cluster_resources().get("GPU", 0) > 0
-        task = ray.remote(num_gpus=1 if want_gpu else 0, num_cpus=0 if want_gpu else 1)(run_cell)
-        refs = {task.remote(c.command(notebook, extra), None, str(repo_root())): c for c in todo}
+        task = ray.remote(num_gpus=1 if want_gpu else 0, num_cpus=0 if want_gpu else 1)(run_command)
+        refs = {task.remote(c.command(notebook), None, str(repo_root())): c for c in todo}
         pending = list(refs)
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
@@ -173,9 +226,14 @@ def main(argv=None) -> int:
     ap.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                     help="override a notebook parameter for every run, e.g. -p data_dir data/mycomp")
     ap.add_argument("--notebook", default=NOTEBOOK)
+    ap.add_argument("--force", action="store_true", help="retrain runs recorded with another recipe")
     a = ap.parse_args(argv)
-    res = run_grid(a.params, parse_folds(a.folds), a.runs_dir, a.jobs, a.backend, a.address,
-                   [tuple(p) for p in a.parameter], a.notebook)
+    try:
+        res = run_grid(a.params, parse_folds(a.folds), a.runs_dir, a.jobs, a.backend, a.address,
+                       dict(a.parameter), a.notebook, a.force)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"grid: nothing was run.\n{e}", file=sys.stderr)
+        return 2
     print(f"grid: {len(res['done'])} trained, {len(res['skipped'])} skipped (complete), {len(res['failed'])} failed")
     for name, nb, err in res["failed"]:
         print(f"  FAILED {name}: {err}\n         notebook: {nb}")

@@ -1,9 +1,15 @@
 """Decoding image files: any mode to RGB, EXIF orientation, reduced-scale JPEG decoding, and
 header-level checks that name every file that cannot be used and why.
+
+Images up to ``MAX_PIXELS`` (Pillow's own decompression-bomb limit, about 179 megapixels) are
+decoded; larger ones are reported as bad files with their size, never decoded. Pillow's settings are
+left as they are: its warning for images between its two limits is silenced around the kit's own
+reads only.
 """
 from __future__ import annotations
 
 import os
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 
 import cv2
@@ -13,15 +19,14 @@ from PIL import Image, ImageOps
 from tqdm import tqdm
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
-MAX_PIXELS = 200_000_000  # above this an image is refused with a message, not decoded
-Image.MAX_IMAGE_PIXELS = None  # we check the size ourselves and say what to do
+MAX_PIXELS = 178_956_970  # Pillow's hard limit (2 x Image.MAX_IMAGE_PIXELS): refused with a message, not decoded
 
 
 class BadImageError(ValueError):
     """An image file that cannot be used; the message names the file and the reason."""
 
 
-_CV_REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+CV_REDUCED_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
                8: cv2.IMREAD_REDUCED_COLOR_8}
 
 
@@ -35,7 +40,7 @@ def read_image(path, size: int | None = None) -> np.ndarray:
     here); everything else through PIL.
     """
     try:
-        with Image.open(path) as im:
+        with _open(path) as im:
             if im.width * im.height > MAX_PIXELS:
                 raise BadImageError(f"{path}: {im.width}x{im.height} pixels is over the {MAX_PIXELS:,} "
                                     "limit; downscale it (e.g. `mogrify -resize 4096x4096\\>`) or drop it")
@@ -43,7 +48,7 @@ def read_image(path, size: int | None = None) -> np.ndarray:
             if size and im.format == "JPEG":
                 scale = max((s for s in (1, 2, 4, 8) if min(im.width, im.height) // s >= size), default=1)
                 if im.mode in ("RGB", "L") and im.getexif().get(0x0112, 1) == 1:
-                    img = cv2.imdecode(np.fromfile(path, np.uint8), _CV_REDUCED[scale] | cv2.IMREAD_IGNORE_ORIENTATION)
+                    img = cv2.imdecode(np.fromfile(path, np.uint8), CV_REDUCED_FLAGS[scale] | cv2.IMREAD_IGNORE_ORIENTATION)
                     if img is not None:
                         return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
                 im.draft("RGB", (im.width // scale, im.height // scale))
@@ -51,8 +56,19 @@ def read_image(path, size: int | None = None) -> np.ndarray:
             return _to_rgb(im)
     except BadImageError:
         raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:
+        raise BadImageError(f"{path}: over the {MAX_PIXELS:,}-pixel limit (decompression bomb guard); "
+                            "downscale it (e.g. `mogrify -resize 8192x8192\\>`) or drop it") from e
+    except (OSError, ValueError, SyntaxError) as e:
         raise BadImageError(f"{path}: cannot decode ({type(e).__name__}: {e})") from e
+
+
+def _open(path) -> Image.Image:
+    """``Image.open`` without Pillow's warning for big photos (over ~89 MP, still decoded); above
+    ``MAX_PIXELS`` Pillow raises ``DecompressionBombError``, which callers report."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(path)
 
 
 def _to_rgb(im: Image.Image) -> np.ndarray:
@@ -81,7 +97,7 @@ def probe_image(path: str, verify: bool = True) -> dict:
         if out["bytes"] == 0:
             out["problem"] = "zero-byte file"
             return out
-        with Image.open(path) as im:
+        with _open(path) as im:
             w, h = im.size
             if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):
                 w, h = h, w
@@ -92,6 +108,8 @@ def probe_image(path: str, verify: bool = True) -> dict:
             if verify:
                 im.draft("RGB", (max(1, im.width // 8), max(1, im.height // 8)))
                 im.load()
+    except Image.DecompressionBombError:
+        out["problem"] = f"over the {MAX_PIXELS:,}-pixel limit (decompression bomb guard); downscale it"
     except Exception as e:  # noqa: BLE001 - every reason is reported with the file
         out["problem"] = f"cannot decode: {type(e).__name__}: {e}"
     return out

@@ -43,7 +43,7 @@ def _check_labels(y, n: int | None, num_classes: int | None, what: str = "y") ->
     return y.astype(np.int64, copy=False)
 
 
-def _check(y, probs) -> tuple[np.ndarray, np.ndarray]:
+def check_probs(y, probs) -> tuple[np.ndarray, np.ndarray]:
     """Validate (y [N], probs [N, C]) and return them as (int64, float64) arrays."""
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2:
@@ -57,7 +57,7 @@ def _check(y, probs) -> tuple[np.ndarray, np.ndarray]:
 def log_loss(y, probs, eps: float = 1e-15) -> float:
     """Multi-class log loss in nats: clip probs [N, C] to [eps, 1-eps], renormalise each row,
     return the mean of -log p[i, y_i] over all C columns (classes absent from y included)."""
-    y, p = _check(y, probs)
+    y, p = check_probs(y, probs)
     p = np.clip(p, eps, 1 - eps)
     p = p / p.sum(axis=1, keepdims=True)
     return float(-np.mean(np.log(p[np.arange(len(y)), y])))
@@ -65,13 +65,13 @@ def log_loss(y, probs, eps: float = 1e-15) -> float:
 
 def accuracy(y, probs) -> float:
     """Fraction of rows whose argmax over probs [N, C] equals y."""
-    y, p = _check(y, probs)
+    y, p = check_probs(y, probs)
     return float(np.mean(p.argmax(axis=1) == y))
 
 
 def top_k(y, probs, k: int = 5) -> float:
     """Fraction of rows whose true class is among the k highest of probs [N, C] (1.0 if k >= C)."""
-    y, p = _check(y, probs)
+    y, p = check_probs(y, probs)
     if k < 1:
         raise ValueError(f"top_k needs k >= 1, got k={k}")
     if k >= p.shape[1]:
@@ -88,7 +88,7 @@ def f1_macro(y, probs_or_pred, num_classes: int | None = None) -> float:
     if pp.ndim == 2:
         if num_classes is not None and num_classes != pp.shape[1]:
             raise ValueError(f"num_classes={num_classes} but probs has {pp.shape[1]} columns")
-        y, p = _check(y, pp)
+        y, p = check_probs(y, pp)
         pred = p.argmax(axis=1)
     else:
         pred = _check_labels(pp, None, num_classes, what="predictions")
@@ -104,7 +104,7 @@ def reliability_bins(y, probs, n_bins: int = 15) -> pd.DataFrame:
     the bin), accuracy (fraction correct in the bin), count (rows in the bin; empty bins have NaN
     confidence and accuracy).
     """
-    y, p = _check(y, probs)
+    y, p = check_probs(y, probs)
     if n_bins < 1:
         raise ValueError(f"n_bins must be >= 1, got {n_bins}")
     conf = p.max(axis=1)
@@ -181,7 +181,7 @@ def fit_temperature(logits, y, bounds: tuple[float, float] = (0.05, 20.0)) -> fl
     the result never makes OOF log loss worse.
     """
     logits = np.asarray(logits, dtype=np.float64)
-    y, logits = _check(y, logits)
+    y, logits = check_probs(y, logits)
     lo, hi = bounds
     if not (0 < lo < 1 < hi):
         raise ValueError(f"bounds must satisfy 0 < low < 1 < high, got {bounds}")

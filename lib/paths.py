@@ -28,3 +28,13 @@ def resolve(path) -> Path:
     """``path`` if absolute, else relative to the repo root."""
     p = Path(os.path.expanduser(str(path)))
     return p if p.is_absolute() else repo_root() / p
+
+
+def relative(path) -> Path:
+    """``path`` relative to the repo root when it lies inside it (for messages and printed paths),
+    else as given."""
+    p = resolve(path)
+    try:
+        return p.resolve().relative_to(repo_root())
+    except ValueError:
+        return p

@@ -1,8 +1,11 @@
-"""Read run artifacts back: which runs exist, their OOF and test predictions, the leaderboard.
+"""Everything read back from ``runs/``: which runs exist, their recipes, OOF and test predictions.
+
+    comp, runs, oofs = open_runs("data/cars", "runs")          # 03 and 04 start here
+    tests = load_test(runs, comp.classes)                      # each model's fold-mean test predictions
 
 A *model* is a run name without its ``_f<fold>`` suffix (``convnext_tiny_f3`` -> ``convnext_tiny``):
-the folds of one model are blended into one full out-of-fold prediction and one averaged test
-prediction.
+the folds of one model are joined into one full out-of-fold prediction and averaged into one test
+prediction. A run's recipe is its ``params.yaml`` (``lib.config.TrainConfig``).
 """
 from __future__ import annotations
 
@@ -14,6 +17,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from .config import TrainConfig
+from .data import open_competition
+from .folds import fold_settings
 from .io import read_json
 from .paths import resolve
 
@@ -23,22 +29,24 @@ FOLD_SUFFIX = re.compile(r"_f\d+$")
 def model_name(run_name: str) -> str:
     return FOLD_SUFFIX.sub("", run_name)
 
-
 def run_complete(run_dir) -> bool:
     """A run is complete once 02_train has written metrics.json with ``"complete": true`` (its last write)."""
     m = Path(run_dir) / "metrics.json"
     return m.exists() and read_json(m).get("complete", False)
 
 
-def fold_mean(parts: list[pd.DataFrame], dirs, classes: list[str]) -> pd.DataFrame:
-    """id + classes: the mean of one model's per-fold test predictions, which must list the same ids."""
-    dirs = list(dirs)
-    for p, d in zip(parts, dirs):
-        _check_columns(p, classes, d)
-        if not p["id"].equals(parts[0]["id"]):
-            raise ValueError(f"{d}/test.csv lists other test ids than {dirs[0]}/test.csv")
-    mean = np.mean([p[classes].to_numpy(np.float64) for p in parts], axis=0)
-    return pd.concat([parts[0][["id"]], pd.DataFrame(mean, columns=classes)], axis=1)
+def recorded_config(run_dir) -> dict | None:
+    """The recipe a run recorded in its params.yaml, as written (None when there is none)."""
+    p = Path(run_dir) / "params.yaml"
+    return (yaml.safe_load(p.read_text(encoding="utf-8")) or {}) if p.exists() else None
+
+
+def load_config(run_dir) -> TrainConfig:
+    """A run's recipe (its params.yaml) as a ``TrainConfig``."""
+    p = Path(run_dir) / "params.yaml"
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such file; {run_dir} is not a run folder of 02_train")
+    return TrainConfig.from_yaml(p)
 
 
 def find_runs(runs_dir="runs", complete_only: bool = True) -> pd.DataFrame:
@@ -71,6 +79,45 @@ def run_params(runs: pd.DataFrame, differing_only: bool = True) -> pd.DataFrame:
     return df
 
 
+def load_runs(runs_dir, classes: list[str], n_folds: int | None = None,
+              models: list[str] | None = None) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """Completed runs (``lib.runs.find_runs``, limited to ``models`` when given) and each model's
+    full OOF table. Missing folds are named in a warning; incomplete runs are named and skipped."""
+    every = find_runs(runs_dir, complete_only=False)
+    if models is not None:
+        models = [models] if isinstance(models, str) else list(models)
+        unknown = sorted(set(models) - set(every["model"]))
+        if unknown:
+            raise ValueError(f"models {unknown} have no run folder in {resolve(runs_dir)}; "
+                             f"models there: {sorted(set(every['model']))}")
+        every = every[every["model"].isin(models)]
+    partial = every.loc[~every["complete"], "run_name"].tolist()
+    if partial:
+        warnings.warn(f"skipping {len(partial)} incomplete run(s) (no complete metrics.json): "
+                      f"{partial[:10]}", stacklevel=2)
+    runs = every[every["complete"]].reset_index(drop=True)
+    if runs.empty:
+        raise ValueError(f"no completed run in {resolve(runs_dir)}; train some with "
+                         "notebooks/02_train.ipynb or `make grid`")
+    return runs, load_oof(runs, classes, n_folds)
+
+
+def open_runs(data_dir, runs_dir="runs", models: list[str] | None = None):
+    """The competition (``open_competition``) and its completed runs: ``(comp, runs, oofs)``.
+
+    ``runs`` as ``load_runs`` gives them, each model's folds checked against the competition's
+    ``folds.json``. A run trained on another competition is an error that names it."""
+    comp = open_competition(data_dir)
+    folds = fold_settings(comp)
+    runs, oofs = load_runs(runs_dir, comp.classes, folds["n_folds"] if folds else None, models)
+    other = [r.run_name for r in runs.itertuples()
+             if resolve(load_config(r.dir).data_dir).resolve() != comp.root]
+    if other:
+        raise ValueError(f"runs {other[:10]} in {resolve(runs_dir)} were trained on another competition than "
+                         f"{comp.root}; pick the others with models=[...] or give each competition its own runs_dir")
+    return comp, runs, oofs
+
+
 def load_oof(runs: pd.DataFrame, classes: list[str], n_folds: int | None = None) -> dict[str, pd.DataFrame]:
     """Full out-of-fold predictions per model: id, fold, target, one column per class.
 
@@ -101,6 +148,17 @@ def load_test(runs: pd.DataFrame, classes: list[str]) -> dict[str, pd.DataFrame]
         out[model] = fold_mean([pd.read_csv(Path(d) / "test.csv", dtype={"id": str}) for d in g["dir"]],
                                g["dir"], classes)
     return out
+
+
+def fold_mean(parts: list[pd.DataFrame], dirs, classes: list[str]) -> pd.DataFrame:
+    """id + classes: the mean of one model's per-fold test predictions, which must list the same ids."""
+    dirs = list(dirs)
+    for p, d in zip(parts, dirs):
+        _check_columns(p, classes, d)
+        if not p["id"].equals(parts[0]["id"]):
+            raise ValueError(f"{d}/test.csv lists other test ids than {dirs[0]}/test.csv")
+    mean = np.mean([p[classes].to_numpy(np.float64) for p in parts], axis=0)
+    return pd.concat([parts[0][["id"]], pd.DataFrame(mean, columns=classes)], axis=1)
 
 
 def common_ids(oofs: dict[str, pd.DataFrame]) -> list[str]:

@@ -8,26 +8,12 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import pandas as pd
 
-from .data import scan_competition
-from .metrics import accuracy, log_loss
-from .paths import resolve
-from .runs import find_runs, load_oof
-
-
-def cv_table(data_dir, runs_dir="runs") -> pd.DataFrame:
-    """Per model: folds, images in its full OOF, CV log loss and accuracy on that OOF."""
-    comp = scan_competition(resolve(data_dir), verbose=False)
-    runs = find_runs(runs_dir)
-    rows = []
-    for model, df in load_oof(runs, comp.classes).items():
-        p, y = df[comp.classes].to_numpy(float), df["target"].to_numpy()
-        rows.append({"model": model, "folds": int((runs["model"] == model).sum()), "oof_images": len(df),
-                     "cv_log_loss": log_loss(y, p), "cv_accuracy": accuracy(y, p)})
-    return pd.DataFrame(rows)
+from .analysis import cv_table, leaderboard
+from .paths import relative, resolve
+from .runs import open_runs
 
 
 def main(argv=None) -> None:
@@ -39,22 +25,25 @@ def main(argv=None) -> None:
     a = ap.parse_args(argv)
     pd.set_option("display.width", 160), pd.set_option("display.precision", 4)
     runs_dir = resolve(a.runs_dir)
+    comp, runs, oofs = open_runs(a.data_dir, runs_dir)
+    cv = cv_table(leaderboard(runs, oofs, comp.classes)).sort_values("model")
+    cv = cv.assign(folds=[int((runs["model"] == m).sum()) for m in cv["model"]])
     print("\n== cross-validation (out-of-fold) per model ==")
-    print(cv_table(a.data_dir, runs_dir).to_string(index=False))
+    print(cv[["model", "folds", "n_oof", "log_loss", "accuracy", "f1_macro"]].to_string(index=False))
     report = runs_dir / "ensemble" / "blend_report.csv"
     if report.exists():
         print("\n== blend (04_ensemble_tta, OOF) ==")
         print(pd.read_csv(report).to_string(index=False))
-    sub = Path(a.submission) if a.submission else runs_dir / "submission.csv"
+    sub = resolve(a.submission) if a.submission else runs_dir / "submission.csv"
     if a.score:
         from .demo import score_submission
 
-        root = resolve(a.data_dir)
+        root = comp.root
         if not (root / "solution.csv").exists():
-            print(f"\n(no {root / 'solution.csv'}: only demo competitions can be scored here)")
+            print(f"\n(no {relative(root / 'solution.csv')}: only demo competitions can be scored here)")
             return
         s = score_submission(root, sub)
-        print(f"\n== FINAL: {sub} scored against the held-back {root / 'solution.csv'} ==")
+        print(f"\n== FINAL: {relative(sub)} scored against the held-back {relative(root / 'solution.csv')} ==")
         print(f"test log loss {s['test_log_loss']:.4f}   test accuracy {s['test_accuracy']:.4f}   "
               f"test macro F1 {s['test_f1_macro']:.4f}")
 

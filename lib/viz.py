@@ -2,21 +2,17 @@
 
 Class names in any script (e.g. Korean) are drawn by adding an installed font that has their
 characters as the last fallback of matplotlib's ``font.family`` (``class_font``): Latin text, digits
-and the minus sign of negative ticks keep the default font. Where no installed font has them, plots
-write ``#<index>`` instead of a class name (``plot_labels``) and matplotlib's per-glyph warnings are
-silenced, so a plot never prints one warning per missing character.
+and the minus sign of negative ticks keep the default font. Where no installed font has them, every
+plot writes ``#<index>`` instead of a class name (``plot_labels``; the class table maps index ->
+name), so no figure draws a missing glyph and no warning filter is needed.
 """
 from __future__ import annotations
 
-import logging
-import warnings
 from functools import lru_cache
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
-
-logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
 
 KOREAN = ("한국어",)  # what ``class_font`` makes drawable when not told which names
 _CJK_HINTS = ("cjk", "nanum", "gothic", "malgun", "notosanskr", "baekmuk", "gulim", "dotum", "batang", "unfonts")
@@ -56,8 +52,7 @@ def class_font(names=KOREAN) -> str | None:
     Returns the font family that draws them: the last of ``font.family`` when the fonts there already
     do, else an installed font that has their missing characters, added as the last fallback of
     ``font.family`` (fonts installed after matplotlib built its font cache are found too). Returns None
-    when no installed font has them, and silences matplotlib's "Glyph ... missing" warnings (the
-    characters show as boxes; ``plot_labels`` writes ``#index`` instead). For Korean, install e.g.
+    when no installed font has them (``plot_labels`` then writes ``#index``). For Korean, install e.g.
     ``fonts-nanum``.
     """
     from matplotlib import font_manager as fm
@@ -66,8 +61,6 @@ def class_font(names=KOREAN) -> str | None:
         return plt.rcParams["font.family"][-1]
     path = _font_for(need - _covered())
     if path is None:
-        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
-        warnings.filterwarnings("ignore", message=".*missing from current font.*")
         return None
     if path not in {f.fname for f in fm.fontManager.ttflist}:
         fm.fontManager.addfont(path)
@@ -127,5 +120,6 @@ def show_batch(ds, classes, n: int = 16, ncols: int = 8, seed: int = 0):
     """``n`` augmented samples of an ``ImageDataset`` (what the model sees), captioned by class."""
     idx = np.random.default_rng(seed).choice(len(ds), size=min(n, len(ds)), replace=False)
     items = [ds[int(i)] for i in idx]
-    caps = [classes[int(t)] if int(t) >= 0 else "?" for _, t in items]
+    names = plot_labels(classes)
+    caps = [names[int(t)] if int(t) >= 0 else "?" for _, t in items]
     return image_grid([x for x, _ in items], caps, ncols=ncols, title="training batch (augmented)")

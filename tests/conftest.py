@@ -1,14 +1,27 @@
-"""Shared fixtures: a tiny real competition (scikit-learn's digits through lib.demo)."""
+"""Shared fixtures, all tiny real data: the digits demo competition (through lib.demo), two photo
+competitions with planted duplicates and a shifted test set (EDA), and a 3-class PNG competition with a
+completed run (OOF analysis, re-prediction, blending)."""
 from __future__ import annotations
 
-import importlib.util
+import importlib
+import json
 import shutil
 
 import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
+import torch
+import yaml
+from PIL import Image, ImageEnhance
+from sklearn.datasets import load_digits
+
+from lib.backbones import create_backbone, save_weights
+from lib.data import scan_competition
+from lib.folds import make_folds
+
+PHOTO_CLASSES = ["고양이", "로켓", "커피 잔"]
+PNG_CLASSES = ["영", "일", "칠 번"]  # a space and Hangul, as in real competitions
 
 matplotlib.use("Agg")  # this process only: notebook kernels keep their inline backend (plots as PNG)
 
@@ -30,15 +43,8 @@ def digits_comp(_digits_source, tmp_path):
 
 @pytest.fixture()
 def bench_script():
-    """Loads ``bench/<name>.py`` as a module (the scripts are not a package): ``bench_script("x").main([...])``."""
-    from lib.paths import repo_root
-
-    def load(name: str):
-        spec = importlib.util.spec_from_file_location(name, repo_root() / "bench" / f"{name}.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod
-    return load
+    """A bench script as a module: ``bench_script("data_throughput").main([...])``."""
+    return lambda name: importlib.import_module(f"bench.{name}")
 
 
 def _photo(h=48, w=64, seed=0) -> Image.Image:
@@ -81,3 +87,127 @@ def messy(tmp_path):
                            "empty": 0.25, "현대 아반떼": 0.25})
     sample.to_csv(root / "sample_submission.csv", index=False)
     return root
+
+
+# ---------------------------------------------------------------- photo competitions (EDA)
+
+def _tiles() -> list[np.ndarray]:
+    """160x120 RGB tiles (a 4x4 grid) of the real photos scikit-learn and scikit-image ship."""
+    import skimage.data as sd
+    from sklearn.datasets import load_sample_images
+    srcs = list(load_sample_images().images)
+    for name in ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field",
+                 "stereo_motorcycle"):  # not "cat": it is chelsea again
+        a = getattr(sd, name)()
+        srcs.append((a[0] if isinstance(a, tuple) else a)[..., :3])
+    tiles = []
+    for s in srcs:
+        a = np.asarray(Image.fromarray(s).resize((640, 480), Image.BILINEAR))
+        tiles += [a[y:y + 120, x:x + 160] for y in range(0, 480, 120) for x in range(0, 640, 160)]
+    return [t for t in tiles if t.std() > 25]
+
+def _jpeg(a: np.ndarray, path, quality=90) -> None:
+    Image.fromarray(a).save(path, format="JPEG", quality=quality)
+
+def _near(path_in, path_out, scale, quality, brightness=1.0) -> None:
+    """Another encoding of the same picture: resized, re-compressed, a little brighter."""
+    im = Image.open(path_in)
+    im = im.resize((int(im.width * scale), int(im.height * scale)), Image.BILINEAR)
+    ImageEnhance.Brightness(im).enhance(brightness).save(path_out, format="JPEG", quality=quality)
+
+def _shifted(a: np.ndarray, rng) -> np.ndarray:
+    """The document-competition test set: rotated a quarter turn, noisy, colour-shifted."""
+    a = np.rot90(a).astype(np.float32) * np.array([1.3, 1.0, 0.7]) + rng.normal(0, 20, (a.shape[1], a.shape[0], 3))
+    return np.clip(a, 0, 255).astype(np.uint8)
+
+@pytest.fixture(scope="module")
+def comps(tmp_path_factory):
+    """Two competitions with the same train set: test shifted (+ planted duplicates) or drawn like train."""
+    tiles = _tiles()
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(tiles))
+    assert len(order) >= 100, "not enough distinct tiles in the sample photos"
+    train, test = order[:60], order[60:100]
+    roots = {k: tmp_path_factory.mktemp(k) for k in ("shifted", "like")}
+    for root in roots.values():
+        for c in PHOTO_CLASSES:
+            (root / "train" / c).mkdir(parents=True)
+        (root / "test").mkdir()
+        for k, t in enumerate(train):
+            _jpeg(tiles[t], root / "train" / PHOTO_CLASSES[k % 3] / f"tr{k:03d}.jpg")
+    for k, t in enumerate(test):
+        _jpeg(_shifted(tiles[t], rng), roots["shifted"] / "test" / f"te{k:03d}.jpg")
+        _jpeg(tiles[t], roots["like"] / "test" / f"te{k:03d}.jpg")
+    r = roots["shifted"]
+    tr = lambda k: r / "train" / PHOTO_CLASSES[k % 3] / f"tr{k:03d}.jpg"  # noqa: E731
+    planted = {  # id -> the train id it copies
+        "dup_exact": "tr000", "dup_conflict": "tr003", "dup_near": "tr006",
+        "leak_exact": "tr009", "leak_near": "tr012", "leak_rot": "tr015"}
+    (r / "train" / PHOTO_CLASSES[0] / "dup_exact.jpg").write_bytes(tr(0).read_bytes())      # same class, same bytes
+    (r / "train" / PHOTO_CLASSES[1] / "dup_conflict.jpg").write_bytes(tr(3).read_bytes())   # tr003 is class 0
+    _near(tr(6), r / "train" / PHOTO_CLASSES[0] / "dup_near.jpg", 1.25, 70, 1.1)
+    (r / "test" / "leak_exact.jpg").write_bytes(tr(9).read_bytes())
+    _near(tr(12), r / "test" / "leak_near.jpg", 0.9, 80)
+    Image.open(tr(15)).transpose(Image.Transpose.ROTATE_90).save(r / "test" / "leak_rot.jpg", quality=90)
+    good = tr(18).read_bytes()
+    (r / "train" / PHOTO_CLASSES[2] / "broken.jpg").write_bytes(good[: len(good) // 3])     # truncated
+    return {k: scan_competition(v, verbose=False) for k, v in roots.items()}, planted
+
+
+# ---------------------------------------------------------------- a PNG competition and one run
+
+def oof_table(y, probs, ids=None, fold=0):
+    y = np.asarray(y)
+    df = pd.DataFrame(np.asarray(probs, dtype=np.float64), columns=PNG_CLASSES)
+    df.insert(0, "target", y)
+    df.insert(0, "fold", fold)
+    df.insert(0, "id", ids if ids is not None else [f"img{i:03d}" for i in range(len(y))])
+    return df
+
+@pytest.fixture(scope="module")
+def png_comp(tmp_path_factory):
+    """A 3-class competition of 16 px digit scans: 12 train images per class (PNG), 6 test images
+    made left-right symmetric (so hflip leaves them unchanged), 2 folds."""
+    root = tmp_path_factory.mktemp("digits")
+    d = load_digits()
+    rng = np.random.default_rng(0)
+
+    def save(img, path):
+        a = np.kron((img * 255 / 16).round().astype(np.uint8), np.ones((2, 2), np.uint8))
+        Image.fromarray(np.repeat(a[..., None], 3, axis=2)).save(path)
+
+    for name, digit in zip(PNG_CLASSES, (0, 1, 7)):
+        (root / "train" / name).mkdir(parents=True)
+        for k, i in enumerate(rng.choice(np.flatnonzero(d.target == digit), 12, replace=False)):
+            save(d.images[i], root / "train" / name / f"{name[0]}{k:02d}.png")
+    (root / "test").mkdir()
+    ids = [f"T{k}" for k in range(6)]
+    for k, i in enumerate(rng.choice(len(d.images), 6, replace=False)):
+        save(np.maximum(d.images[i], d.images[i][:, ::-1]), root / "test" / f"{ids[k]}.png")
+    sample = pd.DataFrame(np.full((6, 3), 1 / 3), columns=PNG_CLASSES)
+    sample.insert(0, "ID", ids[::-1])  # sample order differs from file order
+    sample.to_csv(root / "sample_submission.csv", index=False)
+    c = scan_competition(root, verbose=False)
+    make_folds(c, n_folds=2)
+    return c
+
+@pytest.fixture(scope="module")
+def png_run(png_comp, tmp_path_factory):
+    """A completed fold-0 run of test_resnet (random weights) with shuffled oof.csv rows."""
+    d = tmp_path_factory.mktemp("runs") / "tiny_f0"
+    d.mkdir()
+    params = {"data_dir": str(png_comp.root), "backbone": "test_resnet", "fold": 0, "n_folds": 2,
+              "img_size": 16, "batch_size": 4, "pool": "avg", "cache": False, "run_name": "tiny_f0"}
+    (d / "params.yaml").write_text(yaml.safe_dump(params))
+    torch.manual_seed(0)
+    model, _ = create_backbone("test_resnet", 3)
+    save_weights(model, d / "model.safetensors")
+    folds = pd.read_csv(png_comp.root / "folds.csv", dtype={"id": str}).merge(png_comp.train, on="id")
+    va = folds[folds["fold"] == 0].sample(frac=1, random_state=1)
+    oof_table(va["target"], np.full((len(va), 3), 1 / 3), ids=va["id"].to_numpy()).to_csv(d / "oof.csv", index=False)
+    test = pd.DataFrame(np.full((6, 3), 1 / 3), columns=PNG_CLASSES)
+    test.insert(0, "id", png_comp.test["id"].to_numpy())
+    test.to_csv(d / "test.csv", index=False)
+    (d / "metrics.json").write_text(json.dumps({"complete": True, "log_loss": 1.1, "accuracy": 0.3,
+                                               "f1_macro": 0.2, "best_epoch": 0, "minutes": 0.1}))
+    return d

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from lib.ensemble import make_submission, validate_submission
+from lib.submission import make_submission, validate_submission
 
 
 def test_baseline_trains_on_all_images_and_writes_a_submission(bench_script, digits_comp, tmp_path, capsys):

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.data import make_folds, scan_competition
+from lib.data import scan_competition
+from lib.folds import make_folds
 from lib.images import BadImageError
 
 

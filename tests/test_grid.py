@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import signal
 import subprocess
@@ -10,7 +11,8 @@ import time
 import pytest
 import yaml
 
-from lib.grid import make_cells, parse_folds, run_grid
+from lib.config import TrainConfig
+from lib.grid import main, make_jobs, parse_folds, parse_value, run_grid
 from lib.train import train_fold
 
 TINY = {"backbone": "test_resnet", "img_size": 24, "batch_size": 32, "epochs": 1, "lr": 0.003, "n_folds": 2}
@@ -22,31 +24,40 @@ def _params(tmp_path, name, **kw):
     return p
 
 
-def test_parse_folds():
+def test_parse_folds_and_values():
     assert parse_folds("0-4") == [0, 1, 2, 3, 4] and parse_folds("0,2") == [0, 2] and parse_folds("3") == [3]
+    assert [parse_value(v) for v in ("3", "1e-3", "False", "None", "data/x")] == [3, 1e-3, False, None, "data/x"]
 
 
 def test_grid_skips_complete_and_reports_broken(digits_comp, tmp_path):
     good = _params(tmp_path, "good", data_dir=str(digits_comp))
-    broken = _params(tmp_path, "broken", data_dir=str(digits_comp), aug="no_such_preset")
+    broken = _params(tmp_path, "broken", data_dir=str(digits_comp), backbone="test_convnext", img_size=8)
     runs = tmp_path / "runs"
     res = run_grid([good, broken], [0, 1], runs_dir=str(runs), jobs=2)
     assert sorted(res["done"]) == ["good_f0", "good_f1"]
     assert sorted(r for r, _, _ in res["failed"]) == ["broken_f0", "broken_f1"]
     name, nb, err = res["failed"][0]
-    assert "no_such_preset" in err and os.path.exists(nb)          # the message says what is wrong
+    assert "img_size 8 does not fit test_convnext" in err and os.path.exists(nb)   # says what is wrong
     assert (runs / "good_f0.ipynb").exists() and json.loads((runs / "good_f1" / "metrics.json").read_text())["complete"]
     again = run_grid([good], [0, 1], runs_dir=str(runs))
     assert sorted(again["skipped"]) == ["good_f0", "good_f1"] and not again["done"]
 
 
-def test_broken_yaml_is_refused_before_running(tmp_path):
+def test_bad_recipes_are_refused_before_anything_runs(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("backbone: [unclosed\n")
     with pytest.raises(yaml.YAMLError):
-        make_cells([bad], [0])
+        make_jobs([bad], [0])
     with pytest.raises(FileNotFoundError, match="missing.yaml"):
-        make_cells([tmp_path / "missing.yaml"], [0])
+        make_jobs([tmp_path / "missing.yaml"], [0])
+    typo = _params(tmp_path, "typo", agu="light")
+    with pytest.raises(ValueError, match="typo.yaml.*'agu' \\(did you mean 'aug'\\?\\)"):
+        run_grid([typo], [0], runs_dir=str(tmp_path / "runs"))
+    with pytest.raises(ValueError, match="aug 'no_such_preset'"):
+        run_grid([_params(tmp_path, "preset", aug="no_such_preset")], [0], runs_dir=str(tmp_path / "runs"))
+    with pytest.raises(ValueError, match="unknown training setting 'lr_max'"):
+        make_jobs([_params(tmp_path, "ok")], [0], overrides={"lr_max": "0.1"})
+    assert not (tmp_path / "runs").exists()                          # nothing was written
 
 
 def test_kill_9_mid_run_resumes_to_the_same_metrics(digits_comp, tmp_path):
@@ -54,8 +65,8 @@ def test_kill_9_mid_run_resumes_to_the_same_metrics(digits_comp, tmp_path):
     p = _params(tmp_path, "killme", **{k: v for k, v in params.items()})
     runs = tmp_path / "runs"
     runs.mkdir()
-    cell = make_cells([p], [0], runs_dir=str(runs))[0]
-    proc = subprocess.Popen(cell.command(), start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    job = make_jobs([p], [0], runs_dir=str(runs))[0]
+    proc = subprocess.Popen(job.command(), start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metrics = runs / "killme_f0" / "metrics.json"
     deadline = time.time() + 240
     while time.time() < deadline:
@@ -70,8 +81,8 @@ def test_kill_9_mid_run_resumes_to_the_same_metrics(digits_comp, tmp_path):
     res = run_grid([p], [0], runs_dir=str(runs))                      # the same command again
     assert res["done"] == ["killme_f0"], res
     resumed = json.loads(metrics.read_text())
-    ref = train_fold(runs_dir=str(tmp_path / "ref"), run_name="ref", fold=0, progress=False, verbose=False,
-                     **params)
+    ref = train_fold(TrainConfig(runs_dir=str(tmp_path / "ref"), run_name="ref", fold=0, progress=False,
+                                 verbose=False, **params))
     assert len(resumed["epochs"]) == len(ref["epochs"]) == 5
     for a, b in zip(ref["epochs"], resumed["epochs"]):
         for k in ("train_loss", "log_loss", "accuracy"):
@@ -88,3 +99,24 @@ def test_ray_backend_on_a_local_cluster(digits_comp, tmp_path):
         ray.shutdown()
     assert res["done"] == ["rayrun_f0"] and not res["failed"]
     assert json.loads((tmp_path / "runs" / "rayrun_f0" / "metrics.json").read_text())["complete"]
+
+
+def test_a_run_of_another_recipe_is_never_skipped_as_complete(digits_comp, tmp_path):
+    """The demo switched from digits to another competition in the same runs folder: the grid names
+    what differs before training anything, and --force retrains exactly those runs."""
+    other = shutil.copytree(digits_comp, tmp_path / "fmnist_like")
+    recipe = _params(tmp_path, "demo")
+    runs = tmp_path / "runs"
+    assert run_grid([recipe], [0], runs_dir=str(runs), overrides={"data_dir": str(digits_comp)})["done"] == ["demo_f0"]
+    stamp = (runs / "demo_f0" / "metrics.json").stat().st_mtime_ns
+    with pytest.raises(ValueError, match=r"(?s)demo_f0: data_dir '.*digits' recorded, '.*fmnist_like' asked.*--force"):
+        run_grid([recipe], [0], runs_dir=str(runs), overrides={"data_dir": str(other)})
+    with pytest.raises(ValueError, match="img_size 24 recorded, 32 asked"):
+        run_grid([recipe], [0], runs_dir=str(runs), overrides={"data_dir": str(digits_comp), "img_size": "32"})
+    assert (runs / "demo_f0" / "metrics.json").stat().st_mtime_ns == stamp       # nothing was trained
+    assert main(["--params", str(recipe), "--folds", "0", "--runs-dir", str(runs), "-p", "data_dir", str(other)]) == 2
+    res = run_grid([recipe], [0], runs_dir=str(runs), overrides={"data_dir": str(other)}, force=True)
+    assert res["done"] == ["demo_f0"]
+    assert TrainConfig.from_yaml(runs / "demo_f0" / "params.yaml").data_dir == str(other)
+    again = run_grid([recipe], [0], runs_dir=str(runs), overrides={"data_dir": str(other)}, force=True)
+    assert again["skipped"] == ["demo_f0"] and not again["done"]                 # same recipe: kept

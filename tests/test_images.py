@@ -31,3 +31,23 @@ def test_probe_names_the_problem(messy):
     assert bad["problem"] == "zero-byte file"
     ok = probe_image(str(messy / "train" / "현대 아반떼" / "exif_rotated.jpg"))
     assert ok["problem"] == "" and (ok["width"], ok["height"]) == (40, 80)
+
+
+def _huge_png(path, w=20_000, h=10_000):
+    """A PNG whose header declares w x h pixels (200 MP): what a decompression bomb looks like."""
+    import struct
+    import zlib
+    Image.new("L", (1, 1)).save(path)
+    data = bytearray(path.read_bytes())
+    ihdr = struct.pack(">II", w, h) + bytes(data[24:29])
+    data[16:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    path.write_bytes(bytes(data))
+
+
+def test_images_over_the_pixel_limit_are_reported_not_decoded(tmp_path):
+    p = tmp_path / "bomb.png"
+    _huge_png(p)
+    assert "decompression bomb" in probe_image(str(p))["problem"]
+    with pytest.raises(BadImageError, match="bomb.png: over the 178,956,970-pixel limit"):
+        read_image(p)

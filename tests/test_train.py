@@ -9,15 +9,16 @@ import pytest
 import torch
 from fastai.callback.core import Callback
 
-from lib.train import fit, predict, setup_run, train_fold
+from lib.config import TrainConfig
+from lib.train import fit, setup_run, train_fold, write_predictions
 
 TINY = dict(backbone="test_resnet", n_folds=3, fold=0, img_size=24, batch_size=32, epochs=3, lr=3e-3,
             progress=False, verbose=False, num_workers=0)
 
 
 def test_run_writes_every_artifact(digits_comp, tmp_path):
-    train_fold(data_dir=str(digits_comp), runs_dir=str(tmp_path), ema=0.9, mixup=0.4, cutmix=1.0,
-                   loss="focal", loss_args={"gamma": 2.0}, **TINY)
+    train_fold(TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path), ema=0.9, mixup=0.4, cutmix=1.0,
+                   loss="focal", loss_args={"gamma": 2.0}, **TINY))
     d = tmp_path / "test_resnet_f0"
     for f in ("params.yaml", "metrics.json", "oof.csv", "test.csv", "model.safetensors", "state.pt",
               "curves.png", "env.json"):
@@ -51,17 +52,17 @@ class _Interrupt(Callback):
 
 
 def test_resume_matches_uninterrupted_run(digits_comp, tmp_path):
-    ref = train_fold(data_dir=str(digits_comp), runs_dir=str(tmp_path / "a"), ema=0.9, mixup=0.4, **TINY)
-    run = setup_run(data_dir=str(digits_comp), runs_dir=str(tmp_path / "b"), ema=0.9, mixup=0.4, **TINY)
+    ref = train_fold(TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path / "a"), ema=0.9, mixup=0.4, **TINY))
+    run = setup_run(TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path / "b"), ema=0.9, mixup=0.4, **TINY))
     run.learn.add_cb(_Interrupt(at=2))
     with pytest.raises(KeyboardInterrupt):
         fit(run)
     saved = json.loads((tmp_path / "b" / "test_resnet_f0" / "metrics.json").read_text())
     assert not saved["complete"] and len(saved["epochs"]) == 2
-    run = setup_run(data_dir=str(digits_comp), runs_dir=str(tmp_path / "b"), ema=0.9, mixup=0.4, **TINY)
+    run = setup_run(TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path / "b"), ema=0.9, mixup=0.4, **TINY))
     assert run.start_epoch == 2
     fit(run)
-    got = predict(run)
+    got = write_predictions(run)
     for a, b in zip(ref["epochs"], got["epochs"]):
         for k in ("train_loss", "valid_loss", "log_loss", "accuracy"):
             assert a[k] == pytest.approx(b[k], rel=1e-6, abs=1e-7), (a["epoch"], k)
@@ -69,35 +70,35 @@ def test_resume_matches_uninterrupted_run(digits_comp, tmp_path):
 
 
 def test_complete_run_is_skipped_and_params_are_guarded(digits_comp, tmp_path):
-    train_fold(data_dir=str(digits_comp), runs_dir=str(tmp_path), **{**TINY, "epochs": 1})
+    train_fold(TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path), **{**TINY, "epochs": 1}))
     mtime = (tmp_path / "test_resnet_f0" / "oof.csv").stat().st_mtime_ns
-    run = setup_run(data_dir=str(digits_comp), runs_dir=str(tmp_path), **{**TINY, "epochs": 1})
+    run = setup_run(TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path), **{**TINY, "epochs": 1}))
     assert run.complete and run.learn is None
-    fit(run), predict(run)
+    fit(run), write_predictions(run)
     assert (tmp_path / "test_resnet_f0" / "oof.csv").stat().st_mtime_ns == mtime
-    with pytest.raises(ValueError, match="other parameters.*lr"):
-        setup_run(data_dir=str(digits_comp), runs_dir=str(tmp_path), **{**TINY, "epochs": 1, "lr": 0.1})
-    run = setup_run(data_dir=str(digits_comp), runs_dir=str(tmp_path), force=True,
-                    **{k: v for k, v in {**TINY, "epochs": 1, "lr": 0.1}.items()})
+    with pytest.raises(ValueError, match="another recipe: lr 0.003 there, 0.1 now"):
+        setup_run(TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path), **{**TINY, "epochs": 1, "lr": 0.1}))
+    run = setup_run(TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path), force=True,
+                    **{k: v for k, v in {**TINY, "epochs": 1, "lr": 0.1}.items()}))
     assert not run.complete
 
 
 def test_exclude_ids_and_bad_arguments(digits_comp, tmp_path):
     folds = pd.read_csv(digits_comp / "folds.csv", dtype={"id": str}) if (digits_comp / "folds.csv").exists() else None
-    run = setup_run(data_dir=str(digits_comp), runs_dir=str(tmp_path), **TINY)
-    n = len(run.train_ds)
+    run = setup_run(TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path), **TINY))
+    n = len(run.data.train)
     drop = pd.DataFrame({"id": run.folds.loc[run.folds["fold"] != 0, "id"].head(7)})
     drop.to_csv(tmp_path / "noisy.csv", index=False)
-    run = setup_run(data_dir=str(digits_comp), runs_dir=str(tmp_path), exclude_ids=str(tmp_path / "noisy.csv"),
-                    run_name="excl", **TINY)
-    assert len(run.train_ds) == n - 7
-    with pytest.raises(ValueError, match="fold 7"):
-        setup_run(data_dir=str(digits_comp), runs_dir=str(tmp_path), **{**TINY, "fold": 7, "run_name": "x"})
+    run = setup_run(TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path), exclude_ids=str(tmp_path / "noisy.csv"),
+                    run_name="excl", **TINY))
+    assert len(run.data.train) == n - 7
+    with pytest.raises(ValueError, match="fold 7 not in"):
+        setup_run(TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path), **{**TINY, "fold": 7, "run_name": "x"}))
     with pytest.raises(ValueError, match="img_size 8 does not fit test_convnext"):
-        setup_run(data_dir=str(digits_comp), runs_dir=str(tmp_path), **{**TINY, "backbone": "test_convnext",
-                                                                        "img_size": 8, "run_name": "z"})
+        setup_run(TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path), **{**TINY, "backbone": "test_convnext",
+                                                                        "img_size": 8, "run_name": "z"}))
     with pytest.raises(FileNotFoundError, match="no such competition"):
-        setup_run(data_dir=str(tmp_path / "nope"), runs_dir=str(tmp_path), **{**TINY, "run_name": "y"})
+        setup_run(TrainConfig(data_dir=str(tmp_path / "nope"), runs_dir=str(tmp_path), **{**TINY, "run_name": "y"}))
     assert folds is None or len(folds)
 
 
@@ -108,36 +109,36 @@ def test_group_col_keeps_groups_in_one_fold(digits_comp, tmp_path):
     table = pd.DataFrame({"id": comp.train["id"], "img_path": comp.train["path"], "label": comp.train["label"],
                           "grp": np.arange(len(comp.train)) // 5})
     table.to_csv(digits_comp / "labels.csv", index=False)
-    run = setup_run(data_dir=str(digits_comp), runs_dir=str(tmp_path), group_col="grp",
-                    scan_args={"labels_csv": "labels.csv"}, **{**TINY, "run_name": "g"})
+    run = setup_run(TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path), group_col="grp",
+                    scan_args={"labels_csv": "labels.csv"}, **{**TINY, "run_name": "g"}))
     folds = run.folds.merge(table[["id", "grp"]].rename(columns={"grp": "g2"}), on="id")
     assert folds.groupby("g2")["fold"].nunique().max() == 1
 
 
 def test_diverging_run_says_what_to_do(digits_comp, tmp_path):
     with pytest.raises(FloatingPointError, match="lower lr"):
-        train_fold(data_dir=str(digits_comp), runs_dir=str(tmp_path), **{**TINY, "lr": 1e6, "epochs": 2})
+        train_fold(TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path), **{**TINY, "lr": 1e6, "epochs": 2}))
 
 
 def test_ema_skips_accumulated_micro_batches(digits_comp, tmp_path):
     from lib.callbacks import EMA
-    run = setup_run(data_dir=str(digits_comp), runs_dir=str(tmp_path), ema=0.5, grad_accum=2,
-                    **{**TINY, "epochs": 1, "batch_size": 16})
+    run = setup_run(TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path), ema=0.5, grad_accum=2,
+                    **{**TINY, "epochs": 1, "batch_size": 16}))
     ema = next(cb for cb in run.learn.cbs if isinstance(cb, EMA))
     calls = []
     ema.before_fit()
     real = ema.model_ema.update
     ema.model_ema.update = lambda model, step=None: calls.append(step) or real(model, step=step)
     fit(run)
-    assert 0 < len(calls) <= len(run.train_ds) // 16 // 2 + 1           # one update per optimizer step
+    assert 0 < len(calls) <= len(run.data.train) // 16 // 2 + 1           # one update per optimizer step
 
 
 def test_bf16_on_cpu_trains_and_predicts(digits_comp, tmp_path):
     """precision="bf16" autocasts forward and loss on the CPU; OOF probabilities stay float64-clean."""
     from lib.callbacks import CpuAutocast
 
-    run = setup_run(data_dir=str(digits_comp), runs_dir=str(tmp_path), precision="bf16", device="cpu",
-                    **{**TINY, "epochs": 1})
+    run = setup_run(TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path), precision="bf16", device="cpu",
+                    **{**TINY, "epochs": 1}))
     assert any(isinstance(cb, CpuAutocast) for cb in run.learn.cbs)
     seen = []
 
@@ -149,10 +150,10 @@ def test_bf16_on_cpu_trains_and_predicts(digits_comp, tmp_path):
 
     run.learn.add_cb(Watch())
     fit(run)
-    m = predict(run)
+    m = write_predictions(run)
     assert seen and all(on for on, _ in seen) and all(dt == torch.float32 for _, dt in seen)
     assert not torch.is_autocast_enabled("cpu")  # left on no batch
     oof = pd.read_csv(tmp_path / "test_resnet_f0" / "oof.csv")
     assert np.allclose(oof.iloc[:, 3:].sum(axis=1), 1, atol=1e-4) and np.isfinite(m["log_loss"])
     with pytest.raises(ValueError, match="precision 'fp8'"):
-        setup_run(data_dir=str(digits_comp), runs_dir=str(tmp_path), precision="fp8", run_name="x", **TINY)
+        setup_run(TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path), precision="fp8", run_name="x", **TINY))

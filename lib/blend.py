@@ -1,25 +1,27 @@
-"""Blend weights fitted on out-of-fold predictions, and submission writing with validation.
+"""Blending models: weights fitted on out-of-fold predictions, and the blend applied to the test set.
 
 Predictions are probability arrays [N, C] (rows sum to 1), one per model, all in the same row order
 as the labels y [N]. A blend is a weighted mean of the probabilities (``space="prob"``) or of the
 log-probabilities followed by a softmax (``space="logit"``, a geometric mean). Weights are
 non-negative and sum to 1.
 
-A submission is a DataFrame shaped like the competition's sample submission: the ID column first
-(whatever its name), then one probability column per class, in the sample's order.
+    b = fit_blend(oofs, classes, metric="log_loss")   # weights + temperature fitted on OOF
+    ids, probs = blend_test(b, tests, classes)        # the test predictions blended the same way
 """
 from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
 from scipy.special import logsumexp, softmax
 
-from lib.io import write_csv
-from lib.metrics import _check, get_metric, probs_to_logits, score
+from .metrics import apply_temperature, check_probs, fit_temperature, get_metric, probs_to_logits, score
+from .runs import common_ids
 
 SPACES = ("prob", "logit")
-
 
 def _check_preds(preds, y=None) -> list[np.ndarray]:
     if isinstance(preds, dict):
@@ -32,9 +34,8 @@ def _check_preds(preds, y=None) -> list[np.ndarray]:
             raise ValueError(f"prediction {i} has shape {a.shape}; every prediction must be "
                              f"[N, C] with the shape of the first one, {arrs[0].shape}")
         if y is not None:
-            _check(y, a)
+            check_probs(y, a)
     return arrs
-
 
 def blend(preds, weights, space: str = "prob") -> np.ndarray:
     """Blend M probability arrays [N, C] into one [N, C].
@@ -54,7 +55,6 @@ def blend(preds, weights, space: str = "prob") -> np.ndarray:
     if space == "logit":
         return softmax(sum(wi * probs_to_logits(a) for wi, a in zip(w, arrs)), axis=1)
     raise ValueError(f"space must be one of {SPACES}, got {space!r}")
-
 
 def _log_loss_objective(arrs, y, space: str, eps: float = 1e-15):
     """(w -> (loss, gradient)) of the blend's log loss; convex in w on the simplex."""
@@ -78,7 +78,6 @@ def _log_loss_objective(arrs, y, space: str, eps: float = 1e-15):
         return float(np.mean(lse - z[rows, y])), grad
     return f
 
-
 def _fit_smooth(f, m: int, starts) -> list[np.ndarray]:
     """SLSQP on the simplex (w >= 0, sum w = 1) from each start; returns the end points."""
     cons = [{"type": "eq", "fun": lambda w: w.sum() - 1.0, "jac": lambda w: np.ones_like(w)}]
@@ -88,7 +87,6 @@ def _fit_smooth(f, m: int, starts) -> list[np.ndarray]:
                        constraints=cons, options={"maxiter": 200, "ftol": 1e-10})
         out.append(res.x)
     return out
-
 
 def _fit_greedy(arrs, y, metric: str, space: str, n_steps: int) -> np.ndarray:
     """Forward selection with replacement (Caruana et al., 2004): start from the best single model,
@@ -115,7 +113,6 @@ def _fit_greedy(arrs, y, metric: str, space: str, n_steps: int) -> np.ndarray:
         if vals[j] > best_val:
             best_val, best_counts = vals[j], counts.copy()
     return best_counts / best_counts.sum()
-
 
 def fit_blend_weights(oofs, y, metric: str = "log_loss", space: str = "prob",
                       n_steps: int = 50) -> np.ndarray:
@@ -151,7 +148,6 @@ def fit_blend_weights(oofs, y, metric: str = "log_loss", space: str = "prob",
             best_w, best_s = w, s
     return best_w
 
-
 def blend_report(oofs: dict, y, weights, metric: str = "log_loss",
                  space: str = "prob") -> pd.DataFrame:
     """One row per single model, the equal-weight blend and the fitted blend (``weights``).
@@ -180,117 +176,64 @@ def blend_report(oofs: dict, y, weights, metric: str = "log_loss",
                          for n, ws, p in rows])
 
 
-# ---------------------------------------------------------------- submissions
+@dataclass
+class Blend:
+    """Blend fitted on OOF: model names, weights [M] (sum 1), temperature T, space, the shared ids
+    [N], their targets y [N], the blended OOF probabilities [N, C] before (``uncalibrated``) and
+    after the temperature (``probs``), and the report table."""
+    models: list
+    weights: np.ndarray
+    temperature: float
+    space: str
+    ids: list
+    y: np.ndarray
+    uncalibrated: np.ndarray
+    probs: np.ndarray
+    report: pd.DataFrame
 
-def _few(values, n: int = 5) -> str:
-    values = list(values)
-    more = f" ... (+{len(values) - n} more)" if len(values) > n else ""
-    return ", ".join(repr(v) for v in values[:n]) + more
+def fit_blend(oofs: dict, classes: list[str], metric: str = "log_loss", space: str = "prob",
+              temperature: bool = True) -> Blend:
+    """Fit blend weights on the OOF rows all models share (``fit_blend_weights``: >= 0, sum 1,
+    optimising ``metric``), then a temperature on the blend (never worsening OOF log loss).
 
-
-def validate_submission(sub: pd.DataFrame, sample: pd.DataFrame, atol: float = 1e-6) -> None:
-    """Raise ValueError naming every problem of ``sub`` against the sample submission; None if fine.
-
-    Checks: columns (missing, extra, order), IDs in the first column (duplicates, missing, unknown,
-    row order), probability values (non-numeric, NaN/inf, < 0 or > 1, row sums off 1 by > atol).
+    The report (``blend_report``: each model, equal weights, fitted weights) gets a final
+    ``calibrated_blend`` row (its weights cell ends with "; T=..."; T=1 when ``temperature`` is off).
     """
-    problems = []
-    id_col, cls_cols = sample.columns[0], list(sample.columns[1:])
-    missing_c = [c for c in sample.columns if c not in sub.columns]
-    extra_c = [c for c in sub.columns if c not in sample.columns]
-    if missing_c:
-        problems.append(f"missing columns: {_few(missing_c)}")
-    if extra_c:
-        problems.append(f"extra columns not in the sample: {_few(extra_c)}")
-    if not missing_c and not extra_c and list(sub.columns) != list(sample.columns):
-        first = next(i for i, (a, b) in enumerate(zip(sub.columns, sample.columns)) if a != b)
-        problems.append(f"columns reordered: position {first} is {sub.columns[first]!r}, the "
-                        f"sample has {sample.columns[first]!r} (reorder with sub[sample.columns])")
-    if id_col in sub.columns:
-        ids, want = sub[id_col], sample[id_col]
-        dup = ids[ids.duplicated()].unique()
-        if len(dup):
-            problems.append(f"duplicate IDs in {id_col!r} ({len(dup)}): {_few(dup)}")
-        have, need = set(ids), set(want)
-        missing = [v for v in want if v not in have]
-        extra = [v for v in ids.unique() if v not in need]
-        if missing:
-            problems.append(f"missing IDs ({len(missing)} of {len(want)}): {_few(missing)}")
-        if extra:
-            problems.append(f"unknown IDs not in the sample ({len(extra)}): {_few(extra)}")
-        if (missing or extra) and set(ids.astype(str)) == set(want.astype(str)):
-            problems.append(f"the IDs match only as text: {id_col!r} is {ids.dtype} in the "
-                            f"submission and {want.dtype} in the sample; cast them alike")
-        if not (missing or extra or len(dup)) and len(ids) == len(want) \
-                and not np.array_equal(ids.to_numpy(), want.to_numpy()):
-            first = int(np.argmax(ids.to_numpy() != want.to_numpy()))
-            problems.append(f"row order differs from the sample: row {first} has ID "
-                            f"{ids.iloc[first]!r}, the sample has {want.iloc[first]!r}")
-    def row(r: int) -> str:
-        return f"row {r}" + (f" (ID {sub[id_col].iloc[r]!r})" if id_col in sub.columns else "")
+    models = sorted(oofs)
+    ids = common_ids(oofs)
+    if not ids:
+        raise ValueError(f"models {models} share no OOF ids; were they trained on the same data and folds?")
+    short = {m: len(o) for m, o in oofs.items() if len(o) > len(ids)}
+    if short:
+        warnings.warn(f"blend fitted on the {len(ids)} OOF ids all models share ({short} have more)",
+                      stacklevel=2)
+    aligned = [oofs[m].set_index("id").loc[ids] for m in models]
+    y = aligned[0]["target"].to_numpy(np.int64)
+    for m, a in zip(models, aligned):
+        if not np.array_equal(a["target"].to_numpy(np.int64), y):
+            raise ValueError(f"model {m} gives other targets than {models[0]} for the same ids")
+    arrs = [a[classes].to_numpy(np.float64) for a in aligned]
+    w = fit_blend_weights(arrs, y, metric, space)
+    report = blend_report(dict(zip(models, arrs)), y, w, metric, space)
+    raw = blend(arrs, w, space)
+    logits = probs_to_logits(raw)
+    T = fit_temperature(logits, y) if temperature else 1.0
+    probs = apply_temperature(logits, T)
+    last = {"model": "calibrated_blend", "weights": f"{report['weights'].iloc[-1]}; T={T:.4g}",
+            **{c: score(c, y, probs) for c in report.columns[2:]}}
+    report = pd.concat([report, pd.DataFrame([last])], ignore_index=True)
+    return Blend(models, w, T, space, ids, y, raw, probs, report)
 
-    present = [c for c in cls_cols if c in sub.columns]
-    non_num = [c for c in present if not pd.api.types.is_numeric_dtype(sub[c])]
-    if non_num:
-        problems.append(f"non-numeric probability columns: {_few(non_num)}")
-    present = [c for c in present if c not in non_num]
-    if present:
-        v = sub[present].to_numpy(dtype=np.float64)
-        bad = ~np.isfinite(v)
-        if bad.any():
-            r, c = np.argwhere(bad)[0]
-            problems.append(f"{int(bad.sum())} NaN/inf values, first at {row(int(r))} "
-                            f"column {present[c]!r}")
-        vf = np.where(bad, 0.5, v)
-        out = (vf < 0) | (vf > 1)
-        if out.any():
-            problems.append(f"{int(out.sum())} values outside [0, 1] (min {vf.min():.6g}, "
-                            f"max {vf.max():.6g})")
-        if len(present) == len(cls_cols) and not bad.any():
-            off = np.abs(v.sum(axis=1) - 1.0)
-            n_off = int((off > atol).sum())
-            if n_off:
-                r = int(off.argmax())
-                problems.append(f"{n_off} rows do not sum to 1 (atol={atol}); worst is {row(r)} "
-                                f"summing to {v[r].sum():.8g}")
-    if problems:
-        raise ValueError("submission does not match the sample submission:\n  - "
-                         + "\n  - ".join(problems))
-
-
-def make_submission(probs, ids, sample: pd.DataFrame, clip_eps: float = 1e-15) -> pd.DataFrame:
-    """Submission DataFrame from probs [N, C] whose rows belong to ``ids`` [N] (any order).
-
-    Rows follow the sample's ID order (every sample ID must be in ``ids``, and no other), columns
-    follow the sample, probabilities are clipped to [clip_eps, 1-clip_eps] and renormalised like the
-    metric. The result is checked with ``validate_submission``.
-    """
-    id_col, cls_cols = sample.columns[0], list(sample.columns[1:])
-    p = np.asarray(probs, dtype=np.float64)
-    ids = pd.Index(np.asarray(ids))
-    if p.ndim != 2 or p.shape[1] != len(cls_cols):
-        raise ValueError(f"probs has shape {p.shape}; the sample has {len(cls_cols)} class columns "
-                         f"after {id_col!r}, so probs must be [N, {len(cls_cols)}]")
-    if len(ids) != len(p):
-        raise ValueError(f"got {len(ids)} ids for {len(p)} rows of probs")
-    if ids.has_duplicates:
-        raise ValueError(f"duplicate ids: {_few(ids[ids.duplicated()].unique())}")
-    want = sample[id_col]
-    missing = [v for v in want if v not in ids]
-    extra = ids.difference(pd.Index(want))
-    if missing or len(extra):
-        raise ValueError(f"ids do not match the sample's {id_col!r}: {len(missing)} missing "
-                         f"({_few(missing)}), {len(extra)} unknown ({_few(extra)})")
-    p = np.clip(p[ids.get_indexer(want)], clip_eps, 1 - clip_eps)
-    p = p / p.sum(axis=1, keepdims=True)
-    sub = pd.DataFrame(p, columns=cls_cols)
-    sub.insert(0, id_col, want.to_numpy())
-    validate_submission(sub, sample)
-    return sub
-
-
-def write_submission(df: pd.DataFrame, path, sample: pd.DataFrame):
-    """Validate ``df`` against the sample, then write it as CSV atomically; returns the Path."""
-    validate_submission(df, sample)
-    return write_csv(path, df)
-
+def blend_test(b: Blend, tests: dict, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(ids [N], probs [N, C]): the models' test predictions blended with ``b``'s weights and T."""
+    missing = [m for m in b.models if m not in tests]
+    if missing:
+        raise ValueError(f"no test predictions for models {missing}")
+    ids = tests[b.models[0]]["id"]
+    arrs = []
+    for m in b.models:
+        t = tests[m]
+        if set(t["id"]) != set(ids) or len(t) != len(ids):
+            raise ValueError(f"model {m} predicts other test ids than {b.models[0]}")
+        arrs.append(t.set_index("id").loc[ids, classes].to_numpy(np.float64))
+    return ids.to_numpy(), apply_temperature(probs_to_logits(blend(arrs, b.weights, b.space)), b.temperature)

@@ -1,0 +1,180 @@
+"""The objects of a run, each built from the recipe alone: model, datasets, Learner, callbacks.
+
+    model, data_cfg = build_model(cfg, comp.num_classes)
+    data = build_datasets(cfg, comp, folds, data_cfg)
+    learn = build_learner(cfg, model, data, device, run_dir)
+    learn.add_cbs(training_callbacks(cfg, device))
+
+Training (``lib.train.setup_run``) and re-prediction (``lib.inference.predict_fold``) both build
+through here, so a run is predicted with exactly the model and the image pipeline it trained with.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from fastai.callback.progress import ProgressCallback
+from fastai.callback.training import GradientAccumulation, GradientClip
+from fastai.data.core import DataLoaders
+from fastai.data.load import DataLoader
+from fastai.learner import Learner
+from fastai.optimizer import OptimWrapper
+from timm.optim import param_groups_weight_decay
+
+from .augment import get_augment
+from .backbones import create_backbone
+from .callbacks import EMA, CpuAutocast, DeviceSmoothLoss, MixUpCutMix, ReseedEachEpoch
+from .config import TrainConfig
+from .data import Competition
+from .dataset import ImageDataset, build_cache
+from .device import default_num_workers
+from .losses import get_loss, inverse_frequency_weights
+from .paths import resolve
+
+
+@dataclass
+class FoldData:
+    """One fold's datasets: train (augmented), valid (its OOF rows, ``valid_rows``) and test."""
+    train: ImageDataset
+    valid: ImageDataset
+    test: ImageDataset
+    train_rows: pd.DataFrame
+    valid_rows: pd.DataFrame
+
+
+def build_model(cfg: TrainConfig, num_classes: int, pretrained: str | None = None) -> tuple[torch.nn.Module, dict]:
+    """The recipe's timm model with a ``num_classes`` head, and its data config (mean, std, ...).
+
+    ``pretrained`` overrides the recipe's (re-prediction builds with "none", then loads the run's
+    weights). A size the architecture cannot take fails here, by name."""
+    model, data_cfg = create_backbone(cfg.backbone, num_classes, pretrained=pretrained or cfg.pretrained,
+                                      pool=cfg.pool, drop_rate=cfg.drop_rate, drop_path_rate=cfg.drop_path_rate,
+                                      model_kwargs=cfg.model_kwargs)
+    _check_input_size(model, cfg.backbone, cfg.img_size)
+    return model, data_cfg
+
+
+def image_dataset(cfg: TrainConfig, comp: Competition, split: str, rows: pd.DataFrame, aug: str,
+                  data_cfg: dict, targets: bool = True) -> ImageDataset:
+    """The images of ``rows`` (a subset of ``comp.train`` or ``comp.test``, by ``split``) at the
+    recipe's size, normalised for the backbone; read from the split's pre-resized cache when
+    ``cfg.cache``, else decoded each time."""
+    table = comp.train if split == "train" else comp.test
+    cache = (build_cache(table["path"].tolist(), cfg.img_size, comp.root / "cache", split, progress=cfg.progress)
+             if cfg.cache else None)
+    pos = pd.Series(np.arange(len(table)), index=table["id"].to_numpy()).loc[rows["id"]].to_numpy()
+    tfm = get_augment(aug, cfg.img_size, data_cfg["mean"], data_cfg["std"])
+    return ImageDataset(rows["path"], rows["target"] if targets else None, tfm, cfg.img_size,
+                        cache, pos if cache is not None else None, cfg.seed)
+
+
+def build_datasets(cfg: TrainConfig, comp: Competition, folds: pd.DataFrame, data_cfg: dict) -> FoldData:
+    """Train, valid and test datasets of ``cfg.fold``; ``exclude_ids`` leave the training images only."""
+    tr, va = folds[folds["fold"] != cfg.fold], folds[folds["fold"] == cfg.fold]
+    if cfg.exclude_ids:
+        table = pd.read_csv(resolve(cfg.exclude_ids), dtype={"id": str})
+        if "id" not in table.columns:
+            raise ValueError(f"{cfg.exclude_ids}: needs an 'id' column (has {list(table.columns)}); "
+                             "03_oof_analysis's noisy_labels.csv and 01_eda's duplicates.csv have one")
+        drop = set(table["id"])
+        if cfg.verbose:
+            print(f"excluding {len(set(tr['id']) & drop)} train images listed in {cfg.exclude_ids}")
+        tr = tr[~tr["id"].isin(drop)]
+    if cfg.max_samples:
+        tr = tr.sample(min(cfg.max_samples, len(tr)), random_state=cfg.seed)
+        va = va.sample(min(cfg.max_samples, len(va)), random_state=cfg.seed)
+    if len(tr) < cfg.batch_size:
+        raise ValueError(f"batch_size {cfg.batch_size} is larger than the {len(tr)} training images of fold {cfg.fold}")
+    return FoldData(image_dataset(cfg, comp, "train", tr, cfg.aug, data_cfg),
+                    image_dataset(cfg, comp, "train", va, "none", data_cfg),
+                    image_dataset(cfg, comp, "test", comp.test, "none", data_cfg, targets=False),
+                    tr.reset_index(drop=True), va.reset_index(drop=True))
+
+
+def build_learner(cfg: TrainConfig, model: torch.nn.Module, data: FoldData, device: torch.device,
+                  run_dir: Path, num_classes: int) -> Learner:
+    """fastai Learner over ``data``: torch's multi-tensor AdamW with timm's weight-decay split (none
+    on norms, biases and other 1-d tensors), the recipe's loss, the model placed on ``device``."""
+    workers = default_num_workers(device, cfg.num_workers)
+    model.to(device)  # fastai would move it to dls.device, which stays None on CUDA (see below)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its fastest kernels
+        # fastai's to_device copies blocking, which waits for the GPU's queue every batch; copy from
+        # pinned memory without blocking instead, so the next batch is ready while the GPU computes
+        dl = partial(DataLoader, num_workers=workers, pin_memory=True, after_batch=ToDevice(device))
+    else:
+        dl = partial(DataLoader, num_workers=workers, device=device)
+    dls = DataLoaders(dl(data.train, bs=cfg.batch_size, shuffle=True, drop_last=True),
+                      dl(data.valid, bs=cfg.batch_size * 2), device=None if device.type == "cuda" else device)
+    loss_args = dict(cfg.loss_args)
+    if loss_args.get("weight") == "inverse_frequency":
+        loss_args["weight"] = inverse_frequency_weights(np.bincount(data.train_rows["target"], minlength=num_classes))
+    groups = param_groups_weight_decay(model, cfg.weight_decay)
+    learn = Learner(dls, model, loss_func=get_loss(cfg.loss, **loss_args), splitter=lambda m: [g["params"] for g in groups],
+                    opt_func=partial(OptimWrapper, opt=partial(torch.optim.AdamW, foreach=True)), wd=None,
+                    path=run_dir, model_dir=".")
+    learn.create_opt()
+    for pg, g in zip(learn.opt.opt.param_groups, groups):
+        pg["weight_decay"] = g["weight_decay"]
+    if device.type == "cuda":
+        learn.recorder.smooth_loss = DeviceSmoothLoss(beta=learn.recorder.smooth_loss.beta)
+    if not cfg.progress:
+        learn.remove_cb(ProgressCallback)
+        learn.logger = lambda *a, **k: None  # the run recorder prints one line per epoch
+    return learn
+
+
+def training_callbacks(cfg: TrainConfig, device: torch.device) -> list:
+    """Reseeding, EMA, MixUp/CutMix, gradient accumulation and clipping, channels_last and mixed
+    precision, as the recipe asks."""
+    cbs = [ReseedEachEpoch(cfg.seed)]
+    if cfg.ema:
+        cbs.append(EMA(cfg.ema))
+    if cfg.mixup and cfg.cutmix:
+        cbs.append(MixUpCutMix(cfg.mixup, cfg.cutmix))
+    elif cfg.mixup or cfg.cutmix:
+        from fastai.callback.mixup import CutMix, MixUp
+        cbs.append(MixUp(cfg.mixup) if cfg.mixup else CutMix(cfg.cutmix))
+    if cfg.grad_accum > 1:
+        cbs.append(GradientAccumulation(n_acc=cfg.batch_size * cfg.grad_accum))
+    if cfg.grad_clip:
+        cbs.append(GradientClip(cfg.grad_clip))
+    if device.type == "cuda":
+        from fastai.callback.channelslast import ChannelsLast
+        from fastai.callback.fp16 import AMPMode, MixedPrecision
+        cbs.append(ChannelsLast())
+        if cfg.precision != "fp32":
+            bf16 = cfg.precision == "bf16" or torch.cuda.is_bf16_supported()
+            cbs.append(MixedPrecision(amp_mode=AMPMode.BF16 if bf16 else AMPMode.FP16))
+    elif cfg.precision == "bf16":
+        from fastai.callback.channelslast import ChannelsLast
+        cbs += [ChannelsLast(), CpuAutocast()]
+    return cbs
+
+
+class ToDevice:
+    """``after_batch`` for fastai's DataLoader: move a batch to ``device`` without blocking the host."""
+
+    def __init__(self, device):
+        self.device = device
+
+    def __call__(self, b):
+        return tuple(t.to(self.device, non_blocking=True) for t in b)
+
+
+def _check_input_size(model, backbone: str, img_size: int) -> None:
+    """One forward pass on a blank image, so a size the architecture cannot take fails here, by name."""
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, img_size, img_size))
+    except RuntimeError as e:
+        raise ValueError(f"img_size {img_size} does not fit {backbone} ({str(e).splitlines()[0][:160]}); "
+                         "try a larger img_size or a model made for small inputs") from e
+    finally:
+        model.train(was)

@@ -1,0 +1,254 @@
+"""The training recipe: every setting of one run, its default and what it means, in one place.
+
+    cfg = TrainConfig.from_yaml("params/convnext_tiny.yaml", data_dir="data/cars", fold=3)
+    cfg = TrainConfig(backbone="test_resnet", img_size=32, epochs=2)    # checked on creation
+    run = setup_run(cfg)                                                 # lib.train
+
+Parameters flow one way: ``params/*.yaml`` -> 02_train's ``parameters`` cell (papermill's ``-f``
+and ``-p``; flat names, later sources win) -> ``TrainConfig.from_notebook`` -> ``lib``. A run
+writes its recipe to ``runs/<run>/params.yaml`` (``to_yaml``); re-prediction, analysis and resume
+read it back with ``from_yaml``. Every name and choice is checked when a recipe is made, before any
+file is written: a misspelt setting fails and names the valid ones.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .io import write_yaml
+
+SCHEDULES = ("onecycle", "flat_cos")
+PRECISIONS = ("auto", "fp32", "bf16")
+POOLS = ("avg", "max", "avgmax", "catavgmax", "token", "gem")
+SCAN_ARGS = ("labels_csv", "id_col", "label_col", "path_col")
+MONITORS = {"log_loss": False, "valid_loss": False, "accuracy": True, "f1_macro": True}  # name -> greater is better
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One backbone on one fold. Sizes are pixels, learning rates peaks, ``epochs`` full passes."""
+    # the competition
+    data_dir: str = "data/fmnist"       # competition folder, relative to the repo root (or absolute)
+    fold: int = 0                       # the validation fold of this run
+    n_folds: int = 5                    # folds of the competition's folds.csv (made once, then fixed)
+    scan_args: dict = field(default_factory=dict)  # a labels table: {"labels_csv": "train.csv", "label_col": "class"}
+    group_col: str | None = None        # fold groups: a column of the labels table (e.g. duplicate groups)
+    exclude_ids: str | None = None      # CSV with an `id` column left out of training (e.g. noisy labels)
+    max_samples: int | None = None      # cap train and valid images (smoke runs)
+    # the model
+    backbone: str = "resnet18"          # any timm model name, with or without a pretrained tag
+    pretrained: str = "none"            # none | hub | path/to/weights.safetensors
+    pool: str = "avg"                   # avg | max | avgmax | catavgmax | token | gem
+    drop_rate: float = 0.0              # dropout before the classifier
+    drop_path_rate: float = 0.0         # stochastic depth
+    model_kwargs: dict = field(default_factory=dict)  # more timm model arguments, e.g. {"channels": [32, 64, 64, 128]}
+    # the data the model sees
+    img_size: int = 32                  # pixels, square
+    aug: str = "light"                  # none | light | medium | heavy | doc_noise
+    mixup: float = 0.0                  # MixUp alpha (0 = off)
+    cutmix: float = 0.0                 # CutMix alpha (0 = off); both on = one or the other per batch
+    # the optimisation
+    batch_size: int = 64
+    epochs: int = 6
+    lr: float = 2e-3                    # peak learning rate
+    weight_decay: float = 0.05          # AdamW decay (not on norms and biases)
+    schedule: str = "onecycle"          # onecycle | flat_cos
+    warmup_pct: float = 0.1             # onecycle's share of warm-up steps
+    loss: str = "ce"                    # ce | focal | bi_tempered | asymmetric | soft_ce
+    loss_args: dict = field(default_factory=dict)  # e.g. {"label_smoothing": 0.1} or {"gamma": 2.0}
+    ema: float | None = None            # weight EMA decay, e.g. 0.999 (None = off)
+    grad_accum: int = 1                 # batches per optimizer step
+    grad_clip: float | None = None      # max gradient norm (None = off)
+    precision: str = "auto"             # auto (bf16/fp16 on CUDA, fp32 elsewhere) | fp32 | bf16 (also CPUs with AMX)
+    monitor: str = "log_loss"           # best-epoch selection: log_loss | accuracy | f1_macro | valid_loss
+    patience: int | None = None         # early stopping after this many epochs without gain
+    seed: int = 42
+    # where and how it runs: these may change between an interrupted run and its resume
+    run_name: str | None = None         # default <backbone>_f<fold>
+    runs_dir: str = "runs"              # the run lives in <runs_dir>/<run_name>/
+    device: str | None = None           # None = cuda, then mps, then cpu
+    num_workers: int | None = None      # DataLoader workers; None = what suits the platform
+    cache: bool = True                  # train from the pre-resized image cache (else decode every epoch)
+    resume: bool = True                 # continue an interrupted run after its last saved epoch
+    force: bool = False                 # delete the run folder and train again
+    progress: bool = True               # progress bars (off in headless grid runs)
+    verbose: bool = True                # one line per epoch and what was decided
+
+    def __post_init__(self):
+        problems = _check_types(self) or self.problems()
+        if problems:
+            raise ValueError("bad training settings:\n  - " + "\n  - ".join(problems))
+
+    # ---------------------------------------------------------------- construction
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        """A recipe from a mapping; an unknown name fails and names the valid ones."""
+        unknown = sorted(set(values) - set(field_names()))
+        if unknown:
+            raise ValueError(unknown_message(unknown, field_names(), "training setting"))
+        return cls(**values)
+
+    @classmethod
+    def from_yaml(cls, path, **overrides) -> TrainConfig:
+        """A recipe from a YAML file (``params/*.yaml`` or a run's ``params.yaml``); ``overrides`` win."""
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such recipe")
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: a recipe is a mapping of setting: value, got {type(values).__name__}")
+        try:
+            return cls.from_dict({**values, **overrides})
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+
+    @classmethod
+    def from_notebook(cls, namespace: dict, notebook_only=()) -> TrainConfig:
+        """The recipe from 02_train's globals once its parameters cell (and papermill's injected
+        cell) ran. The parameters cell starts with ``_names_before = set(globals())``: a plain value
+        defined after that line which is neither a setting nor in ``notebook_only`` is a misspelt
+        parameter (e.g. ``-p lr_max 1e-3``) and fails here, before anything is written."""
+        before = namespace.pop("_names_before", None)
+        names = field_names()
+        if before is not None:
+            new = [k for k, v in namespace.items() if k not in before and not k.startswith("_")
+                   and isinstance(v, (str, int, float, bool, list, dict, tuple, type(None)))]
+            unknown = sorted(set(new) - set(names) - set(notebook_only))
+            if unknown:
+                raise ValueError(unknown_message(unknown, names, "parameter"))
+        return cls(**{k: namespace[k] for k in names if k in namespace})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self, path) -> Path:
+        """Write the recipe (every setting) atomically; ``from_yaml`` reads it back equal."""
+        return write_yaml(path, self.to_dict())
+
+    def replace(self, **changes) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    # ---------------------------------------------------------------- derived
+
+    @property
+    def name(self) -> str:
+        """The run's name: ``run_name``, else ``<backbone>_f<fold>``."""
+        return self.run_name or f"{self.backbone}_f{self.fold}"
+
+    def differences(self, other: TrainConfig | dict) -> dict:
+        """{setting: (self's, other's)} for the settings that make a run another run (``RUNTIME``
+        settings may differ between a run and its resume)."""
+        mine, theirs = self.to_dict(), other.to_dict() if isinstance(other, TrainConfig) else dict(other)
+        theirs.setdefault("run_name", None)
+        if mine.get("run_name") is None or theirs.get("run_name") is None:  # a default name is the same run
+            mine["run_name"] = theirs["run_name"] = None
+        return {k: (mine.get(k), theirs.get(k)) for k in sorted(set(mine) | set(theirs))
+                if k not in RUNTIME and mine.get(k) != theirs.get(k)}
+
+    # ---------------------------------------------------------------- checks
+
+    def problems(self) -> list[str]:
+        """Every value that lib would refuse later, as readable lines (empty when all is well)."""
+        from .augment import AUGMENTATIONS
+        from .losses import LOSSES
+        out = []
+        for name, choices in (("aug", AUGMENTATIONS), ("loss", LOSSES), ("schedule", SCHEDULES),
+                              ("monitor", MONITORS), ("precision", PRECISIONS), ("pool", POOLS)):
+            if getattr(self, name) not in choices:
+                out.append(f"{name} {getattr(self, name)!r}: choose one of {sorted(choices)}")
+        if self.n_folds < 2:
+            out.append(f"n_folds {self.n_folds}: need at least 2")
+        elif not 0 <= self.fold < self.n_folds:
+            out.append(f"fold {self.fold} not in 0..{self.n_folds - 1}")
+        for name in ("img_size", "batch_size", "epochs", "grad_accum"):
+            if getattr(self, name) < 1:
+                out.append(f"{name} {getattr(self, name)}: must be >= 1")
+        if self.lr <= 0:
+            out.append(f"lr {self.lr}: must be > 0")
+        if not 0 <= self.warmup_pct < 1:
+            out.append(f"warmup_pct {self.warmup_pct}: must be in [0, 1)")
+        if self.mixup < 0 or self.cutmix < 0:
+            out.append("mixup and cutmix are Beta-distribution alphas: >= 0 (0 = off)")
+        if self.ema is not None and not 0 < self.ema < 1:
+            out.append(f"ema {self.ema}: a decay in (0, 1), e.g. 0.999, or None")
+        if self.patience is not None and self.patience < 1:
+            out.append(f"patience {self.patience}: >= 1 epochs, or None")
+        bad_scan = sorted(set(self.scan_args) - set(SCAN_ARGS))
+        if bad_scan:
+            out.append(f"scan_args {bad_scan}: valid keys are {list(SCAN_ARGS)}")
+        if self.loss in LOSSES:
+            import inspect
+            args = {k: v for k, v in self.loss_args.items() if not (k == "weight" and v == "inverse_frequency")}
+            try:
+                inspect.signature(LOSSES[self.loss]).bind(**args)
+            except TypeError:
+                takes = list(inspect.signature(LOSSES[self.loss]).parameters)
+                out.append(f"loss_args {sorted(self.loss_args)} do not fit loss {self.loss!r}, which takes {takes}")
+        return out
+
+    def missing_files(self) -> list[str]:
+        """The files the recipe names for training (weights, exclude_ids) that are not there. Checked
+        before training, not when a finished run's recipe is read back (a kernel may lack them)."""
+        from .paths import resolve
+        out = []
+        if self.pretrained not in ("none", "hub") and not resolve(self.pretrained).is_file():
+            out.append(f"pretrained {self.pretrained!r}: no such weights file; give 'none', 'hub' or a "
+                       ".safetensors path (relative to the repo root or absolute)")
+        if self.exclude_ids and not resolve(self.exclude_ids).is_file():
+            out.append(f"exclude_ids {self.exclude_ids!r}: no such CSV")
+        return out
+
+
+# settings that may change between an interrupted run and its resume without making it another run
+RUNTIME = frozenset({"runs_dir", "device", "num_workers", "cache", "resume", "force", "progress", "verbose"})
+
+
+def field_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(TrainConfig)]
+
+
+def defaults() -> dict:
+    """Every setting's default value."""
+    return TrainConfig().to_dict()
+
+
+def unknown_message(unknown, valid, what: str) -> str:
+    hints = []
+    for u in unknown:
+        close = difflib.get_close_matches(u, valid, n=2, cutoff=0.5)
+        hints.append(f"{u!r}" + (f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""))
+    return f"unknown {what}{'s' if len(unknown) > 1 else ''} {', '.join(hints)}; valid ones: {', '.join(valid)}"
+
+
+def _check_types(cfg: TrainConfig) -> list[str]:
+    """Each value against its annotation; ints are taken where floats are meant, and numeric text
+    (YAML 1.1 reads ``1e-4`` as text) is converted."""
+    hints = typing.get_type_hints(TrainConfig)
+    out = []
+    for f in dataclasses.fields(cfg):
+        v, want = getattr(cfg, f.name), hints[f.name]
+        allowed = typing.get_args(want) or (want,)
+        if v is None and type(None) in allowed:
+            continue
+        if float in allowed and isinstance(v, str):
+            try:
+                v = float(v)
+            except ValueError:
+                pass
+        if float in allowed and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        if int in allowed and isinstance(v, float) and v.is_integer() and float not in allowed:
+            v = int(v)
+        ok = any(isinstance(v, t) and not (t is int and isinstance(v, bool)) for t in allowed if t is not type(None))
+        if not ok:
+            names = " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
+            out.append(f"{f.name} {getattr(cfg, f.name)!r}: must be {names}")
+        else:
+            object.__setattr__(cfg, f.name, v)
+    return out

@@ -1,0 +1,148 @@
+"""Submissions: shaped like the competition's sample submission, validated, written atomically.
+
+A submission is a DataFrame shaped like ``sample_submission.csv``: the ID column first (whatever its
+name), then one probability column per class, in the sample's order. Nothing is written that does
+not pass ``validate_submission``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .blend import Blend, blend_test
+from .data import Competition
+from .io import write_csv
+from .paths import resolve
+
+
+def _few(values, n: int = 5) -> str:
+    values = list(values)
+    more = f" ... (+{len(values) - n} more)" if len(values) > n else ""
+    return ", ".join(repr(v) for v in values[:n]) + more
+
+def validate_submission(sub: pd.DataFrame, sample: pd.DataFrame, atol: float = 1e-6) -> None:
+    """Raise ValueError naming every problem of ``sub`` against the sample submission; None if fine.
+
+    Checks: columns (missing, extra, order), IDs in the first column (duplicates, missing, unknown,
+    row order), probability values (non-numeric, NaN/inf, < 0 or > 1, row sums off 1 by > atol).
+    """
+    problems = []
+    id_col, cls_cols = sample.columns[0], list(sample.columns[1:])
+    missing_c = [c for c in sample.columns if c not in sub.columns]
+    extra_c = [c for c in sub.columns if c not in sample.columns]
+    if missing_c:
+        problems.append(f"missing columns: {_few(missing_c)}")
+    if extra_c:
+        problems.append(f"extra columns not in the sample: {_few(extra_c)}")
+    if not missing_c and not extra_c and list(sub.columns) != list(sample.columns):
+        first = next(i for i, (a, b) in enumerate(zip(sub.columns, sample.columns)) if a != b)
+        problems.append(f"columns reordered: position {first} is {sub.columns[first]!r}, the "
+                        f"sample has {sample.columns[first]!r} (reorder with sub[sample.columns])")
+    if id_col in sub.columns:
+        ids, want = sub[id_col], sample[id_col]
+        dup = ids[ids.duplicated()].unique()
+        if len(dup):
+            problems.append(f"duplicate IDs in {id_col!r} ({len(dup)}): {_few(dup)}")
+        have, need = set(ids), set(want)
+        missing = [v for v in want if v not in have]
+        extra = [v for v in ids.unique() if v not in need]
+        if missing:
+            problems.append(f"missing IDs ({len(missing)} of {len(want)}): {_few(missing)}")
+        if extra:
+            problems.append(f"unknown IDs not in the sample ({len(extra)}): {_few(extra)}")
+        if (missing or extra) and set(ids.astype(str)) == set(want.astype(str)):
+            problems.append(f"the IDs match only as text: {id_col!r} is {ids.dtype} in the "
+                            f"submission and {want.dtype} in the sample; cast them alike")
+        if not (missing or extra or len(dup)) and len(ids) == len(want) \
+                and not np.array_equal(ids.to_numpy(), want.to_numpy()):
+            first = int(np.argmax(ids.to_numpy() != want.to_numpy()))
+            problems.append(f"row order differs from the sample: row {first} has ID "
+                            f"{ids.iloc[first]!r}, the sample has {want.iloc[first]!r}")
+    def row(r: int) -> str:
+        return f"row {r}" + (f" (ID {sub[id_col].iloc[r]!r})" if id_col in sub.columns else "")
+
+    present = [c for c in cls_cols if c in sub.columns]
+    non_num = [c for c in present if not pd.api.types.is_numeric_dtype(sub[c])]
+    if non_num:
+        problems.append(f"non-numeric probability columns: {_few(non_num)}")
+    present = [c for c in present if c not in non_num]
+    if present:
+        v = sub[present].to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(v)
+        if bad.any():
+            r, c = np.argwhere(bad)[0]
+            problems.append(f"{int(bad.sum())} NaN/inf values, first at {row(int(r))} "
+                            f"column {present[c]!r}")
+        vf = np.where(bad, 0.5, v)
+        out = (vf < 0) | (vf > 1)
+        if out.any():
+            problems.append(f"{int(out.sum())} values outside [0, 1] (min {vf.min():.6g}, "
+                            f"max {vf.max():.6g})")
+        if len(present) == len(cls_cols) and not bad.any():
+            off = np.abs(v.sum(axis=1) - 1.0)
+            n_off = int((off > atol).sum())
+            if n_off:
+                r = int(off.argmax())
+                problems.append(f"{n_off} rows do not sum to 1 (atol={atol}); worst is {row(r)} "
+                                f"summing to {v[r].sum():.8g}")
+    if problems:
+        raise ValueError("submission does not match the sample submission:\n  - "
+                         + "\n  - ".join(problems))
+
+def make_submission(probs, ids, sample: pd.DataFrame, clip_eps: float = 1e-15) -> pd.DataFrame:
+    """Submission DataFrame from probs [N, C] whose rows belong to ``ids`` [N] (any order).
+
+    Rows follow the sample's ID order (every sample ID must be in ``ids``, and no other), columns
+    follow the sample, probabilities are clipped to [clip_eps, 1-clip_eps] and renormalised like the
+    metric. The result is checked with ``validate_submission``.
+    """
+    id_col, cls_cols = sample.columns[0], list(sample.columns[1:])
+    p = np.asarray(probs, dtype=np.float64)
+    ids = pd.Index(np.asarray(ids))
+    if p.ndim != 2 or p.shape[1] != len(cls_cols):
+        raise ValueError(f"probs has shape {p.shape}; the sample has {len(cls_cols)} class columns "
+                         f"after {id_col!r}, so probs must be [N, {len(cls_cols)}]")
+    if len(ids) != len(p):
+        raise ValueError(f"got {len(ids)} ids for {len(p)} rows of probs")
+    if ids.has_duplicates:
+        raise ValueError(f"duplicate ids: {_few(ids[ids.duplicated()].unique())}")
+    want = sample[id_col]
+    missing = [v for v in want if v not in ids]
+    extra = ids.difference(pd.Index(want))
+    if missing or len(extra):
+        raise ValueError(f"ids do not match the sample's {id_col!r}: {len(missing)} missing "
+                         f"({_few(missing)}), {len(extra)} unknown ({_few(extra)})")
+    p = np.clip(p[ids.get_indexer(want)], clip_eps, 1 - clip_eps)
+    p = p / p.sum(axis=1, keepdims=True)
+    sub = pd.DataFrame(p, columns=cls_cols)
+    sub.insert(0, id_col, want.to_numpy())
+    validate_submission(sub, sample)
+    return sub
+
+def write_submission(df: pd.DataFrame, path, sample: pd.DataFrame):
+    """Validate ``df`` against the sample, then write it as CSV atomically; returns the Path."""
+    validate_submission(df, sample)
+    return write_csv(path, df)
+
+
+def write_ensemble(b: Blend, tests: dict, comp: Competition, runs_dir="runs",
+                   submission="runs/submission.csv") -> pd.DataFrame:
+    """Write the submission (sample_submission's ids, row and column order; validated before
+    writing), ``<runs_dir>/ensemble/blend_report.csv``, ``oof_blend.csv`` (id, target, classes) and
+    ``test_<model>.csv``: each single model's test predictions (its folds' mean, with the same TTA) as
+    a submission, to compare with the blend on the leaderboard. Returns the submission."""
+    if comp.sample_submission is None:
+        raise FileNotFoundError(f"{comp.root}/sample_submission.csv is missing: it fixes the submission's "
+                                "ids and columns; copy it from the competition")
+    ids, probs = blend_test(b, tests, comp.classes)
+    sub = make_submission(probs, ids, comp.sample_submission)
+    write_submission(sub, resolve(submission), comp.sample_submission)
+    out = resolve(runs_dir) / "ensemble"
+    write_csv(out / "blend_report.csv", b.report)
+    oof = pd.DataFrame(b.probs, columns=comp.classes)
+    oof.insert(0, "target", b.y), oof.insert(0, "id", b.ids)
+    write_csv(out / "oof_blend.csv", oof)
+    for m in b.models:
+        t = tests[m].set_index("id").loc[ids, comp.classes].to_numpy(np.float64)
+        write_submission(make_submission(t, ids, comp.sample_submission), out / f"test_{m}.csv", comp.sample_submission)
+    return sub
