@@ -2,8 +2,9 @@
 
     python -m bench.data_throughput [--n 300] [--size 224] [--seconds 10] [--quality 90]
 
-Inputs: 1280x960 JPEG photos (quality 90 by default; 75 is Pillow's default) made from the real sample photos that scikit-learn and
-scikit-image ship (random crops, flips, colour gains and sensor-like noise; see eda_speed.py).
+Inputs: 1280x960 JPEG photos (quality 90 by default; 75 is Pillow's default) made from the real sample
+photos that scikit-learn and scikit-image ship (random crops, flips, colour gains and sensor-like noise;
+see eda_speed.py).
 All three paths run in this process on one core (torch, OpenCV and BLAS threads set to 1) and end
 in the same augmentation (the `light` preset: random-resized crop, flip, normalise, to tensor):
 
@@ -75,7 +76,7 @@ def rates(datasets: dict, seconds: float, rounds: int = 5) -> dict:
     counts, spent = {k: 0 for k in datasets}, {k: 0.0 for k in datasets}
     for ds in datasets.values():
         ds[0]  # warm-up
-    for r in range(rounds):
+    for _ in range(rounds):
         for k, ds in datasets.items():
             n, t0 = 0, time.perf_counter()
             while time.perf_counter() - t0 < seconds / rounds:

@@ -49,9 +49,9 @@ def run_baseline(data_dir: str, params: str, out: str, seed: int = 42) -> dict:
     torch.manual_seed(seed)
     start = time.time()
     # folder-per-class, as fastai reads it; the class order is the competition's (classes.json)
-    block = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=comp.classes, sort=False)), get_items=lambda _: comp.train["path"].tolist(),
-                      get_y=parent_label, splitter=IndexSplitter([]), item_tfms=Resize(cfg.img_size),
-                      batch_tfms=aug_transforms())
+    block = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=comp.classes, sort=False)),
+                      get_items=lambda _: comp.train["path"].tolist(), get_y=parent_label,
+                      splitter=IndexSplitter([]), item_tfms=Resize(cfg.img_size), batch_tfms=aug_transforms())
     dls = block.dataloaders(comp.root, bs=64, num_workers=0)
     if list(dls.vocab) != comp.classes:  # fastai sorts a vocab unless told not to: columns would shift
         raise RuntimeError(f"fastai's class order {list(dls.vocab)} is not the competition's {comp.classes}")
@@ -69,7 +69,8 @@ def run_baseline(data_dir: str, params: str, out: str, seed: int = 42) -> dict:
     write_submission(sub, out / "submission.csv", comp.sample_submission)
     info = {"backbone": cfg.backbone, "model_kwargs": cfg.model_kwargs, "img_size": cfg.img_size,
             "epochs": cfg.epochs, "batch_size": 64, "lr": "fastai default (1e-3, one-cycle)",
-            "augmentation": "aug_transforms()", "precision": cfg.precision, "train_images": len(comp.train), "seconds": round(time.time() - start, 1)}
+            "augmentation": "aug_transforms()", "precision": cfg.precision, "train_images": len(comp.train),
+            "seconds": round(time.time() - start, 1)}
     write_json(done, info)
     return info
 

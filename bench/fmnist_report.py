@@ -36,7 +36,8 @@ def published(readme: Path = PUBLISHED_README) -> list[dict]:
     rows = []
     for line in gzip.open(readme, "rt", encoding="utf-8"):
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) >= 3 and any(cells[0].startswith(n) for n in PUBLISHED_ROWS) and re.fullmatch(r"0\.\d+", cells[2]):
+        if (len(cells) >= 3 and any(cells[0].startswith(n) for n in PUBLISHED_ROWS)
+                and re.fullmatch(r"0\.\d+", cells[2])):
             rows.append({"entry": f"published: {cells[0]}", "detail": cells[1], "test_accuracy": float(cells[2])})
     return rows
 
@@ -53,13 +54,16 @@ def report(data_dir: str, runs_dir: str, started: float | None) -> dict:
     cv = dict(zip(blend["model"], blend["log_loss"]))
     models = [m for m in blend["model"] if (runs / "ensemble" / f"test_{m}.csv").exists()]
     best = min(models, key=lambda m: cv[m])
-    rows = [{"entry": "foldbook blend (submission.csv)", "detail": f"{', '.join(models)} x 5 folds, TTA, fitted blend, T",
+    rows = [{"entry": "foldbook blend (submission.csv)",
+             "detail": f"{', '.join(models)} x 5 folds, TTA, fitted blend, T",
              "cv_log_loss": cv["calibrated_blend"], **score_submission(root, runs / "submission.csv")}]
     for m in sorted(models, key=lambda m: cv[m]):
-        rows.append({"entry": f"single backbone: {m}" + (" (best CV)" if m == best else ""), "detail": "5-fold mean, TTA",
+        rows.append({"entry": f"single backbone: {m}" + (" (best CV)" if m == best else ""),
+                     "detail": "5-fold mean, TTA",
                      "cv_log_loss": cv[m], **score_submission(root, runs / "ensemble" / f"test_{m}.csv")})
     base = read_json(runs / "baseline" / "baseline.json")
-    rows.append({"entry": "baseline: fastai defaults", "detail": f"vision_learner {base['backbone']}, {base['epochs']} epochs, "
+    rows.append({"entry": "baseline: fastai defaults",
+                 "detail": f"vision_learner {base['backbone']}, {base['epochs']} epochs, "
                  f"all {base['train_images']} images", **score_submission(root, runs / "baseline" / "submission.csv")})
     minutes = (time.time() - started) / 60 if started else None
     ll = {r["entry"]: r["test_log_loss"] for r in rows}
@@ -79,7 +83,8 @@ def markdown(r: dict) -> str:
              "| entry | how | CV log loss | test accuracy | test log loss |", "| --- | --- | --- | --- | --- |"]
     for row in r["rows"]:
         lines.append(f"| {row['entry']} | {row['detail']} | {fmt(row.get('cv_log_loss'))} | "
-                     f"{fmt(row.get('test_accuracy'), 3 if row['entry'].startswith('published') else 4)} | {fmt(row.get('test_log_loss'))} |")
+                     f"{fmt(row.get('test_accuracy'), 3 if row['entry'].startswith('published') else 4)} | "
+                     f"{fmt(row.get('test_log_loss'))} |")
     lines += ["", "Targets: " + "; ".join(f"{k}: {'met' if v else 'NOT MET'}" for k, v in r["targets"].items())]
     return "\n".join(lines) + "\n"
 

@@ -51,7 +51,8 @@ class PhaseTimer(Callback):
         torch.cuda.synchronize()
         dt = time.perf_counter() - self.t0
         self.stop.set(), self.thread.join()
-        self.phases.append({"seconds": dt, "images": self.n_iter * self.dls.train.bs, "util": float(np.mean(self.util))})
+        self.phases.append({"seconds": dt, "images": self.n_iter * self.dls.train.bs,
+                            "util": float(np.mean(self.util))})
 
 
 def kit_rate(root, a, cache: bool, runs_dir: str, epochs: int) -> dict:
@@ -64,7 +65,8 @@ def kit_rate(root, a, cache: bool, runs_dir: str, epochs: int) -> dict:
     fit(run)
     steady = timer.phases[1:]  # the first epoch pays cuDNN autotuning and worker start-up
     imgs, secs = sum(p["images"] for p in steady), sum(p["seconds"] for p in steady)
-    return {"img_s": imgs / secs, "util": float(np.mean([p["util"] for p in steady])), "workers": run.learn.dls.train.num_workers}
+    return {"img_s": imgs / secs, "util": float(np.mean([p["util"] for p in steady])),
+            "workers": run.learn.dls.train.num_workers}
 
 
 def ceiling_rate(a, steps: int = 60) -> float:
@@ -95,7 +97,8 @@ def main(argv=None) -> None:
     ap.add_argument("--n-train", type=int, default=12_000)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: the kit's choice)")
-    ap.add_argument("--watchdog", type=float, default=None, help="dump every thread's stack and exit after this many seconds")
+    ap.add_argument("--watchdog", type=float, default=None,
+                    help="dump every thread's stack and exit after this many seconds")
     ap.add_argument("--out", default="data/bench_gpu")
     ap.add_argument("--runs-dir", default="runs/bench_gpu")
     a = ap.parse_args(argv)
@@ -116,7 +119,8 @@ def main(argv=None) -> None:
     ceiling = ceiling_rate(a)
     print(f"ceiling (one batch resident on the GPU): {ceiling:.0f} img/s")
     print(f"{torch.cuda.get_device_name(0)}, {a.backbone} {a.size}px batch {a.batch} bf16 channels_last: "
-          f"kit {cached['img_s']:.0f} img/s = {cached['img_s'] / ceiling:.2f} of ceiling, GPU busy {cached['util']:.0f}% (cache)")
+          f"kit {cached['img_s']:.0f} img/s = {cached['img_s'] / ceiling:.2f} of ceiling, "
+          f"GPU busy {cached['util']:.0f}% (cache)")
 
 
 if __name__ == "__main__":

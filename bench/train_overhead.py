@@ -4,12 +4,13 @@ optimizer and batch size, both timed in this run.
     python -m bench.train_overhead [--backbone resnet10t] [--epochs 2] [--rounds 2]
 
 Both sides: fold 0 of a demo competition of 1,000 images per class (built once under
-data/bench_train), the same ``ImageDataset`` (pre-resized cache, `light` augmentation), batch 64, AdamW with decoupled weight decay under a one-cycle schedule,
-one validation pass per epoch, no EMA/MixUp, main-process data loading. The kit side is
-``lib.train.setup_run`` + ``fit`` (fastai Learner, its callbacks, per-epoch scoring, the atomic
-resumable checkpoint each epoch: ~60 MB for resnet10t, a fixed ~0.15 s per epoch here); the plain side is the loop a competitor writes by hand. Rounds
-alternate kit and plain so that machine load falls on both alike. The last line prints the ratio of
-seconds per epoch (kit / plain; target <= 1.05).
+data/bench_train), the same ``ImageDataset`` (pre-resized cache, `light` augmentation), batch 64,
+AdamW with decoupled weight decay under a one-cycle schedule, one validation pass per epoch,
+no EMA/MixUp, main-process data loading. The kit side is ``lib.train.setup_run`` + ``fit``
+(fastai Learner, its callbacks, per-epoch scoring, the atomic resumable checkpoint each epoch:
+~60 MB for resnet10t, a fixed ~0.15 s per epoch here); the plain side is the loop a competitor
+writes by hand. Rounds alternate kit and plain so that machine load falls on both alike. The last
+line prints the ratio of seconds per epoch (kit / plain; target <= 1.05).
 """
 from __future__ import annotations
 

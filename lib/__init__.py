@@ -1,26 +1,32 @@
-"""foldbook: the small shared package behind the four competition notebooks.
+"""foldbook: the small shared package behind the competition notebooks.
 
 Modules, one concern each:
-    data        scan a competition folder: tables, problems, classes, folds
+    config      TrainConfig: every training setting with its default and checks (the recipe)
+    data        open_competition: a competition folder's tables, classes and problems, one way
+    folds       folds.csv, made once per competition
     images      decode any image file to RGB (EXIF, reduced-scale JPEG), header checks
     dataset     the pre-resized image cache and the torch Dataset
     augment     albumentations 2.x presets by name
+    tta         test-time augmentation ops by name
     backbones   timm models by name, local weights, GeM pooling
     losses      losses by name (hard and soft targets)
     metrics     competition metrics, temperature scaling
-    train       one backbone on one fold with fastai, run artifacts, resume (callbacks: EMA,
-                reseeding, MixUp-or-CutMix, the run recorder)
-    runs        reading run artifacts back (OOF, test predictions, leaderboard)
-    grid        backbone x fold grid through papermill (local or Ray)
-    analysis    OOF analysis: confusion pairs, top losses, calibration
-    predict     re-prediction of runs with TTA, the fitted blend and the submission
-    ensemble    OOF-fitted blend weights, submission writing and validation
-    tta         test-time augmentation ops by name
+    build       a run's model, datasets, Learner and callbacks from its recipe
+    callbacks   EMA, reseeding, MixUp-or-CutMix, bf16 on CPU, the run recorder
+    checkpoint  best weights and resumable state, written in the background
+    train       setup_run, fit, write_predictions: one backbone on one fold
+    report      learning curves and the environment of a run
+    grid        recipe x fold grid through papermill (local or Ray)
+    runs        reading runs back: recipes, OOF and test predictions
+    inference   predictions averaged over TTA ops; a run re-predicted from its files
+    blend       OOF-fitted blend weights and temperature
+    submission  submissions shaped like the sample, validated, written
+    analysis    OOF analysis: leaderboard, confusion pairs, galleries, top losses, calibration
     eda         class counts, geometry, unreadable files (eda_plots: the plots of the EDA modules)
     image_stats the one pass over the images: per-image statistics and hashes, cached
     shift       train vs test shift: KS per statistic, adversarial AUC
     duplicates  exact and near duplicates, label conflicts, train->test leaks
-    viz         image grids and fonts for class names
+    viz         image grids and class names in plots
     demo        build the embedded demo competition; summary prints a pipeline's scores
     io, paths, device   atomic writes; paths relative to the repo root; device and worker choice
 """

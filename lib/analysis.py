@@ -197,7 +197,8 @@ def loss_gallery(losses: pd.DataFrame, comp: Competition, ncols: int = 8, size: 
     """Images of the rows of a ``top_losses`` table, captioned label -> predicted with p_label, p_pred."""
     imgs = [load_resized(p, size) for p in _paths(comp, losses["id"])]
     shown = dict(zip(comp.classes, plot_labels(comp.classes)))
-    caps = [f"{shown[r.label]} ({r.p_label:.2f})\n-> {shown[r.predicted]} ({r.p_pred:.2f})" for r in losses.itertuples()]
+    caps = [f"{shown[r.label]} ({r.p_label:.2f})\n-> {shown[r.predicted]} ({r.p_pred:.2f})"
+            for r in losses.itertuples()]
     return image_grid(imgs, caps, ncols=ncols, size=1.9, title="highest-loss OOF images: label (P) -> predicted (P)",
                       colors=["red" if r.label != r.predicted else "black" for r in losses.itertuples()])
 

@@ -114,9 +114,9 @@ def build_learner(cfg: TrainConfig, model: torch.nn.Module, data: FoldData, devi
     if loss_args.get("weight") == "inverse_frequency":
         loss_args["weight"] = inverse_frequency_weights(np.bincount(data.train_rows["target"], minlength=num_classes))
     groups = param_groups_weight_decay(model, cfg.weight_decay)
-    learn = Learner(dls, model, loss_func=get_loss(cfg.loss, **loss_args), splitter=lambda m: [g["params"] for g in groups],
-                    opt_func=partial(OptimWrapper, opt=partial(torch.optim.AdamW, foreach=True)), wd=None,
-                    path=run_dir, model_dir=".")
+    learn = Learner(dls, model, loss_func=get_loss(cfg.loss, **loss_args),
+                    splitter=lambda m: [g["params"] for g in groups], wd=None, path=run_dir, model_dir=".",
+                    opt_func=partial(OptimWrapper, opt=partial(torch.optim.AdamW, foreach=True)))
     learn.create_opt()
     for pg, g in zip(learn.opt.opt.param_groups, groups):
         pg["weight_decay"] = g["weight_decay"]

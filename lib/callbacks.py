@@ -75,6 +75,11 @@ class EMA(Callback):
         self.learn.model = self._train_model
 
 
+def find_ema(learn) -> EMA | None:
+    """The Learner's EMA callback, if it has one."""
+    return next((cb for cb in learn.cbs if isinstance(cb, EMA)), None)
+
+
 class MixUpCutMix(MixHandler):
     """Per batch, CutMix with probability ``switch_prob`` else MixUp (both with soft-target losses)."""
 
@@ -170,11 +175,12 @@ class RunRecorder(Callback):
         self.history.append(rec)
         improved = self.best is rec
         if improved:
-            ema = next((cb for cb in self.learn.cbs if isinstance(cb, EMA)), None)
+            ema = find_ema(self.learn)
             self.save_best(ema.model_ema.module if ema else self.learn.model)
         self.save_state(self.epoch + 1, self.history)
         if self.verbose:
-            print(f"epoch {self.epoch + 1}/{self.n_epoch}  train {rec['train_loss']:.4f}  valid {rec['valid_loss']:.4f}  "
+            print(f"epoch {self.epoch + 1}/{self.n_epoch}  train {rec['train_loss']:.4f}  "
+                  f"valid {rec['valid_loss']:.4f}  "
                   f"log_loss {rec['log_loss']:.4f}  acc {rec['accuracy']:.4f}  f1 {rec['f1_macro']:.4f}  "
                   f"{rec['seconds']:.1f}s{'  *' if improved else ''}", flush=True)
         if self.patience and before is not None and not improved:

@@ -15,7 +15,7 @@ from pathlib import Path
 import safetensors.torch
 import torch
 
-from .callbacks import EMA
+from .callbacks import find_ema
 from .io import atomic_path, write_json
 
 
@@ -71,11 +71,6 @@ def load_state(learn, state_file: Path) -> tuple[int, list]:
         ema.before_fit()
         ema.model_ema.module.load_state_dict(state["ema"])
     return int(state["epoch"]), json.loads(state["history"])
-
-
-def find_ema(learn) -> EMA | None:
-    """The Learner's EMA callback, if it has one."""
-    return next((cb for cb in learn.cbs if isinstance(cb, EMA)), None)
 
 
 def snapshot(state_dict: dict) -> dict:

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .images import IMAGE_EXTS, BadImageError, probe_images
-from .io import read_json, write_csv, write_json
+from .images import IMAGE_EXTS, BadImageError, probe_images_cached
+from .io import read_json, write_json
 from .paths import resolve
 
 ID_COLS = ("id", "ID", "Id", "image_id", "img_id", "filename", "file_name", "image")
@@ -128,12 +128,13 @@ def scan_competition(root, labels_csv: str | None = None, id_col: str | None = N
                          "check the label column or the sample submission")
     train["target"] = train["label"].map({c: i for i, c in enumerate(classes)}).astype("int64")
 
-    facts = _probe_cached(root, pd.concat([train["path"], test["path"]]).tolist(), verify, workers)
+    facts = probe_images_cached(root / "scan.csv", pd.concat([train["path"], test["path"]]).tolist(), verify, workers)
     facts = facts[["width", "height", "bytes", "problem"]]
     train, test = train.join(facts, on="path"), test.join(facts, on="path")
     for name, df in (("train", train), ("test", test)):
         bad = df["problem"] != ""
-        problems += [{"split": name, "path": p, "problem": r} for p, r in zip(df.loc[bad, "path"], df.loc[bad, "problem"])]
+        problems += [{"split": name, "path": p, "problem": r}
+                     for p, r in zip(df.loc[bad, "path"], df.loc[bad, "problem"])]
     keep = ["id", "path", "label", "target", "width", "height", "bytes"] + ([group_col] if group_col else [])
     train = train.loc[train["problem"] == "", keep].reset_index(drop=True)
     test = test.loc[test["problem"] == "", ["id", "path", "width", "height", "bytes"]].reset_index(drop=True)
@@ -177,7 +178,8 @@ def _list_images(folder: Path, split: str, problems: list) -> list[Path]:
         if p.is_file() and p.suffix.lower() in IMAGE_EXTS:
             out.append(p)
         elif p.is_file():
-            problems.append({"split": split, "path": str(p), "problem": f"not an image extension ({p.suffix or 'none'}); ignored"})
+            problems.append({"split": split, "path": str(p),
+                             "problem": f"not an image extension ({p.suffix or 'none'}); ignored"})
     return out
 
 
@@ -195,7 +197,8 @@ def _train_from_folders(train_dir: Path, problems: list) -> pd.DataFrame:
     dup = df["id"].duplicated(keep=False)
     if dup.any():  # same file stem in two class folders: make ids unique by folder, and say so
         for p in df.loc[dup, "path"]:
-            problems.append({"split": "train", "path": p, "problem": "duplicate id (same file name in another class folder)"})
+            problems.append({"split": "train", "path": p,
+                             "problem": "duplicate id (same file name in another class folder)"})
         df.loc[dup, "id"] = df.loc[dup, "label"] + "/" + df.loc[dup, "id"]
     return df
 
@@ -305,29 +308,3 @@ def _class_order(root: Path, train: pd.DataFrame, sample: pd.DataFrame | None) -
     else:
         write_json(path, {"classes": classes, "index": {c: i for i, c in enumerate(classes)}})
     return classes
-
-
-def _probe_cached(root: Path, paths: list[str], verify: bool, workers) -> pd.DataFrame:
-    """Probe files, reusing ``scan.csv`` rows whose size and mtime have not changed."""
-    cache_path = root / "scan.csv"
-    stats = {}
-    for p in paths:
-        try:
-            st = os.stat(p)
-            stats[p] = (st.st_size, st.st_mtime_ns)
-        except OSError:
-            stats[p] = (-1, -1)
-    old = pd.DataFrame(columns=["width", "height", "bytes", "problem", "size", "mtime_ns"],
-                       index=pd.Index([], name="path"))
-    if cache_path.exists():
-        old = pd.read_csv(cache_path, dtype={"problem": str}, keep_default_na=False).set_index("path")
-    fresh = [p for p in paths if p not in old.index
-             or (old.at[p, "size"], old.at[p, "mtime_ns"]) != stats[p]]
-    if fresh:
-        new = probe_images(fresh, verify=verify, workers=workers).set_index("path")
-        new["size"] = [stats[p][0] for p in new.index]
-        new["mtime_ns"] = [stats[p][1] for p in new.index]
-        old = pd.concat([old.drop(index=[p for p in fresh if p in old.index]), new]) if len(old) else new
-        old = old[~old.index.duplicated(keep="last")]
-        write_csv(cache_path, old.reset_index())
-    return old.loc[~old.index.duplicated()]

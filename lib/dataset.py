@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import os
 import random
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
@@ -21,8 +20,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .device import pool_workers
 from .images import read_image
-from .io import read_json, write_json
+from .io import file_signature, read_json, write_json
 
 CHUNK = 512  # images per unit of work (and of resumable progress)
 
@@ -58,7 +58,8 @@ def build_cache(paths: list[str], size: int, cache_dir, split: str, workers: int
     """
     cache_dir = Path(cache_dir) / f"{size}px"
     cache_dir.mkdir(parents=True, exist_ok=True)
-    key = hashlib.sha1("\n".join(f"{p}|{os.stat(p).st_size}|{os.stat(p).st_mtime_ns}" for p in paths).encode()).hexdigest()[:16]
+    signatures = "\n".join(f"{p}|{'|'.join(map(str, file_signature(p)))}" for p in paths)
+    key = hashlib.sha1(signatures.encode()).hexdigest()[:16]
     data, marker, done_file = cache_dir / f"{split}.u8", cache_dir / f"{split}.json", cache_dir / f"{split}.chunks"
     shape = (len(paths), size, size, 3)
     with open(cache_dir / f"{split}.lock", "w") as lock:
@@ -79,7 +80,7 @@ def build_cache(paths: list[str], size: int, cache_dir, split: str, workers: int
             done_file.write_text(key + "\n")
         todo = [(str(data), paths[s:s + CHUNK], s, size, len(paths))
                 for s in range(0, len(paths), CHUNK) if s not in done]
-        workers = workers or min(8, os.cpu_count() or 1)
+        workers = pool_workers(workers)
         bar = tqdm(total=len(paths), initial=len(paths) - sum(len(t[1]) for t in todo),
                    desc=f"cache {split} {size}px", mininterval=5, disable=not progress or not todo)
         with ProcessPoolExecutor(workers) if workers > 1 and len(todo) > 1 else nullcontext() as ex:
@@ -97,9 +98,10 @@ class ImageDataset(torch.utils.data.Dataset):
     """``(image FloatTensor[3, S, S], target int64)`` pairs; target is -1 for unlabelled images.
 
     Images come from ``cache`` (``uint8[M, S, S, 3]``, a memmap left on disk) at rows ``cache_rows``
-    (``int[N]``, default 0..N-1) when given, else are decoded from ``paths`` at reduced scale. ``tfm`` is an albumentations Compose ending in
-    ToTensorV2. Augmentation randomness is a function of (seed, epoch, index) only: set ``epoch``
-    before each epoch and a run replays identically after a resume and with any worker count.
+    (``int[N]``, default 0..N-1) when given, else are decoded from ``paths`` at reduced scale.
+    ``tfm`` is an albumentations Compose ending in ToTensorV2. Augmentation randomness is a function
+    of (seed, epoch, index) only: set ``epoch`` before each epoch and a run replays identically after
+    a resume and with any worker count.
     """
 
     def __init__(self, paths, targets=None, tfm=None, size: int = 224, cache: np.ndarray | None = None,
@@ -116,7 +118,9 @@ class ImageDataset(torch.utils.data.Dataset):
 
     def image(self, i: int) -> np.ndarray:
         """The un-augmented ``uint8[S, S, 3]`` image ``i``."""
-        return np.asarray(self.cache[self.cache_rows[i]]) if self.cache is not None else load_resized(self.paths[i], self.size)
+        if self.cache is not None:
+            return np.asarray(self.cache[self.cache_rows[i]])
+        return load_resized(self.paths[i], self.size)
 
     def __getitem__(self, i: int):
         img = self.image(i)

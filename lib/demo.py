@@ -142,7 +142,8 @@ def score_submission(root, submission) -> dict:
         raise ValueError(f"{submission}: {len(missing)} test ids missing (e.g. {missing[:3]}) or class columns "
                          "missing; write it with lib.ensemble.write_submission")
     probs, y = sub.loc[sol["ID"], classes].to_numpy(dtype=np.float64), sol["target"].to_numpy()
-    return {"test_log_loss": log_loss(y, probs), "test_accuracy": accuracy(y, probs), "test_f1_macro": f1_macro(y, probs)}
+    return {"test_log_loss": log_loss(y, probs), "test_accuracy": accuracy(y, probs),
+            "test_f1_macro": f1_macro(y, probs)}
 
 
 def main(argv=None) -> None:

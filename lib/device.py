@@ -46,6 +46,11 @@ def default_num_workers(device: torch.device | str, num_workers: int | None = No
     return max(0, min(8, n - 1))
 
 
+def pool_workers(workers: int | None = None) -> int:
+    """Processes for a pool over files (scan, image pass, cache build): ``workers``, else all cores up to 8."""
+    return int(workers) if workers else min(8, os.cpu_count() or 1)
+
+
 def cpu_name() -> str:
     """The CPU's model name (e.g. "AMD EPYC"), for env.json and benchmark reports: CPU timings, and
     bf16 results slightly, differ between CPU models of the same core count."""

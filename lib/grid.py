@@ -162,7 +162,8 @@ def run_grid(params_files, folds, runs_dir="runs", jobs: int = 1, backend: str =
         raise ValueError(f"{len(changed)} run folder(s) in {resolve(runs_dir)} hold runs of another recipe:\n"
                          + "\n".join(lines) + "\nretrain them with --force (force=True), or give this grid "
                          "another --runs-dir")
-    grid_jobs = [dataclasses.replace(c, cfg=c.cfg.replace(force=True)) if c.run_name in changed else c for c in grid_jobs]
+    grid_jobs = [dataclasses.replace(c, cfg=c.cfg.replace(force=True)) if c.run_name in changed else c
+                 for c in grid_jobs]
     resolve(runs_dir).mkdir(parents=True, exist_ok=True)
     todo = [c for c in grid_jobs if c.cfg.force or not c.complete]
     result = {"done": [], "skipped": [c.run_name for c in grid_jobs if c not in todo], "failed": []}

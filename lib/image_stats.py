@@ -7,7 +7,6 @@ its table (``lib.eda.STATS`` names the statistics).
 from __future__ import annotations
 
 import hashlib
-import os
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
@@ -19,9 +18,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from .data import Competition
+from .device import pool_workers
 from .eda import STATS, all_images, eda_dir, with_geometry
 from .images import BadImageError, read_image
-from .io import write_csv
+from .io import file_signature, write_csv
 
 _ROWS = ["id", "split", "label", "target", "path", "width", "height", "bytes"]  # scan columns of a stats row
 _TEXT = ["path", "problem", "md5", "phash", "phash256", "phash_dihedral", "phash256_dihedral"]
@@ -55,8 +55,10 @@ def stats_one(path: str, size: int = 64, dihedral: bool = False) -> dict:
     rotations/flips (space separated). ``problem`` says why an image could not be read."""
     row = dict.fromkeys(_TEXT, "") | {"path": path}
     try:
-        st = os.stat(path)
-        row.update(file_bytes=st.st_size, mtime_ns=st.st_mtime_ns, decode_size=size)
+        size_bytes, mtime_ns = file_signature(path)
+        if size_bytes < 0:
+            raise FileNotFoundError(path)
+        row.update(file_bytes=size_bytes, mtime_ns=mtime_ns, decode_size=size)
         with open(path, "rb") as f:
             row["md5"] = hashlib.file_digest(f, "md5").hexdigest()
         rgb = read_image(path, size=size)  # the bytes are in the OS page cache by now
@@ -126,13 +128,7 @@ def _read_cache(csv: Path) -> pd.DataFrame:
 def _stale(cache: pd.DataFrame, paths: pd.Series, dihedral: pd.Series, size: int) -> np.ndarray:
     """Which ``paths`` have no usable cached row: new, changed (size or mtime), another decode size,
     or missing the hashes asked for (dihedral ones for test)."""
-    def stat(p):
-        try:
-            st = os.stat(p)
-            return st.st_size, st.st_mtime_ns
-        except OSError:
-            return -1, -1
-    now = np.array([stat(p) for p in paths], dtype=np.int64).reshape(-1, 2)
+    now = np.array([file_signature(p) for p in paths], dtype=np.int64).reshape(-1, 2)
     c = cache.reindex(paths.to_numpy())
     hashed = (c["phash256"] != "") & (~dihedral.to_numpy() | (c["phash256_dihedral"] != ""))
     fresh = ((c["file_bytes"] == now[:, 0]) & (c["mtime_ns"] == now[:, 1]) & (c["decode_size"] == size)
@@ -142,7 +138,7 @@ def _stale(cache: pd.DataFrame, paths: pd.Series, dihedral: pd.Series, size: int
 
 def _run_parallel(paths, size, dihedral, workers, chunk) -> list[dict]:
     """``stats_one`` of every path, in order; in ``workers`` processes, ``chunk`` paths per task."""
-    workers = workers or min(8, os.cpu_count() or 1)
+    workers = pool_workers(workers)
     serial = workers <= 1 or len(paths) < 2 * chunk
     args = (stats_one, paths, [size] * len(paths), dihedral)
     rows = []

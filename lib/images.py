@@ -11,12 +11,16 @@ from __future__ import annotations
 import os
 import warnings
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps
 from tqdm import tqdm
+
+from .device import pool_workers
+from .io import file_signature, write_csv
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 MAX_PIXELS = 178_956_970  # Pillow's hard limit (2 x Image.MAX_IMAGE_PIXELS): refused with a message, not decoded
@@ -48,7 +52,8 @@ def read_image(path, size: int | None = None) -> np.ndarray:
             if size and im.format == "JPEG":
                 scale = max((s for s in (1, 2, 4, 8) if min(im.width, im.height) // s >= size), default=1)
                 if im.mode in ("RGB", "L") and im.getexif().get(0x0112, 1) == 1:
-                    img = cv2.imdecode(np.fromfile(path, np.uint8), CV_REDUCED_FLAGS[scale] | cv2.IMREAD_IGNORE_ORIENTATION)
+                    flags = CV_REDUCED_FLAGS[scale] | cv2.IMREAD_IGNORE_ORIENTATION
+                    img = cv2.imdecode(np.fromfile(path, np.uint8), flags)
                     if img is not None:
                         return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
                 im.draft("RGB", (im.width // scale, im.height // scale))
@@ -118,7 +123,7 @@ def probe_image(path: str, verify: bool = True) -> dict:
 def probe_images(paths: list[str], verify: bool = True, workers: int | None = None,
                  desc: str = "scan") -> pd.DataFrame:
     """``probe_image`` over many files, in parallel with a progress bar. Returns one row per path."""
-    workers = workers or min(8, os.cpu_count() or 1)
+    workers = pool_workers(workers)
     if workers <= 1 or len(paths) < 256:
         rows = [probe_image(p, verify) for p in tqdm(paths, desc=desc, mininterval=2, disable=len(paths) < 256)]
     else:
@@ -126,3 +131,24 @@ def probe_images(paths: list[str], verify: bool = True, workers: int | None = No
             rows = list(tqdm(ex.map(probe_image, paths, [verify] * len(paths), chunksize=64),
                              total=len(paths), desc=desc, mininterval=2))
     return pd.DataFrame(rows, columns=["path", "width", "height", "bytes", "problem"])
+
+
+def probe_images_cached(cache_path: Path, paths: list[str], verify: bool = True,
+                        workers: int | None = None) -> pd.DataFrame:
+    """``probe_images`` of ``paths`` (index: path), reusing the rows of ``cache_path`` (a CSV it
+    keeps up to date) whose file size and mtime have not changed."""
+    stats = {p: file_signature(p) for p in paths}
+    old = pd.DataFrame(columns=["width", "height", "bytes", "problem", "size", "mtime_ns"],
+                       index=pd.Index([], name="path"))
+    if cache_path.exists():
+        old = pd.read_csv(cache_path, dtype={"problem": str}, keep_default_na=False).set_index("path")
+    fresh = [p for p in paths if p not in old.index
+             or (old.at[p, "size"], old.at[p, "mtime_ns"]) != stats[p]]
+    if fresh:
+        new = probe_images(fresh, verify=verify, workers=workers).set_index("path")
+        new["size"] = [stats[p][0] for p in new.index]
+        new["mtime_ns"] = [stats[p][1] for p in new.index]
+        old = pd.concat([old.drop(index=[p for p in fresh if p in old.index]), new]) if len(old) else new
+        old = old[~old.index.duplicated(keep="last")]
+        write_csv(cache_path, old.reset_index())
+    return old.loc[~old.index.duplicated()]

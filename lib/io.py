@@ -55,6 +55,16 @@ def write_csv(path, df, **kwargs) -> Path:
     return Path(path)
 
 
+def file_signature(path) -> tuple[int, int]:
+    """(size in bytes, mtime in ns) of a file, or (-1, -1) when it cannot be read: what every cache
+    of per-file results (scan.csv, image_stats.csv, the image cache) compares to know a file changed."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return -1, -1
+    return st.st_size, st.st_mtime_ns
+
+
 def read_json(path):
     return json.loads(Path(path).read_text(encoding="utf-8"))
 

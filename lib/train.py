@@ -25,8 +25,8 @@ from fastai.callback.schedule import ParamScheduler, combined_cos
 from fastai.learner import Learner
 
 from .build import FoldData, build_datasets, build_learner, build_model, training_callbacks
-from .callbacks import RunRecorder, best_record
-from .checkpoint import CheckpointWriter, find_ema, load_state
+from .callbacks import RunRecorder, best_record, find_ema
+from .checkpoint import CheckpointWriter, load_state
 from .config import TrainConfig
 from .data import Competition, open_competition
 from .device import pick_device, use_autocast

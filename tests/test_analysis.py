@@ -58,7 +58,8 @@ def test_confusion_pairs_count_both_directions(tmp_path):
     pairs = analysis.confusion_pairs(cm)
     assert len(pairs) == 2  # 일 <-> 칠 번 never confused
     first = pairs.iloc[0]
-    assert (first["true"], first["predicted"], first["count"], first["reverse"], first["total"]) == ("영", "일", 4, 1, 5)
+    assert (first["true"], first["predicted"], first["count"], first["reverse"], first["total"]) == (
+        "영", "일", 4, 1, 5)
     assert first["share"] == pytest.approx(0.4)
     second = pairs.iloc[1]
     assert (second["true"], second["predicted"], second["count"], second["reverse"]) == ("칠 번", "영", 2, 0)

@@ -69,4 +69,5 @@ def test_published_rows_come_from_the_dataset_readme(bench_script):
     if not rows:
         pytest.skip("Debian's dataset-fashion-mnist is not installed")
     acc = {r["entry"]: r["test_accuracy"] for r in rows}
-    assert acc["published: Google AutoML"] == pytest.approx(0.939) and acc["published: ResNet18"] == pytest.approx(0.949)
+    assert (acc["published: Google AutoML"] == pytest.approx(0.939)
+            and acc["published: ResNet18"] == pytest.approx(0.949))

@@ -42,14 +42,16 @@ def test_every_recipe_is_a_valid_config(path):
 
 
 def test_yaml_round_trip(tmp_path):
-    cfg = TrainConfig(backbone="test_resnet", loss="focal", loss_args={"gamma": 2.0}, ema=0.99, model_kwargs={"a": [1, 2]})
+    cfg = TrainConfig(backbone="test_resnet", loss="focal", loss_args={"gamma": 2.0}, ema=0.99,
+                      model_kwargs={"a": [1, 2]})
     cfg.to_yaml(tmp_path / "params.yaml")
     assert TrainConfig.from_yaml(tmp_path / "params.yaml") == cfg
     assert TrainConfig.from_yaml(tmp_path / "params.yaml", lr=0.5).lr == 0.5          # overrides win
 
 
 def test_unknown_and_bad_settings_name_what_is_valid(tmp_path):
-    with pytest.raises(ValueError, match=r"unknown training setting 'agu' \(did you mean 'aug'\?\); valid ones: data_dir"):
+    with pytest.raises(ValueError,
+                       match=r"unknown training setting 'agu' \(did you mean 'aug'\?\); valid ones: data_dir"):
         TrainConfig.from_dict({"agu": "light"})
     with pytest.raises(ValueError) as e:
         TrainConfig(aug="strong", schedule="cosine", monitor="auc", fold=5, n_folds=5, ema=1.5, pool="gem2")
@@ -69,7 +71,8 @@ def test_unknown_and_bad_settings_name_what_is_valid(tmp_path):
         TrainConfig.from_yaml(p)
     p.write_text("lr: 1e-4\nepochs: 3\n")
     assert TrainConfig.from_yaml(p).lr == 1e-4 and TrainConfig(lr=1).lr == 1.0
-    assert "pretrained 'nope.safetensors': no such weights file" in TrainConfig(pretrained="nope.safetensors").missing_files()[0]
+    missing = TrainConfig(pretrained="nope.safetensors").missing_files()
+    assert "pretrained 'nope.safetensors': no such weights file" in missing[0]
 
 
 def test_from_notebook_catches_misspelt_parameters():

@@ -31,4 +31,5 @@ def test_importing_lib_has_no_side_effects():
     out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True).stdout
     res = json.loads(out.strip().splitlines()[-1])
     assert res["modules"] >= 25
-    assert res["same"], {k: (res["before"][k], res["after"][k]) for k in res["before"] if res["before"][k] != res["after"][k]}
+    assert res["same"], {k: (res["before"][k], res["after"][k])
+                         for k in res["before"] if res["before"][k] != res["after"][k]}

@@ -76,7 +76,8 @@ def test_predict_fold_matches_direct_forward_and_keeps_row_order(png_comp, png_r
     model, cfg = create_backbone("test_resnet", 3)
     load_weights(model, png_run / "model.safetensors").eval()
     tfm = get_augment("none", 16, cfg["mean"], cfg["std"])
-    x = torch.stack([tfm(image=load_resized(p, 16))["image"] for p in png_comp.test.set_index("id").loc[ref["id"], "path"]])
+    x = torch.stack([tfm(image=load_resized(p, 16))["image"]
+                     for p in png_comp.test.set_index("id").loc[ref["id"], "path"]])
     with torch.no_grad():
         want = torch.softmax(model(x), dim=1).double().numpy()
     assert np.allclose(out[CLASSES].to_numpy(), want, atol=1e-6)

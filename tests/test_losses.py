@@ -211,7 +211,7 @@ def test_fastai_mixup_step(name):
     with learn.no_logging():
         learn.fit(1)
     assert learn.loss_func is loss and loss.reduction == "mean"
-    assert len(learn.recorder.losses) == 3 and all(torch.isfinite(l) for l in learn.recorder.losses)
+    assert len(learn.recorder.losses) == 3 and all(torch.isfinite(batch_loss) for batch_loss in learn.recorder.losses)
     assert not torch.equal(before, model[1].weight)
     probs, targs = learn.get_preds()
     assert probs.shape == (8, C)

@@ -89,11 +89,12 @@ def test_exclude_ids_and_bad_arguments(digits_comp, tmp_path):
     n = len(run.data.train)
     drop = pd.DataFrame({"id": run.folds.loc[run.folds["fold"] != 0, "id"].head(7)})
     drop.to_csv(tmp_path / "noisy.csv", index=False)
-    run = setup_run(TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path), exclude_ids=str(tmp_path / "noisy.csv"),
-                    run_name="excl", **TINY))
+    run = setup_run(TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path),
+                                exclude_ids=str(tmp_path / "noisy.csv"), run_name="excl", **TINY))
     assert len(run.data.train) == n - 7
     with pytest.raises(ValueError, match="fold 7 not in"):
-        setup_run(TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path), **{**TINY, "fold": 7, "run_name": "x"}))
+        setup_run(TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path),
+                              **{**TINY, "fold": 7, "run_name": "x"}))
     with pytest.raises(ValueError, match="img_size 8 does not fit test_convnext"):
         setup_run(TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path), **{**TINY, "backbone": "test_convnext",
                                                                         "img_size": 8, "run_name": "z"}))
