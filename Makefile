@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.foldbook-installed
+# the project's Jupyter kernel, registered inside $(VENV): `make lab` and papermill find it, the notebooks declare it
+KERNEL := foldbook
+KERNEL_SPEC := $(VENV)/share/jupyter/kernels/$(KERNEL)/kernel.json
 
 # the demo competition: fashion-mnist when Debian's files are there, else scikit-learn's digits
 DEMO_SOURCE ?= auto
@@ -19,7 +22,8 @@ DATA   ?= $(DEMO_DATA)
 N_FOLDS ?= 3
 FOLDS  ?= $(DEMO_FOLDS)
 JOBS   ?= 1
-PAPERMILL := $(PY) -m papermill --cwd $(CURDIR)
+RUNS   ?= runs
+PAPERMILL := $(PY) -m papermill --cwd $(CURDIR) -k $(KERNEL)
 
 # the scored Fashion-MNIST benchmark (params/fmnist/README.md): full data, backbones x 5 folds
 FM_DATA     ?= data/fmnist_full
@@ -28,13 +32,25 @@ FM_PARAMS   ?= params/fmnist/resnet64.yaml params/fmnist/resnet48.yaml
 FM_BASELINE ?= params/fmnist/resnet64.yaml
 FM_TTA      ?= [identity, hflip]
 
-.PHONY: env demo test lint lab grid clean-runs bench-fmnist
+.PHONY: env kernel demo test lint lab grid bundle clean-runs bench-fmnist
 
-env: $(STAMP)
+env: $(STAMP) $(KERNEL_SPEC)
+
+$(KERNEL_SPEC): $(STAMP)
+	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "$(KERNEL) (.venv)" >/dev/null
+	@echo "jupyter kernel $(KERNEL) registered: $(dir $(KERNEL_SPEC))"
+
+# the same kernel for every other Jupyter of this user (an existing JupyterLab, JupyterHub, a conda-base Lab)
+kernel: env
+	$(PY) -m ipykernel install --user --name $(KERNEL) --display-name "$(KERNEL) ($(CURDIR))"
+
+# another PyTorch build (CUDA version) with the same pins: make env TORCH_INDEX=<PyTorch's wheel index for it>
+TORCH_INDEX ?=
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(if $(TORCH_INDEX),$(PY) -m pip install --quiet --index-url $(TORCH_INDEX) $$(grep -oE '"torch(vision)?==[^"]+"' pyproject.toml | tr -d '"'))
 	$(PY) -m pip install --quiet -e ".[dev]"
 	@touch $(STAMP)
 	@echo "environment ready: $(VENV) ($$($(PY) -c 'import torch; print("torch", torch.__version__)'))"
@@ -70,10 +86,15 @@ lint: env
 	$(VENV)/bin/ruff check .
 
 lab: env
-	$(VENV)/bin/jupyter lab --notebook-dir=$(CURDIR)
+	$(VENV)/bin/jupyter lab --notebook-dir=$(CURDIR)$(if $(filter 0,$(shell id -u)), --allow-root)
 
 grid: env
-	$(PY) -m lib.grid --params $(PARAMS) --folds $(FOLDS) --jobs $(JOBS) -p data_dir $(DATA) -p n_folds $(N_FOLDS)
+	$(PY) -m lib.grid --params $(PARAMS) --folds $(FOLDS) --jobs $(JOBS) --runs-dir $(RUNS) -p data_dir $(DATA) -p n_folds $(N_FOLDS)
+
+# an offline bundle of 04's blend for code competitions (wheel + runs + 05_inference.ipynb)
+OUT  ?= bundle
+bundle: env
+	$(PY) -m lib.bundle --runs $(RUNS) --out $(OUT) --force
 
 clean-runs:
 	rm -rf runs/*/ runs/*.ipynb

@@ -8,7 +8,10 @@ channels_last, AdamW, `light` augmentation, DataLoader workers as the kit picks 
 the pre-resized cache and decoding JPEGs on the fly. GPU utilisation is sampled through NVML every
 50 ms during the training phases after the first epoch. The baseline, timed in the same run, is the
 same model, optimizer and batch on one batch kept on the GPU (no data loading at all): the ceiling.
-The last line prints kit/ceiling and the GPU-busy percentage with the cache.
+The last line prints kit/ceiling and the GPU-busy percentage with the cache. With ``--devices N``
+(N > 1 GPUs) it then trains the same fold data-parallel on 1 and on N GPUs (``lib.distributed``) and
+prints images/s of each, from the epochs after the first, and the scaling efficiency
+rate_N / (N x rate_1).
 """
 from __future__ import annotations
 
@@ -22,7 +25,8 @@ from fastai.callback.core import Callback
 
 from bench.eda_speed import build
 from lib.config import TrainConfig
-from lib.train import fit, setup_run
+from lib.data import open_competition
+from lib.train import fit, setup_run, train_fold
 
 
 class PhaseTimer(Callback):
@@ -89,6 +93,16 @@ def ceiling_rate(a, steps: int = 60) -> float:
     return steps * a.batch / (time.perf_counter() - t0)
 
 
+def ddp_rate(root, a, devices: int, runs_dir: str, epochs: int) -> float:
+    """Training images/s of fold 0 on ``devices`` GPUs, from the run's own epoch times (after the first)."""
+    m = train_fold(TrainConfig(data_dir=str(root), backbone=a.backbone, fold=0, n_folds=5, img_size=a.size,
+                               batch_size=a.batch * devices, epochs=epochs, lr=1e-3, aug="light", runs_dir=runs_dir,
+                               run_name=f"gpu_ddp{devices}", progress=False, verbose=False, force=True,
+                               num_workers=a.workers, devices=devices))
+    n = len(open_competition(root).train) * 4 // 5  # the 4 training folds
+    return n / float(np.median([e["seconds"] for e in m["epochs"][1:]]))
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--backbone", default="convnext_tiny")
@@ -101,6 +115,7 @@ def main(argv=None) -> None:
                     help="dump every thread's stack and exit after this many seconds")
     ap.add_argument("--out", default="data/bench_gpu")
     ap.add_argument("--runs-dir", default="runs/bench_gpu")
+    ap.add_argument("--devices", type=int, default=1, help="also measure data-parallel scaling on this many GPUs")
     a = ap.parse_args(argv)
     assert torch.cuda.is_available(), "this benchmark needs a CUDA GPU"
     if a.watchdog:
@@ -121,6 +136,10 @@ def main(argv=None) -> None:
     print(f"{torch.cuda.get_device_name(0)}, {a.backbone} {a.size}px batch {a.batch} bf16 channels_last: "
           f"kit {cached['img_s']:.0f} img/s = {cached['img_s'] / ceiling:.2f} of ceiling, "
           f"GPU busy {cached['util']:.0f}% (cache)")
+    if a.devices > 1:
+        one, many = (ddp_rate(root, a, n, a.runs_dir, max(3, a.epochs)) for n in (1, a.devices))
+        print(f"data-parallel, {a.batch} img per GPU per step: 1 GPU {one:.0f} img/s, "
+              f"{a.devices} GPUs {many:.0f} img/s, scaling efficiency {many / (a.devices * one):.2f}")
 
 
 if __name__ == "__main__":

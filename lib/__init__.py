@@ -22,6 +22,7 @@ Modules, one concern each:
     blend       OOF-fitted blend weights and temperature
     submission  submissions shaped like the sample, validated, written
     analysis    OOF analysis: leaderboard, confusion pairs, galleries, top losses, calibration
+    review      03's interactive reviewer (ipywidgets): page through mistakes, mark images to exclude
     eda         class counts, geometry, unreadable files (eda_plots: the plots of the EDA modules)
     image_stats the one pass over the images: per-image statistics and hashes, cached
     shift       train vs test shift: KS per statistic, adversarial AUC

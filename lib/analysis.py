@@ -103,10 +103,10 @@ def plot_confusion(cm: pd.DataFrame, max_classes: int = 30):
     (as true or as predicted class); the diagonal is hidden so errors set the colour scale."""
     import seaborn as sns
 
-    names = np.asarray(plot_labels(list(cm.index)), dtype=object)
     a = cm.to_numpy()
     off = a - np.diag(np.diag(a))
     keep = np.argsort(-(off.sum(axis=0) + off.sum(axis=1)), kind="stable")[:max_classes]
+    names = np.asarray(plot_labels(list(cm.index), used=keep), dtype=object)
     sub = pd.DataFrame(off[np.ix_(keep, keep)], index=names[keep], columns=names[keep])
     n = len(keep)
     fig, ax = plt.subplots(figsize=(max(5, 0.38 * n + 3), max(4, 0.34 * n + 2)))
@@ -158,7 +158,8 @@ def pair_gallery(oof: pd.DataFrame, comp: Competition, a: str, b: str, n: int = 
     P(A) and P(B) from the OOF. Reads only the images shown, squashed to ``size`` px."""
     pred = np.asarray(comp.classes)[oof[comp.classes].to_numpy().argmax(axis=1)]
     label = np.asarray(comp.classes)[oof["target"].to_numpy()]
-    shown = dict(zip(comp.classes, plot_labels(comp.classes)))  # names, or #index without a font for them
+    used = [comp.classes.index(a), comp.classes.index(b)]
+    shown = dict(zip(comp.classes, plot_labels(comp.names, used)))  # names, or #index without a font for them
     rows, names = [], []
     for x, z in ((a, b), (b, a)):
         wrong = oof[(label == x) & (pred == z)].nlargest(n, z)
@@ -196,7 +197,8 @@ def top_losses(oof: pd.DataFrame, classes: list[str], eps: float = 1e-15) -> pd.
 def loss_gallery(losses: pd.DataFrame, comp: Competition, ncols: int = 8, size: int = 64):
     """Images of the rows of a ``top_losses`` table, captioned label -> predicted with p_label, p_pred."""
     imgs = [load_resized(p, size) for p in _paths(comp, losses["id"])]
-    shown = dict(zip(comp.classes, plot_labels(comp.classes)))
+    pos = {c: i for i, c in enumerate(comp.classes)}
+    shown = dict(zip(comp.classes, plot_labels(comp.names, [pos[c] for c in (*losses["label"], *losses["predicted"])])))
     caps = [f"{shown[r.label]} ({r.p_label:.2f})\n-> {shown[r.predicted]} ({r.p_pred:.2f})"
             for r in losses.itertuples()]
     return image_grid(imgs, caps, ncols=ncols, size=1.9, title="highest-loss OOF images: label (P) -> predicted (P)",

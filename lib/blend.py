@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
 from scipy.special import logsumexp, softmax
 
+from .io import read_json, write_json
 from .metrics import apply_temperature, check_probs, fit_temperature, get_metric, probs_to_logits, score
 from .runs import common_ids
 
@@ -226,14 +228,40 @@ def fit_blend(oofs: dict, classes: list[str], metric: str = "log_loss", space: s
 
 def blend_test(b: Blend, tests: dict, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """(ids [N], probs [N, C]): the models' test predictions blended with ``b``'s weights and T."""
-    missing = [m for m in b.models if m not in tests]
+    return blend_tests(tests, b.models, b.weights, b.space, b.temperature, classes)
+
+
+def blend_tests(tests: dict, models: list[str], weights, space: str, temperature: float,
+                classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(ids [N], probs [N, C]): ``tests`` (model -> id + classes) blended with ``weights`` [M] in
+    ``space``, then temperature-scaled; rows in the first model's id order."""
+    missing = [m for m in models if m not in tests]
     if missing:
         raise ValueError(f"no test predictions for models {missing}")
-    ids = tests[b.models[0]]["id"]
+    ids = tests[models[0]]["id"]
     arrs = []
-    for m in b.models:
+    for m in models:
         t = tests[m]
         if set(t["id"]) != set(ids) or len(t) != len(ids):
-            raise ValueError(f"model {m} predicts other test ids than {b.models[0]}")
+            raise ValueError(f"model {m} predicts other test ids than {models[0]}")
         arrs.append(t.set_index("id").loc[ids, classes].to_numpy(np.float64))
-    return ids.to_numpy(), apply_temperature(probs_to_logits(blend(arrs, b.weights, b.space)), b.temperature)
+    return ids.to_numpy(), apply_temperature(probs_to_logits(blend(arrs, weights, space)), temperature)
+
+
+def save_blend(b: Blend, path, runs: pd.DataFrame, tta, tta_space: str, class_table: dict) -> Path:
+    """The blend as 05_inference needs it to predict a hidden test set from the runs alone: each
+    model's runs, weights, space, temperature, TTA ops and space, and the class table. JSON, atomic."""
+    model_runs = {m: sorted(runs.loc[runs["model"] == m, "run_name"]) for m in b.models}
+    return write_json(path, {"models": model_runs, "weights": dict(zip(b.models, map(float, b.weights))),
+                             "space": b.space, "temperature": float(b.temperature),
+                             "tta": list([tta] if isinstance(tta, str) else tta), "tta_space": tta_space,
+                             "class_table": class_table})
+
+
+def load_blend(path) -> dict:
+    """A blend file of ``save_blend``; a clear error when 04 has not written one."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no blend file; run 04_ensemble_tta first (it writes the weights, "
+                                "temperature and TTA that 05_inference applies)")
+    return read_json(path)

@@ -32,6 +32,7 @@ from .config import TrainConfig
 from .data import Competition
 from .dataset import ImageDataset, build_cache
 from .device import default_num_workers
+from .distributed import DistributedTrainer, NoSyncWhileAccumulating, ShardedDataLoader, StopWhenAsked, rank, world_size
 from .losses import get_loss, inverse_frequency_weights
 from .paths import resolve
 
@@ -55,6 +56,10 @@ def build_model(cfg: TrainConfig, num_classes: int, pretrained: str | None = Non
                                       pool=cfg.pool, drop_rate=cfg.drop_rate, drop_path_rate=cfg.drop_path_rate,
                                       model_kwargs=cfg.model_kwargs)
     _check_input_size(model, cfg.backbone, cfg.img_size)
+    if cfg.grad_checkpointing:
+        if not hasattr(model, "set_grad_checkpointing"):
+            raise ValueError(f"{cfg.backbone} has no gradient checkpointing in timm; set grad_checkpointing False")
+        model.set_grad_checkpointing(True)
     return model, data_cfg
 
 
@@ -64,7 +69,7 @@ def image_dataset(cfg: TrainConfig, comp: Competition, split: str, rows: pd.Data
     recipe's size, normalised for the backbone; read from the split's pre-resized cache when
     ``cfg.cache``, else decoded each time."""
     table = comp.train if split == "train" else comp.test
-    cache = (build_cache(table["path"].tolist(), cfg.img_size, comp.root / "cache", split, progress=cfg.progress)
+    cache = (build_cache(table["path"].tolist(), cfg.img_size, comp.work / "cache", split, progress=cfg.progress)
              if cfg.cache else None)
     pos = pd.Series(np.arange(len(table)), index=table["id"].to_numpy()).loc[rows["id"]].to_numpy()
     tfm = get_augment(aug, cfg.img_size, data_cfg["mean"], data_cfg["std"])
@@ -108,8 +113,10 @@ def build_learner(cfg: TrainConfig, model: torch.nn.Module, data: FoldData, devi
         dl = partial(DataLoader, num_workers=workers, pin_memory=True, after_batch=ToDevice(device))
     else:
         dl = partial(DataLoader, num_workers=workers, device=device)
-    dls = DataLoaders(dl(data.train, bs=cfg.batch_size, shuffle=True, drop_last=True),
-                      dl(data.valid, bs=cfg.batch_size * 2), device=None if device.type == "cuda" else device)
+    world = world_size()  # > 1 inside a data-parallel worker: its share of every global batch
+    train = (partial(ShardedDataLoader, rank=rank(), world=world) if world > 1 else dl.func)(
+        data.train, bs=cfg.batch_size // world, shuffle=True, drop_last=True, **dl.keywords)
+    dls = DataLoaders(train, dl(data.valid, bs=cfg.batch_size * 2), device=None if device.type == "cuda" else device)
     loss_args = dict(cfg.loss_args)
     if loss_args.get("weight") == "inverse_frequency":
         loss_args["weight"] = inverse_frequency_weights(np.bincount(data.train_rows["target"], minlength=num_classes))
@@ -130,8 +137,11 @@ def build_learner(cfg: TrainConfig, model: torch.nn.Module, data: FoldData, devi
 
 def training_callbacks(cfg: TrainConfig, device: torch.device) -> list:
     """Reseeding, EMA, MixUp/CutMix, gradient accumulation and clipping, channels_last and mixed
-    precision, as the recipe asks."""
-    cbs = [ReseedEachEpoch(cfg.seed)]
+    precision, stopping, and DDP inside a data-parallel worker, as the recipe asks."""
+    cbs = [ReseedEachEpoch(cfg.seed), StopWhenAsked()]
+    world = world_size()
+    if world > 1:
+        cbs.append(DistributedTrainer(device, cfg.sync_bn))
     if cfg.ema:
         cbs.append(EMA(cfg.ema))
     if cfg.mixup and cfg.cutmix:
@@ -140,7 +150,10 @@ def training_callbacks(cfg: TrainConfig, device: torch.device) -> list:
         from fastai.callback.mixup import CutMix, MixUp
         cbs.append(MixUp(cfg.mixup) if cfg.mixup else CutMix(cfg.cutmix))
     if cfg.grad_accum > 1:
-        cbs.append(GradientAccumulation(n_acc=cfg.batch_size * cfg.grad_accum))
+        n_acc = cfg.batch_size // world * cfg.grad_accum  # images per optimizer step on this process
+        cbs.append(GradientAccumulation(n_acc=n_acc))
+        if world > 1:
+            cbs.append(NoSyncWhileAccumulating(n_acc))
     if cfg.grad_clip:
         cbs.append(GradientClip(cfg.grad_clip))
     if device.type == "cuda":

@@ -8,12 +8,13 @@ import time
 
 import numpy as np
 import torch
-from fastai.callback.core import Callback, CancelFitException
+from fastai.callback.core import Callback
 from fastai.callback.mixup import CutMix, MixHandler, MixUp
 from fastai.learner import AvgSmoothLoss
 from timm.utils import ModelEmaV3
 
 from .config import MONITORS
+from .distributed import unwrap
 from .metrics import accuracy, f1_macro, log_loss
 
 
@@ -65,7 +66,7 @@ class EMA(Callback):
 
     def after_step(self):
         if self.training and not getattr(self, "_cancelled", False):
-            self.model_ema.update(self.learn.model, step=self.epoch * self.n_iter + self.iter)
+            self.model_ema.update(unwrap(self.learn.model), step=self.epoch * self.n_iter + self.iter)
         self._cancelled = False
 
     def before_validate(self):
@@ -176,7 +177,7 @@ class RunRecorder(Callback):
         improved = self.best is rec
         if improved:
             ema = find_ema(self.learn)
-            self.save_best(ema.model_ema.module if ema else self.learn.model)
+            self.save_best(ema.model_ema.module if ema else unwrap(self.learn.model))
         self.save_state(self.epoch + 1, self.history)
         if self.verbose:
             print(f"epoch {self.epoch + 1}/{self.n_epoch}  train {rec['train_loss']:.4f}  "
@@ -188,7 +189,7 @@ class RunRecorder(Callback):
             if since >= self.patience:
                 if self.verbose:
                     print(f"early stop: no {self.monitor} gain for {since} epochs", flush=True)
-                raise CancelFitException()
+                self.learn.stop_training = True  # StopWhenAsked ends the fit (on every rank under DDP)
 
 
 def _mean(pairs) -> float:

@@ -16,6 +16,7 @@ import safetensors.torch
 import torch
 
 from .callbacks import find_ema
+from .distributed import unwrap
 from .io import atomic_path, write_json
 
 
@@ -48,7 +49,7 @@ class CheckpointWriter:
     def save_state(self, learn, epoch: int, history: list) -> None:
         """The resumable state after ``epoch`` epochs; tensors are copied now, written later."""
         self.flush()
-        state = {"epoch": epoch, "model": snapshot(learn.model.state_dict()),
+        state = {"epoch": epoch, "model": snapshot(unwrap(learn.model).state_dict()),
                  "opt": copy.deepcopy(learn.opt.state_dict()), "history": json.dumps(history)}
         ema = find_ema(learn)
         if ema:

@@ -69,6 +69,9 @@ class TrainConfig:
     patience: int | None = None         # early stopping after this many epochs without gain
     seed: int = 42
     # where and how it runs: these may change between an interrupted run and its resume
+    devices: int | list = 1             # data-parallel processes: a count, or GPU ids like [0, 1] (or ["cpu", "cpu"])
+    sync_bn: bool = False               # batch-norm statistics over all devices (CUDA only)
+    grad_checkpointing: bool = False    # recompute activations in backward (timm's switch): less memory, ~25% slower
     run_name: str | None = None         # default <backbone>_f<fold>
     runs_dir: str = "runs"              # the run lives in <runs_dir>/<run_name>/
     device: str | None = None           # None = cuda, then mps, then cpu
@@ -141,6 +144,20 @@ class TrainConfig:
         """The run's name: ``run_name``, else ``<backbone>_f<fold>``."""
         return self.run_name or f"{self.backbone}_f{self.fold}"
 
+    def device_list(self) -> list[str]:
+        """The devices of a data-parallel run, one per process: ``devices`` as a list ("cuda:1",
+        "cpu"...; integers are GPU ids), or a count of GPUs (of CPU processes where there is none)."""
+        if isinstance(self.devices, list):
+            return [f"cuda:{d}" if isinstance(d, int) else str(d) for d in self.devices]
+        if self.devices == 1:
+            return [self.device or "auto"]
+        import torch
+        if (self.device or "cuda").startswith("cuda") and torch.cuda.device_count() >= self.devices:
+            return [f"cuda:{k}" for k in range(self.devices)]
+        if self.device and self.device.startswith("cuda"):
+            raise ValueError(f"devices {self.devices}: only {torch.cuda.device_count()} CUDA GPUs here")
+        return ["cpu"] * self.devices
+
     def differences(self, other: TrainConfig | dict) -> dict:
         """{setting: (self's, other's)} for the settings that make a run another run (``RUNTIME``
         settings may differ between a run and its resume)."""
@@ -177,6 +194,11 @@ class TrainConfig:
             out.append("mixup and cutmix are Beta-distribution alphas: >= 0 (0 = off)")
         if self.ema is not None and not 0 < self.ema < 1:
             out.append(f"ema {self.ema}: a decay in (0, 1), e.g. 0.999, or None")
+        n_devices = len(self.devices) if isinstance(self.devices, list) else self.devices
+        if n_devices < 1:
+            out.append(f"devices {self.devices!r}: a count >= 1 or a non-empty list")
+        elif self.batch_size % n_devices:
+            out.append(f"batch_size {self.batch_size} is the global batch: it must divide by the {n_devices} devices")
         if self.patience is not None and self.patience < 1:
             out.append(f"patience {self.patience}: >= 1 epochs, or None")
         bad_scan = sorted(set(self.scan_args) - set(SCAN_ARGS))
@@ -206,7 +228,8 @@ class TrainConfig:
 
 
 # settings that may change between an interrupted run and its resume without making it another run
-RUNTIME = frozenset({"runs_dir", "device", "num_workers", "cache", "resume", "force", "progress", "verbose"})
+RUNTIME = frozenset({"runs_dir", "device", "num_workers", "cache", "resume", "force", "progress", "verbose",
+                     "devices", "sync_bn", "grad_checkpointing"})
 
 
 def field_names() -> list[str]:

@@ -2,19 +2,22 @@
 
 A competition folder (``data/<name>/``) looks like what competitions ship::
 
-    train/<class name>/<file>.jpg     a folder per class        (or train.csv: id/path + label)
-    test/<file>.jpg                   test images
-    test.csv                          ID, img_path               (optional: else test/ is listed)
-    sample_submission.csv             ID + one column per class  (fixes the class order)
+    train/<class name>/<file>.jpg     a folder per class     (or a labels table, e.g. train.csv with
+                                                             an id or path column and a label column)
+    test/<file>.jpg                   test images (flat or nested)
+    test.csv                          ID, img_path            (optional: else the sample's IDs are looked up)
+    sample_submission.csv             ID + one column per class (probabilities), or ID + one label column
+    meta.csv                          label value -> class name (optional; names for plots)
 
     comp = open_competition("data/cars")                                   # every notebook, every module
     comp = open_competition("data/docs", scan_args={"labels_csv": "labels.csv"})   # the first time only
+    test = open_test_set("data/docs", class_table)                          # a hidden test set (05)
 
-Derived files are written beside it, once: ``classes.json`` (index <-> name, never shifts),
-``scan_settings.json`` (how the folder is read: a labels table's name and columns, the group column;
-given once, then every later ``open_competition`` reads it the same way), ``scan.csv`` (per-file
-header facts, reused while files are unchanged), ``folds.csv`` (``lib.folds``), ``cache/``
-(pre-resized images, ``lib.dataset``). Decoding lives in ``lib.images``.
+What the kit derives goes to the competition's work folder (``lib.paths.work_dir``: the folder itself
+when it can be written, else a folder of the repo's ``work/``): ``classes.json`` (index <-> class,
+never shifts), ``scan_settings.json`` (how the folder is read: a labels table's name and columns, the
+group column; given once, then every later ``open_competition`` reads it the same way), ``scan.csv``
+(per-file header facts), ``folds.csv`` (``lib.folds``), ``cache/`` (``lib.dataset``), ``eda/``.
 """
 from __future__ import annotations
 
@@ -27,12 +30,8 @@ import pandas as pd
 
 from .images import IMAGE_EXTS, BadImageError, probe_images_cached
 from .io import read_json, write_json
-from .paths import resolve
-
-ID_COLS = ("id", "ID", "Id", "image_id", "img_id", "filename", "file_name", "image")
-PATH_COLS = ("img_path", "path", "filepath", "file_path", "image_path")
-LABEL_COLS = ("label", "target", "class", "category", "class_name", "labels")
-
+from .labels import find_images, read_class_names, read_labels_table, sorted_labels, submission_kind
+from .paths import resolve, work_dir
 
 # ----------------------------------------------------------------------------------------------
 # the competition
@@ -42,9 +41,13 @@ LABEL_COLS = ("label", "target", "class", "category", "class_name", "labels")
 class Competition:
     """A scanned competition. Tables hold only usable images; everything else is in ``problems``.
 
-    train: id, path, label (class name), target (class index), width, height, bytes [, group]
+    train: id, path, label (class), target (class index), width, height, bytes [, group]
     test:  id, path, width, height, bytes   (in sample_submission order when it exists)
     problems: split, path, problem
+    classes: the class identifiers (prediction columns): the sample's class columns, or the label
+    values as text for a label submission; names: what plots write (a class-names table's names, else
+    the classes); submission: "probs" or "label"; label_values: what a label submission writes per
+    class, in the sample's dtype. work: where derived files go (``lib.paths.work_dir``).
     """
     root: Path
     classes: list[str]
@@ -52,6 +55,20 @@ class Competition:
     test: pd.DataFrame
     problems: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["split", "path", "problem"]))
     sample_submission: pd.DataFrame | None = None
+    work: Path | None = None
+    names: list[str] | None = None
+    submission: str = "probs"
+    label_values: list | None = None
+
+    def __post_init__(self):
+        self.work = Path(self.work or self.root)
+        self.names = list(self.names or self.classes)
+
+    def class_table(self) -> dict:
+        """What a trained run needs to predict this competition again: classes, names, submission
+        kind, label values (saved with each run and with the blend)."""
+        return {"classes": self.classes, "names": self.names, "submission": self.submission,
+                "label_values": self.label_values}
 
     @property
     def num_classes(self) -> int:
@@ -67,7 +84,7 @@ class Competition:
 
 
 def open_competition(data_dir, scan_args: dict | None = None, group_col: str | None = None,
-                     verbose: bool = False) -> Competition:
+                     verbose: bool = False, work: str | None = None) -> Competition:
     """The competition in ``data_dir`` (absolute, else relative to the repo root, else to the working
     directory), read with the settings stored in its ``scan_settings.json``.
 
@@ -75,82 +92,106 @@ def open_competition(data_dir, scan_args: dict | None = None, group_col: str | N
     ``group_col`` are needed once, by whichever notebook opens the folder first; they are stored
     after a successful scan, and later calls without them read the folder the same way. Settings
     that contradict the stored ones are an error (delete ``scan_settings.json`` to change them).
+    ``work`` overrides where derived files go (``lib.paths.work_dir``).
     """
-    root = resolve(data_dir)
-    if not root.is_dir() and Path(data_dir).is_dir():
-        root = Path(data_dir).resolve()
+    root = _root(data_dir)
     given = {**(scan_args or {}), **({"group_col": group_col} if group_col else {})}
-    store = root / "scan_settings.json"
+    work = work_dir(root, work)
+    store = work / "scan_settings.json"
     saved = read_json(store) if store.exists() else None
     if saved is not None and given and given != saved:
         raise ValueError(f"{store} says to read this folder with {saved}, but {given} was asked for; pass "
                          f"the stored settings (or none), or delete {store.name} to scan it another way")
     settings = saved if saved is not None else given
-    comp = scan_competition(root, verbose=verbose, **settings)
+    comp = scan_competition(root, verbose=verbose, work=work, **settings)
     if saved is None:
         write_json(store, settings)
     return comp
 
 
-def scan_competition(root, labels_csv: str | None = None, id_col: str | None = None,
-                     label_col: str | None = None, path_col: str | None = None,
-                     group_col: str | None = None, on_bad: str = "report", verify: bool = True,
-                     workers: int | None = None, verbose: bool = True) -> Competition:
-    """Read a competition folder (layout in the module docstring) into a ``Competition``.
+def open_test_set(data_dir, class_table: dict, work: str | None = None, verbose: bool = False) -> Competition:
+    """Only the test side of a competition folder (its sample submission and test images, e.g. the
+    hidden set a code competition swaps in), with the classes of the runs that will predict it
+    (``Competition.class_table``). No training image, fold or class file is read."""
+    root = _root(data_dir)
+    sample = _read_sample_submission(root)
+    if sample is None:
+        raise FileNotFoundError(f"{root}/sample_submission.csv is missing: it fixes the submission's IDs and columns")
+    kind = submission_kind(sample)
+    if kind != class_table["submission"] or (kind == "probs" and list(sample.columns[1:]) != class_table["classes"]):
+        raise ValueError(f"{root}/sample_submission.csv does not fit the trained runs: they predict "
+                         f"{class_table['submission']} submissions of classes {class_table['classes'][:5]}..., "
+                         f"the sample has columns {list(sample.columns)[:6]}")
+    problems: list[dict] = []
+    test = _test_table(root, sample, problems)
+    work = work_dir(root, work)
+    test = _with_facts(test, work, "test", True, None, problems)
+    comp = Competition(root, list(class_table["classes"]), pd.DataFrame(columns=["id", "path", "label", "target"]),
+                       test, pd.DataFrame(problems, columns=["split", "path", "problem"]), sample, work,
+                       class_table.get("names"), kind, class_table.get("label_values"))
+    if verbose:
+        print(f"{root}: {len(test)} test images for {len(comp.classes)} classes, {len(comp.problems)} problem(s)")
+    return comp
 
-    ``labels_csv`` (relative to root) switches from folder-per-class to a labels table; its id,
-    path and label columns are detected unless named. ``on_bad`` = "report" keeps going and lists
-    every unusable file in ``problems`` (printed when ``verbose``); "raise" stops on the first scan
-    that finds any. Per-file facts are cached in ``scan.csv`` and re-read only for changed files.
-    """
-    root = Path(root).resolve()
+
+def _root(data_dir) -> Path:
+    root = resolve(data_dir)
+    if not root.is_dir() and Path(data_dir).is_dir():
+        root = Path(data_dir).resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such competition folder; build the demo with "
                                 "`python -m lib.demo` or point data_dir at your competition")
+    return root
+
+
+def scan_competition(root, labels_csv: str | None = None, id_col: str | None = None,
+                     label_col: str | None = None, path_col: str | None = None,
+                     group_col: str | None = None, on_bad: str = "report", verify: bool = True,
+                     workers: int | None = None, verbose: bool = True, work: Path | None = None) -> Competition:
+    """Read a competition folder (layout in the module docstring) into a ``Competition``.
+
+    ``labels_csv`` (relative to root) switches from folder-per-class to a labels table (``train.csv``
+    is found without it); its id, path and label columns are detected unless named. ``on_bad`` =
+    "report" keeps going and lists every unusable file in ``problems`` (printed when ``verbose``);
+    "raise" stops on the first scan that finds any. A sample submission that does not match the test
+    images (IDs without an image, images without an ID, duplicate IDs) or labels outside the class
+    table are errors that name the file and the first rows. Per-file facts are cached in
+    ``scan.csv`` of the work folder (``work``, default ``lib.paths.work_dir(root)``).
+    """
+    root = _root(root)
+    work = Path(work) if work else work_dir(root)
     problems: list[dict] = []
     sample = _read_sample_submission(root)
     has_class_dirs = (root / "train").is_dir() and any(d.is_dir() for d in (root / "train").iterdir())
     if labels_csv is None and not has_class_dirs and (root / "train.csv").exists():
         labels_csv = "train.csv"
     if labels_csv:
-        train = _train_from_csv(root, root / labels_csv, id_col, label_col, path_col, group_col, problems)
+        train = read_labels_table(root, root / labels_csv, problems, id_col, label_col, path_col, group_col)
     else:
         train = _train_from_folders(root / "train", problems)
     if train.empty:
         raise ValueError(f"{root}: no training images found (train/<class>/*.jpg or a train.csv with "
                          "id/path and label columns); see README 'Bring your own competition'")
     test = _test_table(root, sample, problems)
-
-    classes = _class_order(root, train, sample)
-    unknown = sorted(set(train["label"]) - set(classes))
-    if unknown:
-        raise ValueError(f"{root}: labels {unknown[:10]} are not columns of sample_submission.csv; "
-                         "check the label column or the sample submission")
+    table = _class_table(root, work, train, sample, labels_csv)
+    classes = table["classes"]
     train["target"] = train["label"].map({c: i for i, c in enumerate(classes)}).astype("int64")
 
-    facts = probe_images_cached(root / "scan.csv", pd.concat([train["path"], test["path"]]).tolist(), verify, workers)
-    facts = facts[["width", "height", "bytes", "problem"]]
-    train, test = train.join(facts, on="path"), test.join(facts, on="path")
-    for name, df in (("train", train), ("test", test)):
-        bad = df["problem"] != ""
-        problems += [{"split": name, "path": p, "problem": r}
-                     for p, r in zip(df.loc[bad, "path"], df.loc[bad, "problem"])]
-    keep = ["id", "path", "label", "target", "width", "height", "bytes"] + ([group_col] if group_col else [])
-    train = train.loc[train["problem"] == "", keep].reset_index(drop=True)
-    test = test.loc[test["problem"] == "", ["id", "path", "width", "height", "bytes"]].reset_index(drop=True)
-    for df in (train, test):
-        df[["width", "height", "bytes"]] = df[["width", "height", "bytes"]].astype("int64")
-
+    train = _with_facts(train, work, "train", verify, workers, problems)
+    test = _with_facts(test, work, "test", verify, workers, problems)
+    if group_col:
+        train = train[[c for c in train.columns if c != group_col] + [group_col]]
     counts = train["label"].value_counts()
     for c in classes:
         n = int(counts.get(c, 0))
         if n <= 1:
             problems.append({"split": "train", "path": str(root / "train" / c),
                              "problem": f"class {c!r} has {n} usable image{'s' if n != 1 else ''}"})
-    comp = Competition(root, classes, train, test, pd.DataFrame(problems, columns=["split", "path", "problem"]), sample)
+    comp = Competition(root, classes, train, test, pd.DataFrame(problems, columns=["split", "path", "problem"]),
+                       sample, work, table["names"], table["submission"], table["label_values"])
     if verbose:
         print(f"{root}: {len(classes)} classes, {len(train)} train and {len(test)} test images, "
-              f"{len(comp.problems)} problem(s)")
+              f"{len(comp.problems)} problem(s)" + (f"; derived files in {work}" if work != root else ""))
         if len(comp.problems):
             with pd.option_context("display.max_colwidth", 200, "display.width", 250):
                 print(comp.problems.to_string(max_rows=40))
@@ -160,6 +201,18 @@ def scan_competition(root, labels_csv: str | None = None, id_col: str | None = N
     return comp
 
 
+def _with_facts(df: pd.DataFrame, work: Path, split: str, verify: bool, workers, problems: list) -> pd.DataFrame:
+    """``df`` with width, height, bytes from the file headers (cached in scan.csv); unreadable files
+    go to ``problems`` and out of the table."""
+    facts = probe_images_cached(work / "scan.csv", df["path"].tolist(), verify, workers)
+    df = df.join(facts[["width", "height", "bytes", "problem"]], on="path")
+    bad = df["problem"] != ""
+    problems += [{"split": split, "path": p, "problem": r} for p, r in zip(df.loc[bad, "path"], df.loc[bad, "problem"])]
+    df = df.loc[~bad].drop(columns="problem").reset_index(drop=True)
+    df[["width", "height", "bytes"]] = df[["width", "height", "bytes"]].astype("int64")
+    return df
+
+
 def _read_sample_submission(root: Path) -> pd.DataFrame | None:
     p = root / "sample_submission.csv"
     if not p.exists():
@@ -167,6 +220,11 @@ def _read_sample_submission(root: Path) -> pd.DataFrame | None:
     df = pd.read_csv(p, dtype={0: str})
     df.columns = [str(c) for c in df.columns]
     df[df.columns[0]] = df[df.columns[0]].astype(str)
+    dup = df[df.columns[0]].duplicated()
+    if dup.any():
+        rows = (np.flatnonzero(dup.to_numpy())[:5] + 2).tolist()
+        raise ValueError(f"{p}: duplicate IDs {df.loc[dup, df.columns[0]].tolist()[:5]} on lines {rows}; "
+                         "each test image needs one row")
     return df
 
 
@@ -203,101 +261,88 @@ def _train_from_folders(train_dir: Path, problems: list) -> pd.DataFrame:
     return df
 
 
-def _pick(df: pd.DataFrame, given: str | None, candidates, what: str, csv: Path) -> str | None:
-    if given:
-        if given not in df.columns:
-            raise ValueError(f"{csv}: no column {given!r} (columns: {list(df.columns)})")
-        return given
-    return next((c for c in candidates if c in df.columns), None)
-
-
-def _train_from_csv(root, csv: Path, id_col, label_col, path_col, group_col, problems) -> pd.DataFrame:
-    df = pd.read_csv(csv, dtype=str, keep_default_na=False)
-    id_col = _pick(df, id_col, ID_COLS, "id", csv)
-    path_col = _pick(df, path_col, PATH_COLS, "path", csv)
-    label_col = _pick(df, label_col, LABEL_COLS, "label", csv)
-    if label_col is None or (id_col is None and path_col is None):
-        raise ValueError(f"{csv}: cannot tell the id/path and label columns among {list(df.columns)}; "
-                         "pass id_col=, path_col= and label_col=")
-    if group_col and group_col not in df.columns:
-        raise ValueError(f"{csv}: no group column {group_col!r}")
-    if path_col:
-        paths = [str((root / p).resolve()) if not os.path.isabs(p) else p for p in df[path_col]]
-    else:
-        paths = [_find_file(root / "train", i) for i in df[id_col]]
-    out = pd.DataFrame({"id": df[id_col] if id_col else [Path(p).stem for p in paths],
-                        "path": paths, "label": df[label_col].astype(str)})
-    if group_col:
-        out[group_col] = df[group_col].to_numpy()
-    missing = [not os.path.exists(p) for p in out["path"]]
-    for p in out.loc[missing, "path"]:
-        problems.append({"split": "train", "path": p, "problem": f"listed in {csv.name} but missing"})
-    out = out.loc[~np.array(missing, dtype=bool)]
-    dup = out["id"].duplicated(keep="first")
-    for i in out.loc[dup, "id"]:
-        problems.append({"split": "train", "path": str(csv), "problem": f"duplicate id {i!r}; later rows dropped"})
-    return out.loc[~dup].reset_index(drop=True)
-
-
-def _find_file(folder: Path, stem: str) -> str:
-    if (folder / stem).exists():
-        return str(folder / stem)
-    for ext in IMAGE_EXTS:
-        for e in (ext, ext.upper()):
-            if (folder / f"{stem}{e}").exists():
-                return str(folder / f"{stem}{e}")
-    return str(folder / stem)
-
-
 def _test_table(root: Path, sample: pd.DataFrame | None, problems: list) -> pd.DataFrame:
+    """id, path of every test image, in the sample's row order. Test images are listed by test.csv,
+    else looked up by the sample's IDs (with or without extension, at any depth of test/), else
+    listed from test/. The sample and the images must match one for one."""
     csv = root / "test.csv"
+    sample_csv = root / "sample_submission.csv"
     if csv.exists():
         df = pd.read_csv(csv, dtype=str, keep_default_na=False)
-        id_col = _pick(df, None, ID_COLS, "id", csv) or df.columns[0]
-        path_col = _pick(df, None, PATH_COLS, "path", csv)
+        from .labels import ID_COLS, PATH_COLS, pick_column
+        id_col = pick_column(df, None, ID_COLS, csv) or df.columns[0]
+        path_col = pick_column(df, None, PATH_COLS, csv)
         paths = ([str((root / p).resolve()) for p in df[path_col]] if path_col
-                 else [_find_file(root / "test", i) for i in df[id_col]])
+                 else find_images(root, "test", df[id_col], csv))
         test = pd.DataFrame({"id": df[id_col].astype(str), "path": paths})
+        listed = csv
+    elif sample is not None:
+        ids = sample[sample.columns[0]]
+        test = pd.DataFrame({"id": ids.to_numpy(), "path": find_images(root, "test", ids, sample_csv)})
+        listed = sample_csv
+        known = set(test["path"])
+        extra = [str(p) for p in sorted((root / "test").rglob("*"))
+                 if p.is_file() and p.suffix.lower() in IMAGE_EXTS and str(p.resolve()) not in known]
+        if extra:
+            raise ValueError(f"{sample_csv}: {len(extra)} test image(s) have no row, e.g. {extra[:3]}; the "
+                             "sample submission must list every test image (or remove the stray files)")
     elif (root / "test").is_dir():
         files = _list_images(root / "test", "test", problems)
         test = pd.DataFrame({"id": [f.stem for f in files], "path": [str(f.resolve()) for f in files]})
+        listed = root / "test"
     else:
-        test = pd.DataFrame(columns=["id", "path"])
-    missing = np.array([not os.path.exists(p) for p in test["path"]], dtype=bool)
-    for p in test.loc[missing, "path"]:
-        problems.append({"split": "test", "path": p, "problem": "listed in test.csv but missing"})
-    test = test.loc[~missing]
-    for i in test.loc[test["id"].duplicated(), "id"]:
-        problems.append({"split": "test", "path": str(csv), "problem": f"duplicate test id {i!r}"})
-    test = test.drop_duplicates("id")
+        return pd.DataFrame(columns=["id", "path"])
+    dup = test["id"].duplicated()
+    if dup.any():
+        raise ValueError(f"{listed}: duplicate test ids {test.loc[dup, 'id'].tolist()[:5]}")
+    missing = test.loc[[not os.path.exists(p) for p in test["path"]]]
+    if len(missing):
+        raise ValueError(f"{listed}: {len(missing)} test id(s) have no image file, first "
+                         f"{missing['id'].tolist()[:5]} (looked for {missing['path'].tolist()[:2]}); "
+                         "restore the files or fix the IDs")
     if sample is not None:
-        sid = sample.columns[0]
-        in_sample = test["id"].isin(set(sample[sid]))
-        for i in test.loc[~in_sample, "id"]:
-            problems.append({"split": "test", "path": str(root / "sample_submission.csv"),
-                             "problem": f"test id {i!r} is not in sample_submission.csv"})
-        not_in_test = sorted(set(sample[sid]) - set(test["id"]))
-        for i in not_in_test[:50]:
-            problems.append({"split": "test", "path": str(root / "sample_submission.csv"),
-                             "problem": f"sample_submission id {i!r} has no usable test image"})
-        order = {v: k for k, v in enumerate(sample[sid])}
-        test = test.assign(_o=test["id"].map(order)).sort_values("_o", na_position="last").drop(columns="_o")
+        sid = sample[sample.columns[0]]
+        extra, absent = sorted(set(test["id"]) - set(sid)), sorted(set(sid) - set(test["id"]))
+        if extra or absent:
+            raise ValueError(f"{sample_csv} and {listed} disagree: test ids without a sample row "
+                             f"{extra[:5]}, sample IDs without a test image {absent[:5]}")
+        order = {v: k for k, v in enumerate(sid)}
+        test = test.assign(_o=test["id"].map(order)).sort_values("_o").drop(columns="_o")
     return test.reset_index(drop=True)
 
 
-def _class_order(root: Path, train: pd.DataFrame, sample: pd.DataFrame | None) -> list[str]:
-    """Class order = sample_submission's columns, else sorted names (numerically when all are ints).
+def _class_table(root: Path, work: Path, train: pd.DataFrame, sample: pd.DataFrame | None,
+                 labels_csv: str | None) -> dict:
+    """The class identifiers, names, submission kind and label values (``Competition``).
 
-    Saved to ``classes.json`` on first use; later scans must agree with it, so an index never shifts.
+    Class order: the sample's class columns; for a label submission the label values of the
+    class-names table (``meta.csv``), else of the training labels (numerically when all are whole
+    numbers). Saved to ``classes.json`` on first use; later scans must agree, so an index never shifts.
     """
-    if sample is not None:
+    kind = submission_kind(sample) if sample is not None else "probs"
+    meta = read_class_names(root)
+    where = root / (labels_csv or "train")
+    if kind == "probs" and sample is not None:
         classes = list(sample.columns[1:])
+        names = [meta[1].get(c, c) for c in classes] if meta else classes
+    elif meta:
+        classes, names = sorted_labels(meta[1]), None
+        names = [meta[1][c] for c in classes]
+        where = meta[0]
     else:
-        names = sorted(set(train["label"]))
-        if names and all(n.lstrip("-").isdigit() for n in names):
-            names = sorted(names, key=int)
-        classes = names
-    path = root / "classes.json"
+        classes = sorted_labels(train["label"])
+        names = classes
+    unknown = train.loc[~train["label"].isin(set(classes))]
+    if len(unknown):
+        src = "columns of sample_submission.csv" if kind == "probs" and sample is not None else f"labels of {where}"
+        raise ValueError(f"{root / (labels_csv or 'train')}: labels {sorted(set(unknown['label']))[:10]} (e.g. "
+                         f"{unknown['id'].tolist()[:3]}) are not {src}; check the label column or the class table")
+    values = None
+    if kind == "label":
+        col = sample[sample.columns[1]]
+        numeric = pd.api.types.is_numeric_dtype(col) and all(c.lstrip("-").isdigit() for c in classes)
+        values = [int(c) for c in classes] if numeric else list(classes)
+    path = work / "classes.json"
     if path.exists():
         saved = read_json(path)["classes"]
         if saved != classes:
@@ -306,5 +351,6 @@ def _class_order(root: Path, train: pd.DataFrame, sample: pd.DataFrame | None) -
                              "shift: restore the data, or delete classes.json, folds.csv and runs/ if "
                              "the change is intended")
     else:
-        write_json(path, {"classes": classes, "index": {c: i for i, c in enumerate(classes)}})
-    return classes
+        write_json(path, {"classes": classes, "index": {c: i for i, c in enumerate(classes)}, "names": names,
+                          "submission": kind, "label_values": values})
+    return {"classes": classes, "names": names, "submission": kind, "label_values": values}

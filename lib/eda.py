@@ -39,7 +39,7 @@ GEOMETRY = {"width": "pixels", "height": "pixels", "aspect": "width / height", "
 
 
 def eda_dir(comp: Competition) -> Path:
-    return Path(comp.root) / "eda"
+    return Path(comp.work) / "eda"
 
 
 def all_images(comp: Competition) -> pd.DataFrame:

@@ -26,7 +26,7 @@ def plot_class_counts(comp: Competition, n_folds: int = 5, max_labels: int = 60)
     """Bar plot of images per class, largest first; classes under ``n_folds`` images in red. Beyond
     ``max_labels`` classes the ticks go and only the 3 largest and 3 smallest are named."""
     t = class_table(comp, n_folds).sort_values("count", ascending=False, kind="stable").reset_index(drop=True)
-    labels = plot_labels(comp.classes)
+    labels = plot_labels(comp.names, t["index"] if len(t) <= max_labels else t["index"].iloc[[0, 1, 2, -3, -2, -1]])
     names = [labels[i] for i in t["index"]]
     n = len(t)
     fig, ax = plt.subplots(figsize=(min(16, max(6, 0.22 * n + 2)), 4.5))
@@ -90,6 +90,12 @@ def plot_geometry(comp: Competition):
     return fig
 
 
+def _indices(comp: Competition, labels) -> list[int]:
+    """Class indices of the class labels among ``labels`` (test images have none)."""
+    pos = {c: i for i, c in enumerate(comp.classes)}
+    return [pos[x] for x in labels if isinstance(x, str) and x in pos]
+
+
 def _thumbs(items, cols: int, size: int):
     """``items`` = [(path, caption)] as a grid of thumbnails decoded at ~``size`` px."""
     images = []
@@ -104,7 +110,6 @@ def _thumbs(items, cols: int, size: int):
 def show_images(comp: Competition, ids=None, label=None, n: int = 16, cols: int = 8, size: int = 160, seed: int = 0):
     """Show the images with these ``ids`` (train first, then test), or ``n`` random train images of
     class ``label`` (name or index), or ``n`` random train images."""
-    names = dict(zip(comp.classes, plot_labels(comp.classes)))
     if ids is not None:
         ids = [str(i) for i in ([ids] if isinstance(ids, str) else ids)]
         df = all_images(comp).drop_duplicates("id").set_index("id")
@@ -120,6 +125,7 @@ def show_images(comp: Competition, ids=None, label=None, n: int = 16, cols: int 
                 raise KeyError(f"class {label!r} is not one of the {len(comp.classes)} classes of {comp.root}")
             df = df[df["label"] == name]
         rows = df.sample(min(n, len(df)), random_state=seed)
+    names = dict(zip(comp.classes, plot_labels(comp.names, _indices(comp, rows["label"]))))
     items = [(r.path, f"{r.id}\n{r.split}" + (f" {names.get(r.label, '')}" if isinstance(r.label, str) else ""))
              for r in rows.itertuples()]
     return _thumbs(items, cols, size)
@@ -129,12 +135,12 @@ def show_class_grid(comp: Competition, per_class: int = 6, classes=None, max_cla
     """A row of ``per_class`` random train images per class: ``classes`` (names or indices), else all
     classes when there are at most ``max_classes``, else ``max_classes`` spread over the count ranking
     (the largest, the smallest and evenly in between)."""
-    labels = plot_labels(comp.classes)
     if classes is None:
         t = class_table(comp).sort_values("count", ascending=False, kind="stable")
         pick = np.unique(np.linspace(0, len(t) - 1, min(max_classes, len(t))).round().astype(int))
         classes = t["index"].to_numpy()[pick].tolist()
     idx = [c if isinstance(c, (int, np.integer)) else comp.classes.index(c) for c in classes]
+    labels = plot_labels(comp.names, idx)
     fig, axes = plt.subplots(len(idx), per_class, figsize=(1.6 * per_class + 1, 1.6 * len(idx)), squeeze=False)
     for row, k in zip(axes, idx):
         df = comp.train[comp.train["target"] == k]
@@ -199,7 +205,8 @@ def show_pairs(comp: Competition, dups: pd.DataFrame, which: str = "train", n: i
     print(f"{len(d)} {which} duplicate pair(s)" + (f"; showing {min(n, len(d))}" if len(d) else ""))
     if not len(d):
         return None
-    names = dict(zip(comp.classes, plot_labels(comp.classes)))
+    names = dict(zip(comp.classes, plot_labels(comp.names, _indices(comp, [*d.head(n)["label"],
+                                                                            *d.head(n)["dup_of_label"]]))))
     items = []
     for r in d.head(n).itertuples():
         items += [(r.path, f"{r.kind} d={r.distance}\n{r.split} {names.get(r.label, '')} {r.id}"),

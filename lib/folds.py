@@ -19,12 +19,13 @@ def make_folds(comp: Competition, n_folds: int = 5, seed: int = 42, group_col: s
                force: bool = False) -> pd.DataFrame:
     """Assign each train image a fold (StratifiedKFold, or StratifiedGroupKFold with ``group_col``).
 
-    Written once to ``<root>/folds.csv`` (id, fold) and reused by every run; a later call with other
-    settings or other ids is an error unless ``force``. Returns ``comp.train`` with a ``fold`` column.
+    Written once to ``folds.csv`` (id, fold) in the competition's work folder and reused by every run;
+    a later call with other settings or other ids is an error unless ``force``. Returns ``comp.train``
+    with a ``fold`` column.
     """
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-    path = comp.root / "folds.csv"
+    path = comp.work / "folds.csv"
     meta = {"n_folds": n_folds, "seed": seed, "group_col": group_col}
     train = comp.train
     if path.exists() and not force:
@@ -62,5 +63,5 @@ def make_folds(comp: Competition, n_folds: int = 5, seed: int = 42, group_col: s
 
 def fold_settings(comp: Competition) -> dict | None:
     """The settings ``folds.csv`` was made with ({n_folds, seed, group_col}), or None before it exists."""
-    path = comp.root / "folds.json"
-    return read_json(path) if path.exists() and (comp.root / "folds.csv").exists() else None
+    path = comp.work / "folds.json"
+    return read_json(path) if path.exists() and (comp.work / "folds.csv").exists() else None

@@ -12,11 +12,14 @@ one stops the grid, naming what differs: ``--force`` retrains them); an interrup
 notebook and error. With ``--jobs N`` on a machine with GPUs, each job is pinned to one GPU through
 ``CUDA_VISIBLE_DEVICES``. The Ray backend sends each job as a task asking for one GPU (one CPU
 where the cluster has none); ``runs/`` and the data must be on a filesystem all nodes share.
+Every notebook runs on the project's Jupyter kernel, ``foldbook`` (``make env`` registers it), not
+on whatever kernel a notebook was last saved with.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import queue
 import subprocess
@@ -33,6 +36,16 @@ from .paths import repo_root, resolve
 from .runs import recorded_config, run_complete
 
 NOTEBOOK = "notebooks/02_train.ipynb"
+KERNEL = "foldbook"  # the project's kernel: ``make env`` registers it, the notebooks declare it
+
+
+def check_kernel(name: str = KERNEL) -> None:
+    """Raise, saying how to register it, when this environment's Jupyter has no kernel ``name``."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    if name not in KernelSpecManager().find_kernel_specs():
+        raise RuntimeError(f"no Jupyter kernel named {name!r} here (see `jupyter kernelspec list`); `make env` "
+                           f"registers it, or: {sys.executable} -m ipykernel install --sys-prefix --name {name}")
 
 
 @dataclass
@@ -56,6 +69,11 @@ class GridJob:
         return resolve(self.cfg.runs_dir) / f"{self.cfg.name}.ipynb"
 
     @property
+    def log(self) -> Path:
+        """Everything the run printed, streamed as it runs."""
+        return resolve(self.cfg.runs_dir) / f"{self.cfg.name}.log"
+
+    @property
     def complete(self) -> bool:
         return run_complete(self.run_dir)
 
@@ -66,10 +84,18 @@ class GridJob:
             return {}
         return self.cfg.differences(old)
 
-    def command(self, notebook: str = NOTEBOOK) -> list[str]:
-        cmd = [sys.executable, "-m", "papermill", str(resolve(notebook)), str(self.notebook),
-               "-f", str(self.params_file), "-p", "fold", str(self.cfg.fold), "-p", "run_name", self.cfg.name,
-               "-p", "runs_dir", str(resolve(self.cfg.runs_dir)), "-p", "progress", "False", "--cwd", str(repo_root())]
+    def command(self, notebook: str = NOTEBOOK, root: Path | None = None) -> list[str]:
+        """The papermill command, for this interpreter and a copy of the repo at ``root`` (default this
+        one; on a Ray node, the copy Ray unpacked): paths inside the repo are taken relative to it."""
+        root = Path(root or repo_root())
+
+        def here(path) -> str:
+            path = resolve(path)
+            return str(root / path.relative_to(repo_root())) if path.is_relative_to(repo_root()) else str(path)
+        cmd = [sys.executable, "-m", "papermill", here(notebook), str(self.notebook),
+               "-f", here(self.params_file), "-p", "fold", str(self.cfg.fold), "-p", "run_name", self.cfg.name,
+               "-p", "runs_dir", str(resolve(self.cfg.runs_dir)), "-p", "progress", "False", "--cwd", str(root),
+               "-k", KERNEL]
         if self.overrides:
             cmd += ["-y", yaml.safe_dump(self.overrides, default_flow_style=True, allow_unicode=True)]
         if self.cfg.force:
@@ -123,11 +149,23 @@ def _gpu_count() -> int:
         return 0
 
 
-def run_command(cmd: list[str], env_extra: dict | None = None, cwd: str | None = None) -> tuple[int, str]:
-    """Run one papermill command; returns (exit code, the last lines of its output)."""
+def run_command(cmd: list[str], log: Path, env_extra: dict | None = None, cwd: str | None = None) -> tuple[int, str]:
+    """Run one papermill command, its output streamed to ``log``; returns (exit code, its last lines).
+    On Linux the command dies with the process that started it (a lost Ray worker leaves no orphan
+    training on)."""
     env = {**os.environ, **(env_extra or {}), "PYTHONUNBUFFERED": "1"}
-    p = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    return p.returncode, "\n".join((p.stdout + p.stderr).strip().splitlines()[-15:])
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w", encoding="utf-8") as out:
+        code = subprocess.run(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                              preexec_fn=_die_with_parent).returncode
+    return code, "\n".join(log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-15:])
+
+
+def _die_with_parent() -> None:
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _error_of(nb_path: Path, tail: str) -> str:
@@ -147,12 +185,14 @@ def _error_of(nb_path: Path, tail: str) -> str:
 
 def run_grid(params_files, folds, runs_dir="runs", jobs: int = 1, backend: str = "local",
              address: str | None = None, overrides: dict | None = None, notebook: str = NOTEBOOK,
-             force: bool = False) -> dict:
+             force: bool = False, cpus_per_run: float = 1, gpus_per_run: float = 0, resources=None,
+             max_retries: int = 3) -> dict:
     """Run every job not yet complete; returns {"done": [...], "skipped": [...], "failed": [(run, nb, error)]}.
 
     A run folder that holds training of another recipe (another data_dir, backbone, size, folds...)
     stops the grid before anything runs, naming each setting that differs; ``force`` retrains those
-    runs from scratch (the others are still skipped or resumed)."""
+    runs from scratch (the others are still skipped or resumed). ``backend="ray"``: see
+    ``lib.ray_grid`` (``cpus_per_run``, ``gpus_per_run``, custom ``resources``, ``max_retries``)."""
     grid_jobs = make_jobs(params_files, folds, runs_dir, overrides)
     changed = {c.run_name: c.changed() for c in grid_jobs}
     changed = {k: v for k, v in changed.items() if v}
@@ -171,6 +211,7 @@ def run_grid(params_files, folds, runs_dir="runs", jobs: int = 1, backend: str =
           f"({backend}, jobs={jobs if backend == 'local' else 'ray'})", flush=True)
     if not todo:
         return result
+    check_kernel()
     bar = tqdm(total=len(todo), desc="grid", mininterval=1)
 
     def record(job: GridJob, code: int, tail: str):
@@ -191,7 +232,7 @@ def run_grid(params_files, folds, runs_dir="runs", jobs: int = 1, backend: str =
             slot = slots.get()
             try:
                 env = {"CUDA_VISIBLE_DEVICES": str(slot % gpus)} if gpus else {}
-                return run_command(job.command(notebook), env, str(repo_root()))
+                return run_command(job.command(notebook), job.log, env, str(repo_root()))
             finally:
                 slots.put(slot)
 
@@ -200,16 +241,8 @@ def run_grid(params_files, folds, runs_dir="runs", jobs: int = 1, backend: str =
             for f in as_completed(futures):
                 record(futures[f], *f.result())
     elif backend == "ray":
-        import ray
-
-        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
-        want_gpu = ray.cluster_resources().get("GPU", 0) > 0
-        task = ray.remote(num_gpus=1 if want_gpu else 0, num_cpus=0 if want_gpu else 1)(run_command)
-        refs = {task.remote(c.command(notebook), None, str(repo_root())): c for c in todo}
-        pending = list(refs)
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
-            record(refs[ready[0]], *ray.get(ready[0]))
+        from .ray_grid import run_on_ray
+        run_on_ray(todo, notebook, record, address, cpus_per_run, gpus_per_run, resources, max_retries)
     else:
         raise ValueError(f"backend {backend!r}: choose local or ray")
     bar.close()
@@ -228,11 +261,17 @@ def main(argv=None) -> int:
                     help="override a notebook parameter for every run, e.g. -p data_dir data/mycomp")
     ap.add_argument("--notebook", default=NOTEBOOK)
     ap.add_argument("--force", action="store_true", help="retrain runs recorded with another recipe")
+    ap.add_argument("--cpus-per-run", type=float, default=1, help="Ray: CPUs each run asks for (its loader workers)")
+    ap.add_argument("--gpus-per-run", type=float, default=0, help="Ray: GPUs each run asks for")
+    ap.add_argument("--resources", type=json.loads, default=None,
+                    help="Ray: custom resources per run as JSON, e.g. {\"a100\": 1}")
+    ap.add_argument("--max-retries", type=int, default=3, help="Ray: retries of a run whose worker or node died")
     a = ap.parse_args(argv)
     try:
         res = run_grid(a.params, parse_folds(a.folds), a.runs_dir, a.jobs, a.backend, a.address,
-                       dict(a.parameter), a.notebook, a.force)
-    except (ValueError, FileNotFoundError) as e:
+                       dict(a.parameter), a.notebook, a.force, a.cpus_per_run, a.gpus_per_run, a.resources,
+                       a.max_retries)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"grid: nothing was run.\n{e}", file=sys.stderr)
         return 2
     print(f"grid: {len(res['done'])} trained, {len(res['skipped'])} skipped (complete), {len(res['failed'])} failed")

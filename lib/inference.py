@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from .backbones import load_weights
 from .build import build_model, image_dataset
-from .data import open_competition
+from .data import Competition, open_competition, open_test_set
 from .device import default_num_workers, pick_device, use_autocast
 from .metrics import accuracy, f1_macro, log_loss
 from .paths import resolve
@@ -103,16 +103,64 @@ def predict_fold(run_dir, ops=("identity",), split: str = "test", space: str = "
         raise ValueError(f"{files[f'{split}.csv']}: {len(unknown)} ids (e.g. {unknown.iloc[0]!r}) are not "
                          f"{split} images of {comp.root} now; was the data changed after training?")
     rows = table.set_index("id").loc[ref["id"]].reset_index()
+    probs = predict_images(run_dir, comp, "test" if split == "test" else "train", rows, ops, space, batch_size,
+                           device, num_workers, progress)
+    keep = ["id"] if split == "test" else ["id", "fold", "target"]
+    return pd.concat([ref[keep].reset_index(drop=True), pd.DataFrame(probs, columns=comp.classes)], axis=1)
+
+
+def predict_images(run_dir, comp: Competition, split: str, rows: pd.DataFrame, ops=("identity",),
+                   space: str = "prob", batch_size: int | None = None, device: str | None = None,
+                   num_workers: int | None = None, progress: bool = False) -> np.ndarray:
+    """Probabilities [N, C] of a completed run's best weights on ``rows`` (id, path) of ``comp``'s
+    ``split`` table, averaged over the TTA ``ops``. The model and the image pipeline are built from
+    the run's recipe alone (``params.yaml``, ``model.safetensors``), as in training."""
+    run_dir = resolve(run_dir)
+    cfg = load_config(run_dir).replace(progress=progress)
     model, data_cfg = build_model(cfg, comp.num_classes, pretrained="none")
-    load_weights(model, files["model.safetensors"])
-    ds = image_dataset(cfg, comp, "test" if split == "test" else "train", rows, "none", data_cfg, targets=False)
+    load_weights(model, run_dir / "model.safetensors")
+    ds = image_dataset(cfg, comp, split, rows, "none", data_cfg, targets=False)
     dev = pick_device(device, verbose=False)
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size or 2 * cfg.batch_size,
                                          num_workers=default_num_workers(dev, num_workers))
-    probs = predict_loader(model.to(dev), loader, ops, dev, space=space, amp=use_autocast(dev, cfg.precision),
-                           progress=progress)
-    keep = ["id"] if split == "test" else ["id", "fold", "target"]
-    return pd.concat([ref[keep].reset_index(drop=True), pd.DataFrame(probs, columns=comp.classes)], axis=1)
+    return predict_loader(model.to(dev), loader, list(ops), dev, space=space,
+                          amp=use_autocast(dev, cfg.precision), progress=progress)
+
+
+def predict_submission(data_dir, runs_dir="runs", submission="runs/submission.csv", models=None, tta=None,
+                       work: str | None = None, progress: bool = False) -> pd.DataFrame:
+    """The submission for whatever test set ``data_dir`` holds now (a hidden one included), from the
+    trained runs alone: 04's ``ensemble/blend.json`` (models, their runs, weights, temperature, TTA,
+    class table) and each run's ``params.yaml`` and ``model.safetensors``. No training image, fold
+    or class file is read. ``models`` keeps a subset (weights renormalised); ``tta`` replaces 04's
+    ops. Written like 04's (validated against the sample); returns it."""
+    from .blend import blend_tests, load_blend
+    from .submission import make_submission, write_submission
+
+    runs_dir = resolve(runs_dir)
+    plan = load_blend(runs_dir / "ensemble" / "blend.json")
+    table = plan["class_table"]
+    comp = open_test_set(data_dir, table, work)
+    chosen = [m for m in plan["models"] if models is None or m in models]
+    if not chosen:
+        raise ValueError(f"models {models} are not in the blend; it has {list(plan['models'])}")
+    ops = tta or plan["tta"]
+    tests = {}
+    for m in chosen:
+        dirs = [runs_dir / r for r in plan["models"][m]]
+        missing = [str(d / f) for d in dirs for f in ("params.yaml", "model.safetensors") if not (d / f).exists()]
+        if missing:
+            raise FileNotFoundError(f"the blend needs {missing[:3]}; copy the runs (or make a bundle) with them")
+        probs = np.mean([predict_images(d, comp, "test", comp.test, ops, plan["tta_space"], progress=progress)
+                         for d in dirs], axis=0)
+        tests[m] = pd.concat([comp.test[["id"]], pd.DataFrame(probs, columns=comp.classes)], axis=1)
+    weights = np.array([plan["weights"][m] for m in chosen])
+    if weights.sum() <= 0:
+        raise ValueError(f"models {chosen} have zero weight in the blend; choose others")
+    ids, probs = blend_tests(tests, chosen, weights, plan["space"], plan["temperature"], comp.classes)
+    sub = make_submission(probs, ids, comp.sample_submission, label_values=comp.label_values)
+    write_submission(sub, resolve(submission), comp.sample_submission, comp.label_values)
+    return sub
 
 
 def tta_predictions(runs: pd.DataFrame, classes: list[str], ops=("identity",), space: str = "prob",

@@ -7,7 +7,9 @@ from ``notebooks/``, from the repo root and inside papermill's kernel.
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -38,3 +40,30 @@ def relative(path) -> Path:
         return p.resolve().relative_to(repo_root())
     except ValueError:
         return p
+
+
+def work_dir(data_root: Path, override=None) -> Path:
+    """Where the kit writes what it derives from a competition folder (class table, folds, caches,
+    EDA tables): ``override`` when given; else ``$FOLDBOOK_WORK/<name>-<hash>``; else the folder
+    itself when it can be written (the usual case); else ``<repo>/work/<name>-<hash>`` (a read-only
+    input, e.g. ``/kaggle/input``). Nothing is ever written into a read-only competition folder."""
+    if override:
+        return resolve(override)
+    tag = f"{data_root.name}-{hashlib.sha1(str(data_root).encode()).hexdigest()[:8]}"
+    if os.environ.get("FOLDBOOK_WORK"):
+        return resolve(os.environ["FOLDBOOK_WORK"]) / tag
+    if _writable(data_root):
+        return data_root
+    return repo_root() / "work" / tag
+
+
+def _writable(folder: Path) -> bool:
+    """Whether a file can be created in ``folder`` (tried: permission bits do not bind root, and a
+    read-only mount binds everyone)."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=".foldbook-probe-", dir=folder)
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(name)
+    return True

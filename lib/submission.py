@@ -1,15 +1,16 @@
 """Submissions: shaped like the competition's sample submission, validated, written atomically.
 
 A submission is a DataFrame shaped like ``sample_submission.csv``: the ID column first (whatever its
-name), then one probability column per class, in the sample's order. Nothing is written that does
-not pass ``validate_submission``.
+name), then one probability column per class in the sample's order, or (a label submission, given
+``label_values``: what it writes for each class) one label column holding a class's label value in
+the sample's dtype. Nothing is written that does not pass ``validate_submission``.
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from .blend import Blend, blend_test
+from .blend import Blend, blend_test, save_blend
 from .data import Competition
 from .io import write_csv
 from .paths import resolve
@@ -20,11 +21,13 @@ def _few(values, n: int = 5) -> str:
     more = f" ... (+{len(values) - n} more)" if len(values) > n else ""
     return ", ".join(repr(v) for v in values[:n]) + more
 
-def validate_submission(sub: pd.DataFrame, sample: pd.DataFrame, atol: float = 1e-6) -> None:
+def validate_submission(sub: pd.DataFrame, sample: pd.DataFrame, atol: float = 1e-6,
+                        label_values: list | None = None) -> None:
     """Raise ValueError naming every problem of ``sub`` against the sample submission; None if fine.
 
     Checks: columns (missing, extra, order), IDs in the first column (duplicates, missing, unknown,
-    row order), probability values (non-numeric, NaN/inf, < 0 or > 1, row sums off 1 by > atol).
+    row order), probability values (non-numeric, NaN/inf, < 0 or > 1, row sums off 1 by > atol) or,
+    with ``label_values``, labels (one of them, in the sample's dtype).
     """
     problems = []
     id_col, cls_cols = sample.columns[0], list(sample.columns[1:])
@@ -61,6 +64,9 @@ def validate_submission(sub: pd.DataFrame, sample: pd.DataFrame, atol: float = 1
     def row(r: int) -> str:
         return f"row {r}" + (f" (ID {sub[id_col].iloc[r]!r})" if id_col in sub.columns else "")
 
+    if label_values is not None:
+        problems += _label_problems(sub, sample, label_values)
+        cls_cols = []
     present = [c for c in cls_cols if c in sub.columns]
     non_num = [c for c in present if not pd.api.types.is_numeric_dtype(sub[c])]
     if non_num:
@@ -89,19 +95,37 @@ def validate_submission(sub: pd.DataFrame, sample: pd.DataFrame, atol: float = 1
         raise ValueError("submission does not match the sample submission:\n  - "
                          + "\n  - ".join(problems))
 
-def make_submission(probs, ids, sample: pd.DataFrame, clip_eps: float = 1e-15) -> pd.DataFrame:
+def _label_problems(sub: pd.DataFrame, sample: pd.DataFrame, label_values: list) -> list[str]:
+    col = sample.columns[1]
+    if col not in sub.columns:
+        return []
+    out = []
+    bad = ~sub[col].isin(label_values)
+    if bad.any():
+        out.append(f"{int(bad.sum())} labels are not class labels, e.g. {_few(sub.loc[bad, col].unique())}; "
+                   f"valid: {_few(label_values, 8)}")
+    if pd.api.types.is_numeric_dtype(sample[col]) != pd.api.types.is_numeric_dtype(sub[col]):
+        out.append(f"column {col!r} is {sub[col].dtype} but the sample's is {sample[col].dtype}")
+    return out
+
+
+def make_submission(probs, ids, sample: pd.DataFrame, clip_eps: float = 1e-15,
+                    label_values: list | None = None) -> pd.DataFrame:
     """Submission DataFrame from probs [N, C] whose rows belong to ``ids`` [N] (any order).
 
     Rows follow the sample's ID order (every sample ID must be in ``ids``, and no other), columns
     follow the sample, probabilities are clipped to [clip_eps, 1-clip_eps] and renormalised like the
-    metric. The result is checked with ``validate_submission``.
+    metric. With ``label_values`` (a label submission: one value per class of ``probs``' columns) each
+    row gets the label of its most probable class instead. The result is checked with
+    ``validate_submission``.
     """
     id_col, cls_cols = sample.columns[0], list(sample.columns[1:])
     p = np.asarray(probs, dtype=np.float64)
     ids = pd.Index(np.asarray(ids))
-    if p.ndim != 2 or p.shape[1] != len(cls_cols):
-        raise ValueError(f"probs has shape {p.shape}; the sample has {len(cls_cols)} class columns "
-                         f"after {id_col!r}, so probs must be [N, {len(cls_cols)}]")
+    n_cols = len(label_values) if label_values is not None else len(cls_cols)
+    if p.ndim != 2 or p.shape[1] != n_cols:
+        raise ValueError(f"probs has shape {p.shape}; the sample has {n_cols} classes, so probs must be "
+                         f"[N, {n_cols}]")
     if len(ids) != len(p):
         raise ValueError(f"got {len(ids)} ids for {len(p)} rows of probs")
     if ids.has_duplicates:
@@ -112,37 +136,50 @@ def make_submission(probs, ids, sample: pd.DataFrame, clip_eps: float = 1e-15) -
     if missing or len(extra):
         raise ValueError(f"ids do not match the sample's {id_col!r}: {len(missing)} missing "
                          f"({_few(missing)}), {len(extra)} unknown ({_few(extra)})")
-    p = np.clip(p[ids.get_indexer(want)], clip_eps, 1 - clip_eps)
+    p = p[ids.get_indexer(want)]
+    if label_values is not None:
+        labels = np.asarray(label_values, dtype=object)[p.argmax(axis=1)]
+        sub = pd.DataFrame({id_col: want.to_numpy(), cls_cols[0]: pd.array(labels, dtype=sample[cls_cols[0]].dtype)
+                            if pd.api.types.is_numeric_dtype(sample[cls_cols[0]]) else labels.astype(str)})
+        validate_submission(sub, sample, label_values=label_values)
+        return sub
+    p = np.clip(p, clip_eps, 1 - clip_eps)
     p = p / p.sum(axis=1, keepdims=True)
     sub = pd.DataFrame(p, columns=cls_cols)
     sub.insert(0, id_col, want.to_numpy())
     validate_submission(sub, sample)
     return sub
 
-def write_submission(df: pd.DataFrame, path, sample: pd.DataFrame):
+def write_submission(df: pd.DataFrame, path, sample: pd.DataFrame, label_values: list | None = None):
     """Validate ``df`` against the sample, then write it as CSV atomically; returns the Path."""
-    validate_submission(df, sample)
+    validate_submission(df, sample, label_values=label_values)
     return write_csv(path, df)
 
 
 def write_ensemble(b: Blend, tests: dict, comp: Competition, runs_dir="runs",
-                   submission="runs/submission.csv") -> pd.DataFrame:
+                   submission="runs/submission.csv", runs: pd.DataFrame | None = None, tta=("identity",),
+                   tta_space: str = "prob") -> pd.DataFrame:
     """Write the submission (sample_submission's ids, row and column order; validated before
-    writing), ``<runs_dir>/ensemble/blend_report.csv``, ``oof_blend.csv`` (id, target, classes) and
-    ``test_<model>.csv``: each single model's test predictions (its folds' mean, with the same TTA) as
-    a submission, to compare with the blend on the leaderboard. Returns the submission."""
+    writing), ``<runs_dir>/ensemble/blend_report.csv``, ``oof_blend.csv`` (id, target, classes),
+    ``test_<model>.csv`` (each single model's test predictions, its folds' mean with the same TTA, as
+    a submission, to compare with the blend on the leaderboard) and, given ``runs`` (``open_runs``),
+    ``blend.json``: what 05_inference needs to predict a hidden test set (``blend.save_blend``).
+    Returns the submission."""
     if comp.sample_submission is None:
         raise FileNotFoundError(f"{comp.root}/sample_submission.csv is missing: it fixes the submission's "
                                 "ids and columns; copy it from the competition")
     ids, probs = blend_test(b, tests, comp.classes)
-    sub = make_submission(probs, ids, comp.sample_submission)
-    write_submission(sub, resolve(submission), comp.sample_submission)
+    sample, values = comp.sample_submission, comp.label_values
+    sub = make_submission(probs, ids, sample, label_values=values)
+    write_submission(sub, resolve(submission), sample, values)
     out = resolve(runs_dir) / "ensemble"
     write_csv(out / "blend_report.csv", b.report)
     oof = pd.DataFrame(b.probs, columns=comp.classes)
     oof.insert(0, "target", b.y), oof.insert(0, "id", b.ids)
     write_csv(out / "oof_blend.csv", oof)
+    if runs is not None:
+        save_blend(b, out / "blend.json", runs, tta, tta_space, comp.class_table())
     for m in b.models:
         t = tests[m].set_index("id").loc[ids, comp.classes].to_numpy(np.float64)
-        write_submission(make_submission(t, ids, comp.sample_submission), out / f"test_{m}.csv", comp.sample_submission)
+        write_submission(make_submission(t, ids, sample, label_values=values), out / f"test_{m}.csv", sample, values)
     return sub

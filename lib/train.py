@@ -30,6 +30,7 @@ from .checkpoint import CheckpointWriter, load_state
 from .config import TrainConfig
 from .data import Competition, open_competition
 from .device import pick_device, use_autocast
+from .distributed import launch, rank, world_size
 from .folds import make_folds
 from .io import read_json, write_csv, write_json
 from .paths import resolve
@@ -73,9 +74,12 @@ def setup_run(cfg: TrainConfig) -> Run:
         if cfg.verbose:
             print(f"{run_dir}: already complete (force=True retrains)")
         return run
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfg.to_yaml(run_dir / "params.yaml")
-    device = pick_device(cfg.device, verbose=cfg.verbose)
+    if rank() == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cfg.to_yaml(run_dir / "params.yaml")
+        write_json(run_dir / "classes.json", comp.class_table())  # what re-prediction needs, without the data
+    # a data-parallel run trains in worker processes (``fit``); this one keeps its model on the CPU
+    device = torch.device("cpu") if _launches_workers(cfg) else pick_device(cfg.device, verbose=cfg.verbose)
     torch.manual_seed(cfg.seed)
     model, data_cfg = build_model(cfg, comp.num_classes)
     run.data = build_datasets(cfg, comp, folds, data_cfg)
@@ -101,11 +105,21 @@ def check_same_recipe(run_dir: Path, cfg: TrainConfig) -> None:
                          + "; pass force=True to train it again, or another run_name or runs_dir")
 
 
+def _launches_workers(cfg: TrainConfig) -> bool:
+    """A data-parallel recipe seen from outside its workers."""
+    return len(cfg.device_list()) > 1 and world_size() == 1
+
+
 def fit(run: Run) -> pd.DataFrame:
-    """Train (resuming after the last completed epoch); returns the per-epoch metrics table."""
+    """Train (resuming after the last completed epoch); returns the per-epoch metrics table. With
+    ``devices`` > 1, one worker process per device trains and predicts (``lib.distributed``)."""
     cfg = run.cfg
     if run.complete:
         return pd.DataFrame(read_json(run.dir / "metrics.json")["epochs"])
+    if _launches_workers(cfg):
+        launch(cfg, cfg.device_list())
+        run.history = read_json(run.dir / "metrics.json")["epochs"]
+        return pd.DataFrame(run.history)
     writer = CheckpointWriter(run.dir)
     rec = RunRecorder(run.comp.num_classes, cfg.monitor, partial(writer.save_state, run.learn), writer.save_best,
                       run.history, run.start_epoch, cfg.patience, cfg.verbose)

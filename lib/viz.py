@@ -2,12 +2,15 @@
 
 Class names in any script (e.g. Korean) are drawn by adding an installed font that has their
 characters as the last fallback of matplotlib's ``font.family`` (``class_font``): Latin text, digits
-and the minus sign of negative ticks keep the default font. Where no installed font has them, every
-plot writes ``#<index>`` instead of a class name (``plot_labels``; the class table maps index ->
-name), so no figure draws a missing glyph and no warning filter is needed.
+and the minus sign of negative ticks keep the default font. One rule for every figure of every
+notebook (``plot_labels``): a class is written by its name when an installed font draws it, else as
+``#<index>``, and then the index -> name key of the classes the figure shows is printed beside it
+(the cell's text output). Other text no font draws (e.g. Korean file names as image ids in captions)
+becomes "?" (``drawable``). So no figure draws a missing glyph and no warning filter is needed.
 """
 from __future__ import annotations
 
+import textwrap
 from functools import lru_cache
 from pathlib import Path
 
@@ -69,13 +72,30 @@ def class_font(names=KOREAN) -> str | None:
     return name
 
 
-def plot_labels(classes) -> list[str]:
-    """What plots write for each class: its name when the fonts can draw it, else ``#<index>``
-    (so matplotlib never warns about a missing glyph; the class table maps index -> name)."""
+def plot_labels(classes, used=None) -> list[str]:
+    """What plots write for each class: its name when the fonts can draw it, else ``#<index>`` (so
+    matplotlib never warns about a missing glyph). When a class among ``used`` (indices of the classes
+    the figure shows; default: all) is written as ``#<index>``, prints their index -> name key, which
+    the notebook shows beside the figure."""
     class_font(classes)
     ok = _covered()
-    return [str(c) if all(ord(ch) in ok for ch in str(c) if not ch.isspace()) else f"#{i}"
-            for i, c in enumerate(classes)]
+    labels = [str(c) if all(ord(ch) in ok for ch in str(c) if not ch.isspace()) else f"#{i}"
+              for i, c in enumerate(classes)]
+    shown = range(len(labels)) if used is None else sorted({int(i) for i in used})
+    key = [f"#{i} = {classes[i]}" for i in shown if labels[i] != str(classes[i])]
+    if key:
+        print(f"class key: {len(key)} name(s) written as #index (no installed font draws them; for Korean "
+              "install e.g. fonts-nanum)")
+        print(textwrap.fill(" | ".join(k.replace(" ", "\u00a0") for k in key), 110, initial_indent="  ",
+                            subsequent_indent="  ").replace("\u00a0", " "))
+    return labels
+
+
+def drawable(text) -> str:
+    """``text`` with every character that the fonts of ``font.family`` cannot draw replaced by "?"
+    (image ids and file names in captions; class names go through ``plot_labels``)."""
+    ok = _covered()
+    return "".join(ch if ch.isspace() or ord(ch) in ok else "?" for ch in str(text))
 
 
 def to_display(img) -> np.ndarray:
@@ -93,6 +113,8 @@ def image_grid(images, captions=None, ncols: int = 8, size: float = 1.6, title: 
     """Show images in a grid of cells ``size`` inches wide with optional captions (and caption
     colours); an image that is None shows as "unreadable". Returns the figure."""
     class_font([*(captions if captions is not None else []), title or ""])
+    captions = None if captions is None else [drawable(c) for c in captions]
+    title = drawable(title) if title else title
     n = len(images)
     if n == 0:
         fig = plt.figure(figsize=(4, 1))
@@ -120,6 +142,6 @@ def show_batch(ds, classes, n: int = 16, ncols: int = 8, seed: int = 0):
     """``n`` augmented samples of an ``ImageDataset`` (what the model sees), captioned by class."""
     idx = np.random.default_rng(seed).choice(len(ds), size=min(n, len(ds)), replace=False)
     items = [ds[int(i)] for i in idx]
-    names = plot_labels(classes)
+    names = plot_labels(classes, used=[int(t) for _, t in items if int(t) >= 0])
     caps = [names[int(t)] if int(t) >= 0 else "?" for _, t in items]
     return image_grid([x for x, _ in items], caps, ncols=ncols, title="training batch (augmented)")

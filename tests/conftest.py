@@ -41,6 +41,35 @@ def digits_comp(_digits_source, tmp_path):
     return shutil.copytree(_digits_source, tmp_path / "digits")
 
 
+def as_document_competition(src, root, n_test=None):
+    """The digits demo reshaped as the document competition ships: flat train/ and test/ folders,
+    train.csv (ID with extension, target = class index), meta.csv (target, class_name) and a label
+    sample submission (ID, target). Returns root."""
+    import json as _json
+    classes = _json.loads((src / "classes.json").read_text())["classes"] if (src / "classes.json").exists() \
+        else list(pd.read_csv(src / "sample_submission.csv").columns[1:])
+    (root / "train").mkdir(parents=True), (root / "test").mkdir()
+    rows = []
+    for k, c in enumerate(classes):
+        for f in sorted((src / "train" / c).glob("*.jpg")):
+            name = f"{k:02d}{f.stem}.jpg"
+            shutil.copy(f, root / "train" / name)
+            rows.append({"ID": name, "target": k})
+    pd.DataFrame(rows).to_csv(root / "train.csv", index=False)
+    pd.DataFrame({"target": range(len(classes)), "class_name": classes}).to_csv(root / "meta.csv", index=False)
+    test = sorted((src / "test").glob("*.jpg"))[:n_test]
+    for f in test:
+        shutil.copy(f, root / "test" / f.name)
+    pd.DataFrame({"ID": [f.name for f in test], "target": 0}).to_csv(root / "sample_submission.csv", index=False)
+    return root
+
+
+@pytest.fixture()
+def doc_comp(_digits_source, tmp_path):
+    """``as_document_competition`` of the digits demo: 10 classes x 20 train images, 60 test images."""
+    return as_document_competition(_digits_source, tmp_path / "docs")
+
+
 @pytest.fixture()
 def bench_script():
     """A bench script as a module: ``bench_script("data_throughput").main([...])``."""
@@ -83,7 +112,7 @@ def messy(tmp_path):
     rot.save(ok / "exif_rotated.jpg", exif=exif.tobytes())
     for i in range(2):
         _photo(seed=i).save(root / "test" / f"t{i}.jpg")
-    sample = pd.DataFrame({"ID": ["t0", "t1", "t_missing"], "기아 K5": 0.25, "single": 0.25,
+    sample = pd.DataFrame({"ID": ["t0", "t1"], "기아 K5": 0.25, "single": 0.25,
                            "empty": 0.25, "현대 아반떼": 0.25})
     sample.to_csv(root / "sample_submission.csv", index=False)
     return root

@@ -23,7 +23,6 @@ def test_messy_folder_reports_every_problem(messy):
     assert "not an image extension" in text("readme.txt")
     assert "empty class folder" in text("empty")
     assert "1 usable image" in text("single")
-    assert "t_missing" in " ".join(probs["problem"])
     ids = set(comp.train["id"])
     assert {"cmyk", "deep16", "palette", "exif_rotated", "사진 1"} <= ids      # odd but readable: kept
     assert not {"truncated", "zero", "notes"} & ids                           # unreadable: out, listed
@@ -91,3 +90,68 @@ def test_small_class_warning(digits_comp):
     with pytest.warns(UserWarning, match="fewer images than 5 folds"):
         make_folds(comp.__class__(comp.root, comp.classes, small, comp.test), n_folds=5, force=True)
     (comp.root / "folds.csv").unlink()
+
+
+def test_document_competition_is_a_label_submission_with_named_classes(doc_comp):
+    from lib.data import open_competition
+    comp = open_competition(doc_comp)
+    assert comp.submission == "label" and comp.classes == [str(k) for k in range(10)]
+    assert comp.label_values == list(range(10))                       # the sample holds integers
+    meta = pd.read_csv(doc_comp / "meta.csv")
+    assert comp.names == meta["class_name"].tolist()                  # names for plots
+    assert len(comp.train) == 200 and comp.train["id"].str.endswith(".jpg").all()
+    assert list(comp.test["id"]) == list(pd.read_csv(doc_comp / "sample_submission.csv")["ID"])
+
+
+def _errors_without_writing(root, match):
+    before = sorted(p.name for p in root.iterdir())
+    with pytest.raises(ValueError, match=match):
+        scan_competition(root, verbose=False)
+    assert sorted(p.name for p in root.iterdir()) == before           # nothing written
+
+
+def test_every_bad_input_is_an_error_naming_file_and_rows(doc_comp):
+    sample = pd.read_csv(doc_comp / "sample_submission.csv")
+    pd.concat([sample, pd.DataFrame({"ID": ["ghost.jpg"], "target": [0]})]).to_csv(
+        doc_comp / "sample_submission.csv", index=False)                        # a row with no image
+    _errors_without_writing(doc_comp, r"sample_submission.csv: 1 test id\(s\) have no image file, "
+                                      r"first \['ghost.jpg'\]")
+    sample.iloc[1:].to_csv(doc_comp / "sample_submission.csv", index=False)       # an image with no row
+    _errors_without_writing(doc_comp, r"sample_submission.csv: 1 test image\(s\) have no row")
+    pd.concat([sample, sample.iloc[[4]]]).to_csv(doc_comp / "sample_submission.csv", index=False)
+    _errors_without_writing(doc_comp, r"sample_submission.csv: duplicate IDs \['.*'\] on lines \[62\]")
+    sample.to_csv(doc_comp / "sample_submission.csv", index=False)
+    train = pd.read_csv(doc_comp / "train.csv")
+    train.loc[5, "target"] = 17                                                    # not in meta.csv
+    train.to_csv(doc_comp / "train.csv", index=False)
+    _errors_without_writing(doc_comp, r"train.csv: labels \['17'\] \(e.g. \['.*'\]\) are not labels of .*meta.csv")
+
+
+def test_read_only_folder_gets_nothing_written(digits_comp, tmp_path, monkeypatch):
+    """A read-only bind mount, as /kaggle/input: every derived file goes to the work folder."""
+    import subprocess
+
+    from lib.data import open_competition
+    from lib.folds import make_folds
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    for f in ("classes.json", "scan.csv"):
+        (digits_comp / f).unlink(missing_ok=True)
+    try:
+        subprocess.run(["mount", "--bind", str(digits_comp), str(mnt)], check=True, capture_output=True)
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(mnt)], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        pytest.skip(f"no read-only bind mount here (needs root with CAP_SYS_ADMIN): {e}")
+    try:
+        before = sorted(str(p.relative_to(mnt)) for p in mnt.rglob("*"))
+        monkeypatch.setenv("FOLDBOOK_WORK", str(tmp_path / "work"))
+        comp = open_competition(mnt)
+        make_folds(comp, n_folds=2)
+        assert comp.work.parent == tmp_path / "work" and comp.root == mnt
+        assert {"classes.json", "scan.csv", "scan_settings.json", "folds.csv"} <= {p.name for p in comp.work.iterdir()}
+        assert sorted(str(p.relative_to(mnt)) for p in mnt.rglob("*")) == before
+        monkeypatch.delenv("FOLDBOOK_WORK")
+        from lib.paths import repo_root, work_dir
+        assert work_dir(mnt).parent == repo_root() / "work"                  # the default for read-only input
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)

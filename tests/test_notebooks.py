@@ -14,7 +14,7 @@ import papermill as pm
 import yaml
 
 from lib import summary
-from lib.grid import run_grid
+from lib.grid import KERNEL, run_grid
 from lib.paths import repo_root
 
 NB = repo_root() / "notebooks"
@@ -23,12 +23,25 @@ NB = repo_root() / "notebooks"
 def _execute(name, out_dir, **params):
     out = out_dir / f"{name}.ipynb"
     pm.execute_notebook(str(NB / f"{name}.ipynb"), str(out), parameters=params, cwd=str(repo_root()),
-                        kernel_name="python3", progress_bar=False)
+                        kernel_name=KERNEL, progress_bar=False)
     return nbformat.read(out, as_version=4)
 
 
 def _pngs(nb) -> int:
     return sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
+
+
+def _text(nb) -> str:
+    return "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+
+
+def test_every_notebook_declares_the_project_kernel():
+    """JupyterLab (``make lab``), papermill and another Jupyter with ``make kernel`` open them on ``foldbook``."""
+    for path in sorted(NB.glob("*.ipynb")):
+        spec = nbformat.read(path, as_version=4).metadata.get("kernelspec", {})
+        assert spec.get("name") == KERNEL, (
+            f"{path.name} declares kernel {spec.get('name')!r}: set its metadata.kernelspec to "
+            f'{{"display_name": "foldbook (.venv)", "language": "python", "name": "{KERNEL}"}}')
 
 
 
@@ -65,6 +78,9 @@ def test_four_notebooks_end_to_end(digits_comp, tmp_path, capsys):
 
     ana = _execute("03_oof_analysis", runs, data_dir=data, runs_dir=str(runs), n_folds=2)
     assert _pngs(ana) >= 4
+    assert "open this notebook in JupyterLab" in _text(ana)          # headless: no widget, static galleries
+    assert not any("application/vnd.jupyter.widget-view+json" in o.get("data", {})
+                   for c in ana.cells for o in c.get("outputs", []))
     assert (runs / "leaderboard.csv").exists()
 
     sub_path = runs / "submission.csv"

@@ -1,0 +1,80 @@
+"""lib.distributed: one run on 2 processes (gloo on this CPU): one set of artifacts, OOF with each
+validation image once, metrics within the seed-to-seed noise of one process with the same global
+batch, and a kill -9 of the whole job followed by a rerun that resumes and finishes."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+
+from lib.config import TrainConfig
+from lib.distributed import ShardedDataLoader
+from lib.grid import make_jobs, run_grid
+from lib.train import train_fold
+
+TINY = dict(backbone="test_resnet", img_size=24, batch_size=32, epochs=4, lr=5e-3, n_folds=2, progress=False,
+            verbose=False, num_workers=0)
+
+
+def test_sharded_loader_splits_each_epoch_between_ranks():
+    data = list(range(103))
+    loaders = [ShardedDataLoader(data, rank=r, world=2, bs=8, shuffle=True, drop_last=True) for r in (0, 1)]
+    for dl in loaders:
+        dl.rng = random.Random(7)                     # ReseedEachEpoch gives every rank the same rng
+    seen = [torch.cat([b for b in dl]).tolist() for dl in loaders]
+    assert len(loaders[0]) == len(loaders[1]) == 51 // 8
+    assert not set(seen[0]) & set(seen[1]) and len(seen[0]) == len(seen[1]) == 48
+    assert seen[0] != sorted(seen[0])                 # shuffled
+
+
+def test_two_processes_train_one_run(digits_comp, tmp_path):
+    runs = tmp_path / "runs"
+    single = [train_fold(TrainConfig(data_dir=str(digits_comp), runs_dir=str(runs), run_name=f"s{seed}", seed=seed,
+                                     **TINY)) for seed in (42, 43, 44)]
+    ddp = train_fold(TrainConfig(data_dir=str(digits_comp), runs_dir=str(runs), run_name="ddp", devices=2,
+                                 ema=0.9, grad_accum=2, **TINY))
+    files = sorted(os.listdir(runs / "ddp"))
+    assert files == ["classes.json", "curves.png", "env.json", "metrics.json", "model.safetensors", "oof.csv",
+                     "params.yaml", "state.pt", "test.csv"]
+    oof = pd.read_csv(runs / "ddp" / "oof.csv", dtype={"id": str})
+    folds = pd.read_csv(digits_comp / "folds.csv", dtype={"id": str})
+    assert sorted(oof["id"]) == sorted(folds.loc[folds["fold"] == 0, "id"]) and not oof["id"].duplicated().any()
+    assert ddp["complete"] and len(ddp["epochs"]) == 4
+    spread = np.ptp([s["log_loss"] for s in single])
+    mean = np.mean([s["log_loss"] for s in single])
+    print(f"single-process log loss {[round(s['log_loss'], 4) for s in single]}, 2 processes {ddp['log_loss']:.4f}")
+    assert abs(ddp["log_loss"] - mean) <= max(2 * spread, 0.05)
+
+
+def test_kill_9_of_a_data_parallel_run_then_rerun_resumes(digits_comp, tmp_path):
+    recipe = tmp_path / "ddp.yaml"
+    recipe.write_text(yaml.safe_dump({**TINY, "img_size": 64, "epochs": 8, "devices": 2, "data_dir": str(digits_comp)}))
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    job = make_jobs([recipe], [0], runs_dir=str(runs))[0]
+    proc = subprocess.Popen(job.command(), start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = runs / "ddp_f0" / "metrics.json"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if metrics.exists() and len(json.loads(metrics.read_text())["epochs"]) >= 2:
+            break
+        assert proc.poll() is None, "papermill ended before it could be killed"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)                 # papermill, its kernel and the workers
+    proc.wait()
+    killed = json.loads(metrics.read_text())
+    assert not killed["complete"] and 2 <= len(killed["epochs"]) < 8
+    time.sleep(2)                                       # workers notice their parent died (PDEATHSIG)
+    res = run_grid([recipe], [0], runs_dir=str(runs))
+    assert res["done"] == ["ddp_f0"], res
+    done = json.loads(metrics.read_text())
+    assert done["complete"] and len(done["epochs"]) == 8
+    assert done["epochs"][:len(killed["epochs"])] == killed["epochs"]   # the saved epochs were kept, not redone
