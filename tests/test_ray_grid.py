@@ -1,0 +1,83 @@
+"""lib.ray_grid on a real two-node Ray cluster on this machine (a head and a worker, each started
+with `ray start` as its own processes, each with a custom resource so every run goes to a given
+node): the worker node is killed during a run, a new worker node joins, and the grid ends with every
+run complete, the interrupted one resumed from its last saved epoch."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lib.distributed import free_port
+from lib.grid import run_grid
+
+RAY = Path(sys.executable).with_name("ray")
+
+
+def _ray(*args, timeout=120):
+    # a test cluster on loopback: no token (Ray's clients default to no auth; a real cluster sets its own)
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    return subprocess.run([str(RAY), *args], check=True, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def _node(address: str, resource: str):
+    _ray("start", f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
+         f"--resources={json.dumps({resource: 1})}", "--disable-usage-stats")
+
+
+def _raylet_pids(resource: str) -> list[int]:
+    out = subprocess.run(["pgrep", "-f", f"raylet.*{resource}"], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def test_grid_survives_a_lost_worker_node(digits_comp, tmp_path):
+    pytest.importorskip("ray")
+    if not RAY.exists():
+        pytest.skip(f"no ray command beside {sys.executable}")
+    _ray("stop", "--force")
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"backbone": "test_resnet", "img_size": 48, "batch_size": 32, "epochs": 6,
+                                      "lr": 0.003, "n_folds": 4, "data_dir": str(digits_comp)}))
+    runs = tmp_path / "runs"
+    result, metrics = {}, runs / "r_f3" / "metrics.json"
+    try:
+        _ray("start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=1",
+             '--resources={"head_node": 1}', "--include-dashboard=false", "--disable-usage-stats")
+        _node(address, "worker_node")
+        pin = lambda job: {"head_node": 1} if job.cfg.fold < 2 else {"worker_node": 1}  # noqa: E731
+        grid = threading.Thread(target=lambda: result.update(run_grid(
+            [recipe], [0, 1, 2, 3], runs_dir=str(runs), backend="ray", address=address, resources=pin)))
+        grid.start()
+        deadline = time.time() + 400
+        while time.time() < deadline:      # fold 2 runs on the worker first, then fold 3: kill during fold 3
+            if metrics.exists() and len(json.loads(metrics.read_text())["epochs"]) >= 2:
+                break
+            assert grid.is_alive(), f"the grid ended early: {result}"
+            time.sleep(0.05)
+        pids = _raylet_pids("worker_node")
+        assert pids, "the worker node's raylet was not found"
+        subprocess.run(["kill", "-9", *map(str, pids)], check=True)
+        killed = json.loads(metrics.read_text())
+        assert not killed["complete"], "the run finished before the node was killed"
+        time.sleep(3)
+        _node(address, "worker_node")      # a replacement node: the retried task runs there
+        grid.join(timeout=400)
+        assert not grid.is_alive(), "the grid did not end"
+    finally:
+        import ray
+        ray.shutdown()
+        _ray("stop", "--force")
+    assert sorted(result["done"]) == ["r_f0", "r_f1", "r_f2", "r_f3"] and not result["failed"], result
+    done = json.loads(metrics.read_text())
+    assert done["complete"] and len(done["epochs"]) == 6
+    assert done["epochs"][:len(killed["epochs"])] == killed["epochs"]        # resumed, not restarted
+    assert "epoch" in (runs / "r_f3.log").read_text() or (runs / "r_f3.log").stat().st_size > 0
