@@ -25,12 +25,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from .images import IMAGE_EXTS, BadImageError, probe_images_cached
 from .io import read_json, write_json
-from .labels import find_images, read_class_names, read_labels_table, sorted_labels, submission_kind
+from .labels import find_images, read_labels_table, read_sample_submission, resolve_classes, submission_kind
 from .paths import resolve, work_dir
 
 # ----------------------------------------------------------------------------------------------
@@ -114,7 +113,7 @@ def open_test_set(data_dir, class_table: dict, work: str | None = None, verbose:
     hidden set a code competition swaps in), with the classes of the runs that will predict it
     (``Competition.class_table``). No training image, fold or class file is read."""
     root = _root(data_dir)
-    sample = _read_sample_submission(root)
+    sample = read_sample_submission(root)
     if sample is None:
         raise FileNotFoundError(f"{root}/sample_submission.csv is missing: it fixes the submission's IDs and columns")
     kind = submission_kind(sample)
@@ -161,7 +160,7 @@ def scan_competition(root, labels_csv: str | None = None, id_col: str | None = N
     root = _root(root)
     work = Path(work) if work else work_dir(root)
     problems: list[dict] = []
-    sample = _read_sample_submission(root)
+    sample = read_sample_submission(root)
     has_class_dirs = (root / "train").is_dir() and any(d.is_dir() for d in (root / "train").iterdir())
     if labels_csv is None and not has_class_dirs and (root / "train.csv").exists():
         labels_csv = "train.csv"
@@ -173,7 +172,7 @@ def scan_competition(root, labels_csv: str | None = None, id_col: str | None = N
         raise ValueError(f"{root}: no training images found (train/<class>/*.jpg or a train.csv with "
                          "id/path and label columns); see README 'Bring your own competition'")
     test = _test_table(root, sample, problems)
-    table = _class_table(root, work, train, sample, labels_csv)
+    table = resolve_classes(root, work, train, sample, labels_csv)
     classes = table["classes"]
     train["target"] = train["label"].map({c: i for i, c in enumerate(classes)}).astype("int64")
 
@@ -210,21 +209,6 @@ def _with_facts(df: pd.DataFrame, work: Path, split: str, verify: bool, workers,
     problems += [{"split": split, "path": p, "problem": r} for p, r in zip(df.loc[bad, "path"], df.loc[bad, "problem"])]
     df = df.loc[~bad].drop(columns="problem").reset_index(drop=True)
     df[["width", "height", "bytes"]] = df[["width", "height", "bytes"]].astype("int64")
-    return df
-
-
-def _read_sample_submission(root: Path) -> pd.DataFrame | None:
-    p = root / "sample_submission.csv"
-    if not p.exists():
-        return None
-    df = pd.read_csv(p, dtype={0: str})
-    df.columns = [str(c) for c in df.columns]
-    df[df.columns[0]] = df[df.columns[0]].astype(str)
-    dup = df[df.columns[0]].duplicated()
-    if dup.any():
-        rows = (np.flatnonzero(dup.to_numpy())[:5] + 2).tolist()
-        raise ValueError(f"{p}: duplicate IDs {df.loc[dup, df.columns[0]].tolist()[:5]} on lines {rows}; "
-                         "each test image needs one row")
     return df
 
 
@@ -311,46 +295,3 @@ def _test_table(root: Path, sample: pd.DataFrame | None, problems: list) -> pd.D
     return test.reset_index(drop=True)
 
 
-def _class_table(root: Path, work: Path, train: pd.DataFrame, sample: pd.DataFrame | None,
-                 labels_csv: str | None) -> dict:
-    """The class identifiers, names, submission kind and label values (``Competition``).
-
-    Class order: the sample's class columns; for a label submission the label values of the
-    class-names table (``meta.csv``), else of the training labels (numerically when all are whole
-    numbers). Saved to ``classes.json`` on first use; later scans must agree, so an index never shifts.
-    """
-    kind = submission_kind(sample) if sample is not None else "probs"
-    meta = read_class_names(root)
-    where = root / (labels_csv or "train")
-    if kind == "probs" and sample is not None:
-        classes = list(sample.columns[1:])
-        names = [meta[1].get(c, c) for c in classes] if meta else classes
-    elif meta:
-        classes, names = sorted_labels(meta[1]), None
-        names = [meta[1][c] for c in classes]
-        where = meta[0]
-    else:
-        classes = sorted_labels(train["label"])
-        names = classes
-    unknown = train.loc[~train["label"].isin(set(classes))]
-    if len(unknown):
-        src = "columns of sample_submission.csv" if kind == "probs" and sample is not None else f"labels of {where}"
-        raise ValueError(f"{root / (labels_csv or 'train')}: labels {sorted(set(unknown['label']))[:10]} (e.g. "
-                         f"{unknown['id'].tolist()[:3]}) are not {src}; check the label column or the class table")
-    values = None
-    if kind == "label":
-        col = sample[sample.columns[1]]
-        numeric = pd.api.types.is_numeric_dtype(col) and all(c.lstrip("-").isdigit() for c in classes)
-        values = [int(c) for c in classes] if numeric else list(classes)
-    path = work / "classes.json"
-    if path.exists():
-        saved = read_json(path)["classes"]
-        if saved != classes:
-            raise ValueError(f"{path}: saved class order differs from the data now "
-                             f"({len(saved)} saved vs {len(classes)} found). Class indices must never "
-                             "shift: restore the data, or delete classes.json, folds.csv and runs/ if "
-                             "the change is intended")
-    else:
-        write_json(path, {"classes": classes, "index": {c: i for i, c in enumerate(classes)}, "names": names,
-                          "submission": kind, "label_values": values})
-    return {"classes": classes, "names": names, "submission": kind, "label_values": values}

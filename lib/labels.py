@@ -2,7 +2,8 @@
 
     read_labels_table(root, root / "train.csv", problems)   # id, path, label (+ group) per train image
     read_class_names(root)                                  # {label value: class name} from meta.csv
-    submission_kind(sample)                                 # "probs" or "label"
+    read_sample_submission(root); submission_kind(sample)   # the sample, and "probs" or "label"
+    resolve_classes(root, work, train, sample, labels_csv)  # class order, names, label values (classes.json)
 
 A labels table names each image by an id (with or without its extension) or a path, in a flat or a
 nested image folder; its columns are detected among the usual names unless given. A sample
@@ -18,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .images import IMAGE_EXTS
+from .io import read_json, write_json
 
 ID_COLS = ("id", "ID", "Id", "image_id", "img_id", "filename", "file_name", "image", "file")
 PATH_COLS = ("img_path", "path", "filepath", "file_path", "image_path")
@@ -144,3 +146,63 @@ def sorted_labels(values) -> list[str]:
     if values and all(v.lstrip("-").isdigit() for v in values):
         values = sorted(values, key=int)
     return values
+
+
+def read_sample_submission(root: Path) -> pd.DataFrame | None:
+    p = root / "sample_submission.csv"
+    if not p.exists():
+        return None
+    df = pd.read_csv(p, dtype={0: str})
+    df.columns = [str(c) for c in df.columns]
+    df[df.columns[0]] = df[df.columns[0]].astype(str)
+    dup = df[df.columns[0]].duplicated()
+    if dup.any():
+        rows = (np.flatnonzero(dup.to_numpy())[:5] + 2).tolist()
+        raise ValueError(f"{p}: duplicate IDs {df.loc[dup, df.columns[0]].tolist()[:5]} on lines {rows}; "
+                         "each test image needs one row")
+    return df
+
+
+def resolve_classes(root: Path, work: Path, train: pd.DataFrame, sample: pd.DataFrame | None,
+                 labels_csv: str | None) -> dict:
+    """The class identifiers, names, submission kind and label values (``Competition``).
+
+    Class order: the sample's class columns; for a label submission the label values of the
+    class-names table (``meta.csv``), else of the training labels (numerically when all are whole
+    numbers). Saved to ``classes.json`` on first use; later scans must agree, so an index never shifts.
+    """
+    kind = submission_kind(sample) if sample is not None else "probs"
+    meta = read_class_names(root)
+    where = root / (labels_csv or "train")
+    if kind == "probs" and sample is not None:
+        classes = list(sample.columns[1:])
+        names = [meta[1].get(c, c) for c in classes] if meta else classes
+    elif meta:
+        classes, names = sorted_labels(meta[1]), None
+        names = [meta[1][c] for c in classes]
+        where = meta[0]
+    else:
+        classes = sorted_labels(train["label"])
+        names = classes
+    unknown = train.loc[~train["label"].isin(set(classes))]
+    if len(unknown):
+        src = "columns of sample_submission.csv" if kind == "probs" and sample is not None else f"labels of {where}"
+        raise ValueError(f"{root / (labels_csv or 'train')}: labels {sorted(set(unknown['label']))[:10]} (e.g. "
+                         f"{unknown['id'].tolist()[:3]}) are not {src}; check the label column or the class table")
+    values = None
+    if kind == "label":
+        col = sample[sample.columns[1]]
+        numeric = pd.api.types.is_numeric_dtype(col) and all(c.lstrip("-").isdigit() for c in classes)
+        values = [int(c) for c in classes] if numeric else list(classes)
+    path = work / "classes.json"
+    if path.exists():
+        saved = read_json(path)["classes"]
+        if saved != classes:
+            raise ValueError(f"{path}: saved class order differs from the data now "
+                             f"({len(saved)} saved vs {len(classes)} found). Class indices must never "
+                             "shift: restore the data, or delete classes.json, folds.csv and runs/ if "
+                             "the change is intended")
+    else:
+        write_json(path, {"classes": classes, "index": {c: i for i, c in enumerate(classes)}, "names": names,
+                          "submission": kind, "label_values": values})
+    return {"classes": classes, "names": names, "submission": kind, "label_values": values}
