@@ -98,15 +98,16 @@ def confusion_table(oof: pd.DataFrame, classes: list[str], save=None) -> pd.Data
     return df
 
 
-def plot_confusion(cm: pd.DataFrame, max_classes: int = 30):
+def plot_confusion(cm: pd.DataFrame, max_classes: int = 30, names: list[str] | None = None):
     """Heatmap of the errors among the ``max_classes`` classes with the most misclassified images
-    (as true or as predicted class); the diagonal is hidden so errors set the colour scale."""
+    (as true or as predicted class); the diagonal is hidden so errors set the colour scale. ``names``
+    (``Competition.names``, one per row of ``cm``) label the classes instead of their ids."""
     import seaborn as sns
 
     a = cm.to_numpy()
     off = a - np.diag(np.diag(a))
     keep = np.argsort(-(off.sum(axis=0) + off.sum(axis=1)), kind="stable")[:max_classes]
-    names = np.asarray(plot_labels(list(cm.index), used=keep), dtype=object)
+    names = np.asarray(plot_labels(list(names) if names is not None else list(cm.index), used=keep), dtype=object)
     sub = pd.DataFrame(off[np.ix_(keep, keep)], index=names[keep], columns=names[keep])
     n = len(keep)
     fig, ax = plt.subplots(figsize=(max(5, 0.38 * n + 3), max(4, 0.34 * n + 2)))

@@ -170,3 +170,12 @@ def test_galleries_return_figures_and_read_only_shown_images(png_comp, monkeypat
     assert table.iloc[0]["class"] in ("영", "일") and table["n"].sum() == len(y)
 
 
+
+
+def test_confusion_heatmap_labels_classes_by_name():
+    y = np.array([0, 0, 1, 1, 2, 2])
+    oof = oof_table(y, _onehot([1, 0, 0, 1, 2, 1]))
+    cm = analysis.confusion_table(oof, CLASSES)
+    fig = analysis.plot_confusion(cm, 3, names=["alpha", "beta", "gamma"])
+    ticks = {t.get_text() for t in fig.axes[0].get_yticklabels()}
+    assert ticks == {"alpha", "beta", "gamma"}
