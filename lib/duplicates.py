@@ -73,8 +73,8 @@ def find_duplicates(comp: Competition, stats: pd.DataFrame, max_distance: int = 
                     save: bool = True) -> pd.DataFrame:
     """Groups of the same picture: identical bytes (md5), or a 64-bit phash within ``max_distance``
     bits confirmed by a 256-bit phash within ``verify_distance`` bits (the short hash alone matches too
-    many look-alikes on small, centred images); a test image also matches a train image under any
-    rotation/flip (its dihedral hashes).
+    many look-alikes on small, centred images); an image also matches a train image under any of its
+    rotations/flips (its dihedral hashes): a mirrored train copy or a rotated test leak.
 
     Groups are connected components of those matches; each keeps one image (its first train image,
     else its first test image) and every other member is one row naming an image it matched directly
@@ -83,8 +83,10 @@ def find_duplicates(comp: Competition, stats: pd.DataFrame, max_distance: int = 
     split, label, path, dup_of, dup_of_split, dup_of_label, dup_of_path, conflict (the group holds
     more than one train label). Train rows are the redundant copies (exclude their ids, or use
     ``group`` for grouped folds); test rows with dup_of_split "train" are train->test leaks. Written
-    to ``<root>/eda/duplicates.csv``; the train members of conflict groups to ``conflicts.csv``
-    (see ``label_conflicts``). Crops defeat perceptual hashes: a 5% crop is rarely matched.
+    to ``<work>/eda/duplicates.csv``; the train members of conflict groups to ``conflicts.csv``
+    (see ``label_conflicts``); every train image with its group to ``groups.csv`` (``fold_groups``),
+    which ``lib.folds.make_folds`` uses so that no copy validates while its twin trains. Crops defeat
+    perceptual hashes: a 5% crop is rarely matched.
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components, dijkstra
@@ -97,11 +99,12 @@ def find_duplicates(comp: Competition, stats: pd.DataFrame, max_distance: int = 
     u = np.flatnonzero(first)
     i, j = _near_pairs(h64[u, 0], h256[u, 0], None, None, max_distance, verify_distance)
     edges.append((u[i], u[j]))
-    tr, te = np.flatnonzero(first & ~is_test), np.flatnonzero(first & is_test)
-    if len(tr) and len(te):  # test images under their 7 rotations/flips vs train
-        i, j = _near_pairs(h64[te, 1:].ravel(), h256[te, 1:].reshape(-1, 4), h64[tr, 0], h256[tr, 0],
+    tr = np.flatnonzero(first & ~is_test)
+    if len(tr):  # every image under its 7 rotations/flips vs the train images as they are
+        i, j = _near_pairs(h64[u, 1:].ravel(), h256[u, 1:].reshape(-1, 4), h64[tr, 0], h256[tr, 0],
                            max_distance, verify_distance)
-        edges.append((te[i // 7], tr[j]))
+        src, dst = u[i // 7], tr[j]
+        edges.append((src[src != dst], dst[src != dst]))  # a symmetric image matches its own mirror
     ei, ej = np.concatenate([e[0] for e in edges]), np.concatenate([e[1] for e in edges])
     group = connected_components(coo_matrix((np.ones(len(ei)), (ei, ej)), shape=(n, n)), directed=False)[1]
     order = np.lexsort((np.arange(n), is_test, group))  # per group: train first, then scan order
@@ -137,7 +140,20 @@ def find_duplicates(comp: Competition, stats: pd.DataFrame, max_distance: int = 
     if save:
         write_csv(eda_dir(comp) / "duplicates.csv", out)
         write_csv(eda_dir(comp) / "conflicts.csv", label_conflicts(out))
+        write_csv(eda_dir(comp) / "groups.csv", fold_groups(comp, ok, group))
     return out
+
+
+def fold_groups(comp: Competition, ok: pd.DataFrame, component: np.ndarray) -> pd.DataFrame:
+    """id, group for every train image: the images of one duplicate group (exact, near, mirrored or
+    rotated copies, also when linked through a test image) share a number; every other image, an
+    unreadable one too, has a number of its own."""
+    train = ok["split"].to_numpy() == "train"
+    groups = dict(zip(ok.loc[train, "id"], component[train]))
+    ids = comp.train["id"].tolist()
+    start = int(component.max()) + 1 if len(component) else 0
+    extra = iter(range(start, start + len(ids)))
+    return pd.DataFrame({"id": ids, "group": [int(groups[i]) if i in groups else next(extra) for i in ids]})
 
 
 def _dihedral(ok: pd.DataFrame, words: int) -> np.ndarray:

@@ -90,8 +90,8 @@ def image_stats(comp: Competition, size: int = 64, max_images: int | None = None
     """Per-image statistics and hashes of train and test (at most ``max_images`` of each, drawn at random).
 
     One row per image: id, split, label, target, path, width, height, bytes, aspect, megapixels,
-    kbytes, orientation, md5, phash, phash256 (+ their 7 rotations/flips for test: phash_dihedral,
-    phash256_dihedral), ``STATS``, problem ("" when fine).
+    kbytes, orientation, md5, phash, phash256 and the same hashes of its 7 rotations/flips
+    (phash_dihedral, phash256_dihedral: a flipped copy is a duplicate too), ``STATS``, problem ("" when fine).
     Files are processed in parallel (``workers`` processes, default min(8, cores)) in chunks with a
     progress bar; rows are cached in ``<root>/eda/image_stats.csv`` by path, size and mtime, so only
     new or changed files are read again.
@@ -102,10 +102,11 @@ def image_stats(comp: Competition, size: int = 64, max_images: int | None = None
     want = want.reindex(columns=_ROWS)
     csv = eda_dir(comp) / "image_stats.csv"
     cache = _read_cache(csv)
-    stale = _stale(cache, want["path"], want["split"] == "test", size)
+    every = pd.Series(True, index=want.index)  # dihedral hashes for every image
+    stale = _stale(cache, want["path"], every, size)
     todo = want.loc[stale, "path"].tolist()
     if todo:
-        rows = _run_parallel(todo, size, (want.loc[stale, "split"] == "test").tolist(), workers, chunk)
+        rows = _run_parallel(todo, size, [True] * len(todo), workers, chunk)
         new = pd.DataFrame(rows).reindex(columns=_CACHE).set_index("path")
         cache = pd.concat([cache.drop(index=new.index, errors="ignore"), new]) if len(cache) else new
         every = all_images(comp).reindex(columns=_ROWS)
@@ -127,7 +128,7 @@ def _read_cache(csv: Path) -> pd.DataFrame:
 
 def _stale(cache: pd.DataFrame, paths: pd.Series, dihedral: pd.Series, size: int) -> np.ndarray:
     """Which ``paths`` have no usable cached row: new, changed (size or mtime), another decode size,
-    or missing the hashes asked for (dihedral ones for test)."""
+    or missing the hashes asked for (the dihedral ones where ``dihedral``)."""
     now = np.array([file_signature(p) for p in paths], dtype=np.int64).reshape(-1, 2)
     c = cache.reindex(paths.to_numpy())
     hashed = (c["phash256"] != "") & (~dihedral.to_numpy() | (c["phash256_dihedral"] != ""))
