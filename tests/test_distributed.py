@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
-import subprocess
 import time
 
 import numpy as np
@@ -15,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import start_and_kill
 
 from lib.config import TrainConfig
 from lib.distributed import ShardedDataLoader
@@ -60,18 +59,8 @@ def test_kill_9_of_a_data_parallel_run_then_rerun_resumes(digits_comp, tmp_path)
     recipe.write_text(yaml.safe_dump({**TINY, "img_size": 64, "epochs": 8, "devices": 2, "data_dir": str(digits_comp)}))
     runs = tmp_path / "runs"
     runs.mkdir()
-    job = make_jobs([recipe], [0], runs_dir=str(runs))[0]
-    proc = subprocess.Popen(job.command(), start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metrics = runs / "ddp_f0" / "metrics.json"
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if metrics.exists() and len(json.loads(metrics.read_text())["epochs"]) >= 2:
-            break
-        assert proc.poll() is None, "papermill ended before it could be killed"
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)                 # papermill, its kernel and the workers
-    proc.wait()
-    killed = json.loads(metrics.read_text())
+    killed = start_and_kill(make_jobs([recipe], [0], runs_dir=str(runs))[0])   # papermill, kernel, workers
     assert not killed["complete"] and 2 <= len(killed["epochs"]) < 8
     time.sleep(2)                                       # workers notice their parent died (PDEATHSIG)
     res = run_grid([recipe], [0], runs_dir=str(runs))

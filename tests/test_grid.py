@@ -4,12 +4,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
-import time
 
 import pytest
 import yaml
+from conftest import start_and_kill
 
 from lib.config import TrainConfig
 from lib.grid import main, make_jobs, parse_folds, parse_value, run_grid
@@ -65,18 +63,8 @@ def test_kill_9_mid_run_resumes_to_the_same_metrics(digits_comp, tmp_path):
     p = _params(tmp_path, "killme", **{k: v for k, v in params.items()})
     runs = tmp_path / "runs"
     runs.mkdir()
-    job = make_jobs([p], [0], runs_dir=str(runs))[0]
-    proc = subprocess.Popen(job.command(), start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metrics = runs / "killme_f0" / "metrics.json"
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        if metrics.exists() and len(json.loads(metrics.read_text())["epochs"]) >= 2:
-            break
-        assert proc.poll() is None, "papermill ended before it could be killed"
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)                              # papermill and its kernel, no cleanup
-    proc.wait()
-    killed_at = json.loads(metrics.read_text())
+    killed_at = start_and_kill(make_jobs([p], [0], runs_dir=str(runs))[0])
     assert not killed_at["complete"] and 2 <= len(killed_at["epochs"]) < 5
     res = run_grid([p], [0], runs_dir=str(runs))                      # the same command again
     assert res["done"] == ["killme_f0"], res
