@@ -32,7 +32,10 @@ FM_PARAMS   ?= params/fmnist/resnet64.yaml params/fmnist/resnet48.yaml
 FM_BASELINE ?= params/fmnist/resnet64.yaml
 FM_TTA      ?= [identity, hflip]
 
-.PHONY: env kernel demo test lint lab grid bundle clean-runs bench-fmnist
+# backups of $(RUNS) off the machine: any fsspec URL (s3://bucket/prefix, gs://..., a mounted folder)
+SYNC_TO ?=
+
+.PHONY: env kernel demo test lint lab grid bundle clean-runs bench-fmnist sync restore
 
 env: $(STAMP) $(KERNEL_SPEC)
 
@@ -95,6 +98,15 @@ grid: env
 OUT  ?= bundle
 bundle: env
 	$(PY) -m lib.bundle --runs $(RUNS) --out $(OUT) --force
+
+# mirror runs/ to SYNC_TO (changed files only; nothing deleted there), or bring it back after a lost machine
+sync: env
+	@test -n "$(SYNC_TO)" || { echo "make sync: give SYNC_TO=s3://bucket/prefix (or gs://..., or a mounted folder)"; exit 2; }
+	$(PY) -m lib.backup sync --runs-dir $(RUNS) --to $(SYNC_TO)
+
+restore: env
+	@test -n "$(SYNC_TO)" || { echo "make restore: give SYNC_TO=s3://bucket/prefix (where make sync wrote)"; exit 2; }
+	$(PY) -m lib.backup restore --from $(SYNC_TO) --runs-dir $(RUNS)
 
 clean-runs:
 	rm -rf runs/*/ runs/*.ipynb

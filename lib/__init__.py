@@ -21,6 +21,11 @@ Modules, one concern each:
     inference   predictions averaged over TTA ops; a run re-predicted from its files
     blend       OOF-fitted blend weights and temperature
     submission  submissions shaped like the sample, validated, written
+    team        teammates' files as ensemble members (OOF-fitted or given weights, label votes), agreement
+    diffs       where two or more submissions disagree: tables and an image gallery
+    browse      images in one folder per class (OOF mistakes, test predictions, noisy labels)
+    tracking    MLflow / W&B callbacks, opt-in (imported only when chosen)
+    backup      runs/ mirrored to any fsspec URL (s3://, gs://, a folder) and restored
     analysis    OOF analysis: leaderboard, confusion pairs, galleries, top losses, calibration
     review      03's interactive reviewer (ipywidgets): page through mistakes, mark images to exclude
     eda         class counts, geometry, unreadable files (eda_plots: the plots of the EDA modules)

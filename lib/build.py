@@ -137,8 +137,12 @@ def build_learner(cfg: TrainConfig, model: torch.nn.Module, data: FoldData, devi
 
 def training_callbacks(cfg: TrainConfig, device: torch.device) -> list:
     """Reseeding, EMA, MixUp/CutMix, gradient accumulation and clipping, channels_last and mixed
-    precision, stopping, and DDP inside a data-parallel worker, as the recipe asks."""
+    precision, stopping, DDP inside a data-parallel worker, and the experiment tracker (on the
+    process that writes: rank 0), as the recipe asks."""
     cbs = [ReseedEachEpoch(cfg.seed), StopWhenAsked()]
+    if cfg.tracker != "none" and rank() == 0:
+        from .tracking import tracker_callback
+        cbs.append(tracker_callback(cfg))
     world = world_size()
     if world > 1:
         cbs.append(DistributedTrainer(device, cfg.sync_bn))

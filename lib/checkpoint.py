@@ -3,12 +3,14 @@
 ``model.safetensors`` holds the best weights so far (EMA weights when EMA is on); ``state.pt`` the
 state after the last completed epoch (weights, optimizer, EMA, per-epoch history), read back with
 ``torch.load(weights_only=True)``. Both are written by one background thread, in order, atomically,
-so training does not wait for the disk and an interrupted run leaves a consistent pair.
+so training does not wait for the disk and an interrupted run leaves a consistent pair. With a
+``sync_to`` URL the same thread then mirrors the run folder there (``lib.backup.push_run``).
 """
 from __future__ import annotations
 
 import copy
 import json
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,10 +23,12 @@ from .io import atomic_path, write_json
 
 
 class CheckpointWriter:
-    """Writes a run's checkpoints in a background thread, one after the other."""
+    """Writes a run's checkpoints in a background thread, one after the other; with ``sync_to`` (an
+    fsspec URL) each saved epoch is then backed up there. A failed backup is reported and retried
+    after the next epoch: training goes on."""
 
-    def __init__(self, run_dir: Path):
-        self.dir, self.pending = Path(run_dir), []
+    def __init__(self, run_dir: Path, sync_to: str | None = None):
+        self.dir, self.pending, self.sync_to = Path(run_dir), [], sync_to
         self.pool = ThreadPoolExecutor(1)
 
     def flush(self) -> None:
@@ -59,7 +63,22 @@ class CheckpointWriter:
             with atomic_path(self.dir / "state.pt") as tmp:
                 torch.save(state, tmp)
             write_json(self.dir / "metrics.json", {"complete": False, "epochs": history})
+            if self.sync_to:
+                backup(self.dir, self.sync_to, f"epoch {epoch}")
         self.pending.append(self.pool.submit(write))
+
+
+def backup(run_dir: Path, url: str, when: str) -> bool:
+    """Mirror the run folder to ``url`` (``lib.backup.push_run``); a failure is printed, not raised
+    (the next epoch, the run's end or ``make sync`` pushes again). Returns whether it worked."""
+    from .backup import push_run
+    try:
+        push_run(run_dir, url)
+        return True
+    except Exception as e:  # noqa: BLE001 - a network or permission error must not stop training
+        print(f"backup of {run_dir.name} to {url} failed after {when}: {type(e).__name__}: {e}; "
+              "training goes on and tries again", file=sys.stderr, flush=True)
+        return False
 
 
 def load_state(learn, state_file: Path) -> tuple[int, list]:

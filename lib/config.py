@@ -24,6 +24,7 @@ from .io import write_yaml
 
 SCHEDULES = ("onecycle", "flat_cos")
 PRECISIONS = ("auto", "fp32", "bf16")
+TRACKERS = ("none", "mlflow", "wandb")
 POOLS = ("avg", "max", "avgmax", "catavgmax", "token", "gem")
 SCAN_ARGS = ("labels_csv", "id_col", "label_col", "path_col")
 MONITORS = {"log_loss": False, "valid_loss": False, "accuracy": True, "f1_macro": True}  # name -> greater is better
@@ -81,6 +82,10 @@ class TrainConfig:
     force: bool = False                 # delete the run folder and train again
     progress: bool = True               # progress bars (off in headless grid runs)
     verbose: bool = True                # one line per epoch and what was decided
+    tracker: str = "none"               # experiment tracker: none | mlflow | wandb (its package is imported only then)
+    tracker_uri: str | None = None      # MLflow tracking server, e.g. http://host:5000 (None: $MLFLOW_TRACKING_URI)
+    tracker_group: str | None = None    # MLflow experiment / W&B group; None: <competition folder>-<runs folder>
+    sync_to: str | None = None          # mirror the run after each saved epoch to this fsspec URL (s3://b/runs, /mnt/x)
 
     def __post_init__(self):
         problems = _check_types(self) or self.problems()
@@ -176,7 +181,8 @@ class TrainConfig:
         from .losses import LOSSES
         out = []
         for name, choices in (("aug", AUGMENTATIONS), ("loss", LOSSES), ("schedule", SCHEDULES),
-                              ("monitor", MONITORS), ("precision", PRECISIONS), ("pool", POOLS)):
+                              ("monitor", MONITORS), ("precision", PRECISIONS), ("pool", POOLS),
+                              ("tracker", TRACKERS)):
             if getattr(self, name) not in choices:
                 out.append(f"{name} {getattr(self, name)!r}: choose one of {sorted(choices)}")
         if self.n_folds < 2:
@@ -215,10 +221,25 @@ class TrainConfig:
         return out
 
     def missing_files(self) -> list[str]:
-        """The files the recipe names for training (weights, exclude_ids) that are not there. Checked
-        before training, not when a finished run's recipe is read back (a kernel may lack them)."""
+        """The files the recipe names for training (weights, exclude_ids) that are not there, and the
+        packages its ``tracker`` and ``sync_to`` need that are not installed. Checked before training,
+        not when a finished run's recipe is read back (a kernel may lack them)."""
         from .paths import resolve
         out = []
+        if self.tracker != "none":
+            import importlib.util
+            try:
+                found = importlib.util.find_spec(self.tracker) is not None
+            except (ImportError, ValueError):  # a broken or blocked install
+                found = False
+            if not found:
+                out.append(f"tracker {self.tracker!r}: the {self.tracker} package is not installed here; "
+                           f"`make env` installs it (pip install -e '.[tracking]'), or set tracker 'none'")
+        if self.sync_to:
+            from .backup import backup_problem
+            problem = backup_problem(self.sync_to)
+            if problem:
+                out.append(f"sync_to {self.sync_to!r}: {problem}")
         if self.pretrained not in ("none", "hub") and not resolve(self.pretrained).is_file():
             out.append(f"pretrained {self.pretrained!r}: no such weights file; give 'none', 'hub' or a "
                        ".safetensors path (relative to the repo root or absolute)")
@@ -229,7 +250,7 @@ class TrainConfig:
 
 # settings that may change between an interrupted run and its resume without making it another run
 RUNTIME = frozenset({"runs_dir", "device", "num_workers", "cache", "resume", "force", "progress", "verbose",
-                     "devices", "sync_bn", "grad_checkpointing"})
+                     "devices", "sync_bn", "grad_checkpointing", "tracker", "tracker_uri", "tracker_group", "sync_to"})
 
 
 def field_names() -> list[str]:

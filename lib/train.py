@@ -26,7 +26,7 @@ from fastai.learner import Learner
 
 from .build import FoldData, build_datasets, build_learner, build_model, training_callbacks
 from .callbacks import RunRecorder, best_record, find_ema
-from .checkpoint import CheckpointWriter, load_state
+from .checkpoint import CheckpointWriter, backup, load_state
 from .config import TrainConfig
 from .data import Competition, open_competition
 from .device import pick_device, use_autocast
@@ -68,7 +68,7 @@ def setup_run(cfg: TrainConfig) -> Run:
     if missing:
         raise FileNotFoundError("; ".join(missing))
     comp = open_competition(cfg.data_dir, cfg.scan_args, cfg.group_col, verbose=cfg.verbose)
-    folds = make_folds(comp, n_folds=cfg.n_folds, seed=42, group_col=cfg.group_col)
+    folds = make_folds(comp, n_folds=cfg.n_folds, seed=42, group_col=cfg.group_col, verbose=cfg.verbose)
     run = Run(run_dir, cfg, comp, folds)
     if run.complete:
         if cfg.verbose:
@@ -120,7 +120,7 @@ def fit(run: Run) -> pd.DataFrame:
         launch(cfg, cfg.device_list())
         run.history = read_json(run.dir / "metrics.json")["epochs"]
         return pd.DataFrame(run.history)
-    writer = CheckpointWriter(run.dir)
+    writer = CheckpointWriter(run.dir, cfg.sync_to)
     rec = RunRecorder(run.comp.num_classes, cfg.monitor, partial(writer.save_state, run.learn), writer.save_best,
                       run.history, run.start_epoch, cfg.patience, cfg.verbose)
     if cfg.schedule == "onecycle":
@@ -153,7 +153,8 @@ def _stopped_early(run: Run) -> bool:
 
 def write_predictions(run: Run, progress: bool | None = None) -> dict:
     """Predict the validation fold (OOF) and the test set with the best weights; write oof.csv,
-    test.csv, curves.png, env.json and, last, metrics.json (best epoch and its scores), which it returns."""
+    test.csv, curves.png, env.json and, last, metrics.json (best epoch and its scores), which it returns.
+    Then the tracker gets the scores and files (``tracker``) and the run is backed up (``sync_to``)."""
     from .backbones import load_weights
     from .inference import predict_loader
     from .metrics import accuracy, f1_macro, log_loss
@@ -187,6 +188,11 @@ def write_predictions(run: Run, progress: bool | None = None) -> dict:
     plt.close(plot_curves(run.history, save=run.dir / "curves.png"))  # saved only; the notebook draws its own
     write_json(run.dir / "env.json", environment(cfg.seed, str(dev)))
     write_json(run.dir / "metrics.json", summary)  # last: marks the run complete
+    if cfg.tracker != "none":
+        from .tracking import finish_tracking
+        finish_tracking(cfg, summary)
+    if cfg.sync_to:
+        backup(run.dir, cfg.sync_to, "its last epoch")
     return summary
 
 

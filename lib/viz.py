@@ -109,9 +109,10 @@ def to_display(img) -> np.ndarray:
 
 
 def image_grid(images, captions=None, ncols: int = 8, size: float = 1.6, title: str | None = None,
-               colors=None):
+               colors=None, caption_lines: int = 1):
     """Show images in a grid of cells ``size`` inches wide with optional captions (and caption
-    colours); an image that is None shows as "unreadable". Returns the figure."""
+    colours) of up to ``caption_lines`` lines; an image that is None shows as "unreadable". Returns
+    the figure."""
     class_font([*(captions if captions is not None else []), title or ""])
     captions = None if captions is None else [drawable(c) for c in captions]
     title = drawable(title) if title else title
@@ -122,7 +123,8 @@ def image_grid(images, captions=None, ncols: int = 8, size: float = 1.6, title: 
         return fig
     ncols = min(ncols, n)
     nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows * 1.15), squeeze=False)
+    height = size * nrows * (1 + 0.15 * caption_lines)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, height), squeeze=False)
     for k, ax in enumerate(axes.flat):
         ax.axis("off")
         if k < n:

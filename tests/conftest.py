@@ -38,6 +38,7 @@ def _digits_source(tmp_path_factory):
 def digits_comp(_digits_source, tmp_path):
     """A fresh demo competition folder per test (10 Korean-named classes x 20 train images, 60 test
     images), so one test's folds.csv or cache never leaks into another."""
+    assert not (_digits_source / "folds.csv").exists(), "a test trained on the shared source: give it a copy"
     return shutil.copytree(_digits_source, tmp_path / "digits")
 
 

@@ -4,6 +4,7 @@ one file per run and its blend file."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import onnxruntime as ort
@@ -18,10 +19,16 @@ from lib.train import train_fold
 
 
 @pytest.fixture(scope="module")
-def two_runs(_digits_source, tmp_path_factory):
+def data(_digits_source, tmp_path_factory):
+    """A copy of the digits demo of its own (the session's source must stay as built)."""
+    return shutil.copytree(_digits_source, tmp_path_factory.mktemp("export") / "digits")
+
+
+@pytest.fixture(scope="module")
+def two_runs(data, tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
     for backbone in ("test_resnet", "test_convnext"):
-        train_fold(TrainConfig(data_dir=str(_digits_source), backbone=backbone, img_size=32, batch_size=32, epochs=1,
+        train_fold(TrainConfig(data_dir=str(data), backbone=backbone, img_size=32, batch_size=32, epochs=1,
                                n_folds=2, fold=0, run_name=f"{backbone}_f0", runs_dir=str(runs), progress=False,
                                verbose=False))
     return runs
@@ -40,8 +47,8 @@ def test_onnx_matches_pytorch_with_a_free_batch_axis(two_runs, backbone, tmp_pat
         assert probs.shape == (b, 10) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
 
 
-def test_blend_exports_every_run_and_the_cli_checks(two_runs, _digits_source, tmp_path, capsys):
-    comp, runs, oofs = open_runs(_digits_source, two_runs)
+def test_blend_exports_every_run_and_the_cli_checks(two_runs, data, tmp_path, capsys):
+    comp, runs, oofs = open_runs(data, two_runs)
     write_ensemble(fit_blend(oofs, comp.classes), load_test(runs, comp.classes), comp, two_runs,
                    tmp_path / "sub.csv", runs)
     out = export_blend(two_runs, tmp_path / "export")

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from conftest import _jpeg, _near, _tiles
 from PIL import Image
 
-from conftest import _jpeg, _near, _tiles
 from lib import duplicates, image_stats
 from lib.data import scan_competition
 from lib.folds import fold_settings, make_folds

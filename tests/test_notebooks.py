@@ -83,10 +83,17 @@ def test_four_notebooks_end_to_end(digits_comp, tmp_path, capsys):
                    for c in ana.cells for o in c.get("outputs", []))
     assert (runs / "leaderboard.csv").exists()
 
-    sub_path = runs / "submission.csv"
+    assert len(list((runs / "browse").glob("oof_mistakes_t*/manifest.csv"))) == 1   # the focus model's mistakes
+
+    sub_path, team_path = runs / "submission.csv", runs / "team_submission.csv"
     ens = _execute("04_ensemble_tta", runs, data_dir=data, runs_dir=str(runs), submission=str(sub_path),
-                   tta=["identity", "hflip"])
-    assert _pngs(ens) >= 1
+                   tta=["identity", "hflip"], external=[{"path": str(runs / "tres_f1"), "name": "mate"}],
+                   team_submission=str(team_path), compare=[str(sub_path), str(runs / "tconv_f0")])
+    assert _pngs(ens) >= 2                                            # reliability + the diff gallery
+    team = pd.read_csv(team_path, dtype={"ID": str})                  # a teammate's run folder joined the blend
+    assert list(team.columns) == list(pd.read_csv(sub_path, nrows=1).columns) and len(team) == 60
+    assert (runs / "ensemble" / "diff_pairs.csv").exists()
+    assert (runs / "browse" / "test_predicted" / "manifest.csv").exists()
     sub = pd.read_csv(sub_path, dtype={"ID": str})
     sample = pd.read_csv(digits_comp / "sample_submission.csv", dtype={"ID": str})
     assert list(sub.columns) == list(sample.columns)

@@ -1,0 +1,168 @@
+"""lib.backup against a real S3-compatible server (moto's, on a loopback port the test picks): a run killed
+mid-training while it mirrors every epoch, the machine's runs/ lost, restored from the bucket and resumed,
+ending with the metrics of an uninterrupted run; and the mirror's rules on a mounted folder."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from lib import backup
+from lib.config import TrainConfig
+from lib.distributed import free_port
+from lib.train import train_fold
+
+TINY = dict(backbone="test_resnet", n_folds=3, fold=0, img_size=24, batch_size=32, epochs=4, lr=3e-3,
+            progress=False, verbose=False, num_workers=0, run_name="tres_f0")
+
+CHILD = """
+import sys, time
+from fastai.callback.core import Callback
+from lib.config import TrainConfig
+from lib.train import fit, setup_run, write_predictions
+
+class SlowMachine(Callback):  # a slow epoch from the third on: time for the test to kill the run in the middle
+    def before_epoch(self):
+        if self.epoch >= 2:
+            time.sleep(3)
+
+run = setup_run(TrainConfig.from_yaml(sys.argv[1]))
+run.learn.add_cb(SlowMachine())
+fit(run)
+write_predictions(run)
+"""
+
+
+@pytest.fixture()
+def bucket(monkeypatch, tmp_path):
+    """s3://foldbook-test/cars/runs on moto's S3 server at 127.0.0.1:<free port>; stopped afterwards."""
+    from moto.server import ThreadedMotoServer
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_EC2_METADATA_DISABLED": "true",
+           "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none")}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    import fsspec
+    fs = fsspec.filesystem("s3", skip_instance_cache=True)
+    fs.mkdir("foldbook-test")
+    try:
+        yield "s3://foldbook-test/cars/runs"
+    finally:
+        server.stop()
+
+
+def _remote_metrics(url: str) -> dict | None:
+    fs, root = backup.open_url(url)
+    try:
+        return json.loads(fs.cat_file(f"{root}/tres_f0/metrics.json"))
+    except FileNotFoundError:
+        return None
+
+
+def test_killed_run_restored_from_s3_resumes_to_the_same_metrics(digits_comp, tmp_path, bucket):
+    ref = train_fold(TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path / "ref"), **TINY))
+
+    runs = tmp_path / "lost_machine" / "runs"
+    cfg = TrainConfig(data_dir=str(digits_comp), runs_dir=str(runs), sync_to=bucket, **TINY)
+    recipe = cfg.to_yaml(tmp_path / "recipe.yaml")
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(recipe)], cwd=tmp_path, start_new_session=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and child.poll() is None:
+            m = _remote_metrics(bucket)
+            if m and len(m["epochs"]) >= 2:
+                break
+            time.sleep(0.2)
+        assert child.poll() is None, f"the run ended before it could be killed:\n{child.stdout.read()[-3000:]}"
+        os.killpg(child.pid, signal.SIGKILL)  # the machine is lost in the middle of epoch 3
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+    remote = _remote_metrics(bucket)
+    assert not remote["complete"] and 2 <= len(remote["epochs"]) < TINY["epochs"]
+
+    import shutil
+    shutil.rmtree(runs.parent)                                  # the disk is gone
+    table = backup.restore_runs(bucket, runs)
+    assert table.loc[table["run"] == "tres_f0", "action"].iloc[0].startswith("restored")
+    restored = runs / "tres_f0"
+    for f in ("params.yaml", "classes.json", "state.pt", "model.safetensors", "metrics.json"):
+        assert (restored / f).is_file(), f
+    assert not list(restored.glob("*.tmp")) and not list(restored.glob(".*"))
+
+    got = train_fold(cfg)                                       # the grid resumes it (the same command)
+    assert len(got["epochs"]) == TINY["epochs"]
+    for a, b in zip(ref["epochs"], got["epochs"]):
+        for k in ("train_loss", "valid_loss", "log_loss", "accuracy", "f1_macro"):
+            assert a[k] == pytest.approx(b[k], rel=1e-6, abs=1e-7), (a["epoch"], k)
+    for k in ("log_loss", "accuracy", "f1_macro", "best_epoch"):
+        assert got[k] == pytest.approx(ref[k], rel=1e-6), k
+
+    # nothing lost: the completed run went back to the bucket, and a third machine gets all of it
+    assert _remote_metrics(bucket)["complete"]
+    assert backup.main(["restore", "--from", bucket, "--runs-dir", str(tmp_path / "third")]) == 0
+    third = tmp_path / "third" / "tres_f0"
+    for f in ("oof.csv", "test.csv", "curves.png", "env.json", "model.safetensors", "metrics.json"):
+        assert (third / f).read_bytes() == (restored / f).read_bytes(), f
+    again = backup.restore_runs(bucket, tmp_path / "third")     # already as far: nothing is overwritten
+    assert again.loc[again["run"] == "tres_f0", "action"].iloc[0].startswith("kept")
+
+
+def test_mirror_to_a_folder_sends_changes_only_and_never_loses_a_file(tmp_path):
+    runs, dest = tmp_path / "runs", tmp_path / "mnt" / "backup"
+    run = runs / "m_f0"
+    run.mkdir(parents=True)
+    (run / "params.yaml").write_text("fold: 0\n")
+    (run / "state.pt").write_bytes(b"state 1")
+    (run / "metrics.json").write_text(json.dumps({"complete": False, "epochs": [{"epoch": 0}]}))
+    (runs / "m_f0.ipynb").write_text("{}")
+    (runs / "browse").mkdir()
+    (runs / "browse" / "img.png").symlink_to(run / "params.yaml")  # exports of lib.browse stay local
+    (run / ".state.pt.abc.tmp").write_bytes(b"half")                # an atomic write in flight
+    first = backup.sync_runs(runs, str(dest))
+    assert first.set_index("what").loc["m_f0", "uploaded"] == 3
+    assert (dest / "m_f0" / "state.pt").read_bytes() == b"state 1" and (dest / "m_f0.ipynb").exists()
+    assert not (dest / "browse").exists() and not list(dest.rglob("*.tmp"))
+    assert backup.sync_runs(runs, str(dest))["uploaded"].sum() == 0   # unchanged: nothing sent
+    (run / "state.pt").write_bytes(b"state 2 longer")
+    (run / "metrics.json").write_text(json.dumps({"complete": False, "epochs": [{"epoch": 0}, {"epoch": 1}]}))
+    assert backup.push_run(run, str(dest)) == 2
+    assert (dest / "m_f0" / "state.pt").read_bytes() == b"state 2 longer"
+
+    import shutil
+    shutil.rmtree(runs)
+    table = backup.restore_runs(str(dest), runs)
+    assert json.loads((runs / "m_f0" / "metrics.json").read_text())["epochs"][-1]["epoch"] == 1
+    assert (runs / "m_f0.ipynb").exists() and isinstance(table, pd.DataFrame)
+    assert backup.sync_runs(runs, str(dest))["uploaded"].sum() == 0   # restored files keep their recorded mtimes
+    (runs / "m_f0" / "state.pt").write_bytes(b"further along here")
+    (runs / "m_f0" / "metrics.json").write_text(json.dumps({"complete": False, "epochs": [{}, {}, {}]}))
+    backup.restore_runs(str(dest), runs)                              # the local copy is further: kept
+    assert (runs / "m_f0" / "state.pt").read_bytes() == b"further along here"
+
+
+def test_bad_destinations_are_named(tmp_path):
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(ValueError, match="fsspec knows no protocol 'nosuch'"):
+        backup.sync_runs(tmp_path / "runs", "nosuch://bucket/runs")
+    with pytest.raises(ValueError, match="is inside .*another disk or bucket"):
+        backup.sync_runs(tmp_path / "runs", str(tmp_path / "runs" / "mirror"))
+    with pytest.raises(FileNotFoundError, match="nothing there to restore"):
+        backup.restore_runs(str(tmp_path / "empty"), tmp_path / "runs")
+    with pytest.raises(FileNotFoundError, match="sync_to .nosuch://x.: fsspec knows no protocol"):
+        from lib.grid import make_jobs
+        recipe = tmp_path / "r.yaml"
+        recipe.write_text("backbone: test_resnet\n")
+        make_jobs([recipe], [0], overrides={"sync_to": "nosuch://x"})
+    assert TrainConfig(sync_to="s3://b/runs").missing_files() == []
