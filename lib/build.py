@@ -31,7 +31,7 @@ from .callbacks import EMA, CpuAutocast, DeviceSmoothLoss, MixUpCutMix, ReseedEa
 from .config import TrainConfig
 from .data import Competition
 from .dataset import ImageDataset, build_cache
-from .device import default_num_workers
+from .device import amp_dtype, default_num_workers
 from .distributed import DistributedTrainer, NoSyncWhileAccumulating, ShardedDataLoader, StopWhenAsked, rank, world_size
 from .losses import get_loss, inverse_frequency_weights
 from .paths import resolve
@@ -165,7 +165,7 @@ def training_callbacks(cfg: TrainConfig, device: torch.device) -> list:
         from fastai.callback.fp16 import AMPMode, MixedPrecision
         cbs.append(ChannelsLast())
         if cfg.precision != "fp32":
-            bf16 = cfg.precision == "bf16" or torch.cuda.is_bf16_supported()
+            bf16 = amp_dtype(device, cfg.precision) == torch.bfloat16  # else fp16 with loss scaling
             cbs.append(MixedPrecision(amp_mode=AMPMode.BF16 if bf16 else AMPMode.FP16))
     elif cfg.precision == "bf16":
         from fastai.callback.channelslast import ChannelsLast

@@ -65,7 +65,7 @@ class TrainConfig:
     ema: float | None = None            # weight EMA decay, e.g. 0.999 (None = off)
     grad_accum: int = 1                 # batches per optimizer step
     grad_clip: float | None = None      # max gradient norm (None = off)
-    precision: str = "auto"             # auto (bf16/fp16 on CUDA, fp32 elsewhere) | fp32 | bf16 (also CPUs with AMX)
+    precision: str = "auto"             # auto (CUDA: bf16 if native, else fp16; CPU: fp32) | fp32 | bf16
     monitor: str = "log_loss"           # best-epoch selection: log_loss | accuracy | f1_macro | valid_loss
     patience: int | None = None         # early stopping after this many epochs without gain
     seed: int = 42

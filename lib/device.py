@@ -64,6 +64,16 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
-def use_autocast(dev: torch.device, precision: str = "auto") -> bool:
-    """Whether inference runs under autocast: on CUDA unless fp32 was asked for, elsewhere for bf16."""
-    return precision == "bf16" or (dev.type == "cuda" and precision != "fp32")
+def amp_dtype(dev: torch.device | str, precision: str = "auto") -> torch.dtype | None:
+    """The autocast dtype a run trains and predicts in (None: fp32). ``auto``: on CUDA bf16 where the
+    GPU computes it natively (compute capability 8.0 and up: Ampere, Hopper...), else fp16 (with loss
+    scaling in training; T4, V100, P100 emulate bf16 slower than fp32), fp32 elsewhere; ``bf16``: bf16
+    on CUDA and on the CPU (fast with AMX); ``fp32``: None."""
+    dev = torch.device(dev)
+    if precision == "fp32" or dev.type not in ("cuda", "cpu"):
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if dev.type == "cuda":
+        return torch.bfloat16 if torch.cuda.get_device_capability(dev)[0] >= 8 else torch.float16
+    return None

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from .backbones import load_weights
 from .build import build_model, image_dataset
 from .data import Competition, open_competition, open_test_set
-from .device import default_num_workers, pick_device, use_autocast
+from .device import amp_dtype, default_num_workers, pick_device
 from .metrics import accuracy, f1_macro, log_loss
 from .paths import resolve
 from .runs import fold_mean, load_config, load_test
@@ -34,14 +34,15 @@ SPLITS = ("test", "oof")
 
 @torch.no_grad()
 def predict_loader(model: torch.nn.Module, loader, ops, device, space: str = "prob",
-                   amp: bool = False, progress: bool = True) -> np.ndarray:
+                   dtype: torch.dtype | None = None, progress: bool = True) -> np.ndarray:
     """Class probabilities [N, C] (float64, rows sum to 1) averaged over TTA ops.
 
     ``loader`` yields batches ``(x, ...)`` (or bare x) with x a FloatTensor [B, 3, H, W], already
     normalised; ``ops`` are op names or callables (see ``get_tta``). For each op the model's logits
     go through a softmax; ops are averaged as probabilities (``space="prob"``) or as
     log-probabilities followed by a softmax (``space="logit"``). The model runs in eval mode under
-    no_grad (its training flag is restored afterwards); ``amp`` enables autocast on ``device``.
+    no_grad (its training flag is restored afterwards), under autocast to ``dtype`` (the run's
+    training dtype, ``lib.device.amp_dtype``) when given.
     """
     if space not in ("prob", "logit"):
         raise ValueError(f"space must be 'prob' or 'logit', got {space!r}")
@@ -60,7 +61,7 @@ def predict_loader(model: torch.nn.Module, loader, ops, device, space: str = "pr
             x = x.to(device, non_blocking=True)
             acc = None
             for op in ops:
-                with torch.autocast(device_type=device.type, enabled=amp):
+                with torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None):
                     logits = model(op(x))
                 logp = torch.log_softmax(logits.float(), dim=1)
                 part = logp.exp() if space == "prob" else logp
@@ -124,7 +125,7 @@ def predict_images(run_dir, comp: Competition, split: str, rows: pd.DataFrame, o
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size or 2 * cfg.batch_size,
                                          num_workers=default_num_workers(dev, num_workers))
     return predict_loader(model.to(dev), loader, list(ops), dev, space=space,
-                          amp=use_autocast(dev, cfg.precision), progress=progress)
+                          dtype=amp_dtype(dev, cfg.precision), progress=progress)
 
 
 def predict_submission(data_dir, runs_dir="runs", submission="runs/submission.csv", models=None, tta=None,

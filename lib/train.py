@@ -29,7 +29,7 @@ from .callbacks import RunRecorder, best_record, find_ema
 from .checkpoint import CheckpointWriter, backup, load_state
 from .config import TrainConfig
 from .data import Competition, open_competition
-from .device import pick_device, use_autocast
+from .device import amp_dtype, pick_device
 from .distributed import launch, rank, world_size
 from .folds import make_folds
 from .io import read_json, write_csv, write_json
@@ -167,9 +167,9 @@ def write_predictions(run: Run, progress: bool | None = None) -> dict:
     show = cfg.progress if progress is None else progress
     mk = partial(torch.utils.data.DataLoader, batch_size=cfg.batch_size * 2,
                  num_workers=learn.dls.train.num_workers, pin_memory=dev.type == "cuda")
-    amp = use_autocast(dev, cfg.precision)
-    oof = predict_loader(learn.model, mk(run.data.valid), ["identity"], dev, amp=amp, progress=show)
-    test = (predict_loader(learn.model, mk(run.data.test), ["identity"], dev, amp=amp, progress=show)
+    dtype = amp_dtype(dev, cfg.precision)  # the dtype it trained in
+    oof = predict_loader(learn.model, mk(run.data.valid), ["identity"], dev, dtype=dtype, progress=show)
+    test = (predict_loader(learn.model, mk(run.data.test), ["identity"], dev, dtype=dtype, progress=show)
             if len(run.data.test) else np.zeros((0, comp.num_classes)))
     rows = run.data.valid_rows
     y = rows["target"].to_numpy()

@@ -37,3 +37,33 @@ def test_cpu_name_is_the_model_name_from_proc_cpuinfo():
         models = [ln.split(":", 1)[1].strip() for ln in info.read_text().splitlines() if ln.startswith("model name")]
         if models:
             assert name == models[0]
+
+
+def test_amp_dtype_follows_what_the_gpu_computes_natively(monkeypatch):
+    from lib.device import amp_dtype
+    assert amp_dtype("cpu", "auto") is None and amp_dtype("cpu", "bf16") is torch.bfloat16
+    assert amp_dtype("cuda", "fp32") is None and amp_dtype("mps", "bf16") is None
+    for capability, want in (((7, 5), torch.float16), ((7, 0), torch.float16), ((8, 0), torch.bfloat16),
+                             ((9, 0), torch.bfloat16)):     # T4, V100 emulate bf16; A100, H100 have it
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda dev=None, c=capability: c)
+        assert amp_dtype("cuda", "auto") is want, capability
+        assert amp_dtype("cuda", "bf16") is torch.bfloat16
+
+
+def test_predictions_run_in_the_training_dtype():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lib.inference import predict_loader
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x):
+            seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+            return torch.nn.functional.linear(x.flatten(1), torch.ones(3, x[0].numel()))
+
+    loader = DataLoader(TensorDataset(torch.rand(4, 3, 2, 2)), batch_size=2)
+    probs = predict_loader(Probe(), loader, ["identity"], "cpu", dtype=torch.bfloat16, progress=False)
+    assert seen and all(on and dt is torch.bfloat16 for on, dt in seen) and probs.shape == (4, 3)
+    seen.clear()
+    predict_loader(Probe(), loader, ["identity"], "cpu", progress=False)
+    assert not any(on for on, _ in seen)
