@@ -48,7 +48,10 @@ def run_on_ray(jobs: list, notebook: str, record, address: str | None = None, cp
     refs = {}
     for job in jobs:
         res = resources(job) if callable(resources) else resources
-        task = ray.remote(num_cpus=cpus, num_gpus=gpus, resources=res or None, max_retries=max_retries)(_run_job)
+        # retry_exceptions: a task that raised before papermill ran (its unpacked code gone with a lost
+        # node's files, say) is retried like one whose node died; a failing notebook is not (exit code)
+        task = ray.remote(num_cpus=cpus, num_gpus=gpus, resources=res or None, max_retries=max_retries,
+                          retry_exceptions=True)(_run_job)
         refs[task.remote(job, notebook)] = job
     pending = list(refs)
     while pending:
