@@ -29,7 +29,16 @@ import pandas as pd
 
 from .images import IMAGE_EXTS, BadImageError, probe_images_cached
 from .io import read_json, write_json
-from .labels import find_images, read_labels_table, read_sample_submission, resolve_classes, submission_kind
+from .labels import (
+    ID_COLS,
+    PATH_COLS,
+    find_images,
+    pick_column,
+    read_labels_table,
+    read_sample_submission,
+    resolve_classes,
+    submission_kind,
+)
 from .paths import resolve, work_dir
 
 # ----------------------------------------------------------------------------------------------
@@ -253,7 +262,6 @@ def _test_table(root: Path, sample: pd.DataFrame | None, problems: list) -> pd.D
     sample_csv = root / "sample_submission.csv"
     if csv.exists():
         df = pd.read_csv(csv, dtype=str, keep_default_na=False)
-        from .labels import ID_COLS, PATH_COLS, pick_column
         id_col = pick_column(df, None, ID_COLS, csv) or df.columns[0]
         path_col = pick_column(df, None, PATH_COLS, csv)
         paths = ([str((root / p).resolve()) for p in df[path_col]] if path_col
