@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
 from scipy.special import logsumexp, softmax
 
-from .io import read_json, write_json
+from .decision import apply_offsets
 from .metrics import apply_temperature, check_probs, fit_temperature, get_metric, probs_to_logits, score
 from .runs import common_ids
 
@@ -117,15 +116,16 @@ def _fit_greedy(arrs, y, metric: str, space: str, n_steps: int) -> np.ndarray:
     return best_counts / best_counts.sum()
 
 def fit_blend_weights(oofs, y, metric: str = "log_loss", space: str = "prob",
-                      n_steps: int = 50) -> np.ndarray:
+                      n_steps: int = 50, compare: bool = True) -> np.ndarray:
     """Non-negative weights [M] summing to 1 that optimise ``metric`` of ``blend(oofs, w, space)``.
 
     oofs: list of M OOF probability arrays [N, C]; y [N]. ``log_loss`` (smooth and convex in w) is
     minimised with SLSQP on the simplex, with an analytic gradient, from equal weights and from each
     one-hot start. Non-differentiable metrics (accuracy, f1_macro, top5) use derivative-free greedy
     forward selection with replacement over ``n_steps`` additions (weights are multiples of
-    1/n_steps). The result is scored with the real metric against equal weights and every single
-    model and the best is returned, so it is never worse than either on the OOF rows.
+    1/n_steps). With ``compare`` the result is scored with the real metric against equal weights and
+    every single model and the best is returned, so it is never worse than either on these rows
+    (which says nothing about new rows: ``lib.crossfit`` compares them on held-out folds).
     """
     arrs = _check_preds(oofs, y)
     y = np.asarray(y).astype(np.int64)
@@ -142,7 +142,7 @@ def fit_blend_weights(oofs, y, metric: str = "log_loss", space: str = "prob",
     else:
         fitted = [_fit_greedy(arrs, y, metric, space, n_steps)]
     best_w, best_s = None, None
-    for w in fitted + [equal] + eye:  # fitted first: they win ties
+    for w in fitted + ([equal] + eye if compare else []):  # fitted first: they win ties
         w = np.clip(w, 0.0, None)
         w = w / w.sum()
         s = fn(y, blend(arrs, w, space))
@@ -180,9 +180,14 @@ def blend_report(oofs: dict, y, weights, metric: str = "log_loss",
 
 @dataclass
 class Blend:
-    """Blend fitted on OOF: model names, weights [M] (sum 1), temperature T, space, the shared ids
-    [N], their targets y [N], the blended OOF probabilities [N, C] before (``uncalibrated``) and
-    after the temperature (``probs``), and the report table."""
+    """Blend fitted on OOF: model names, weights [M] (sum 1), temperature T, space, the decision
+    layer's per-class ``offsets`` [C] (None: plain argmax), the ``strategy`` the cross-fitted
+    comparison chose (``lib.crossfit``), the shared ids [N], their targets y [N] and folds [N], the
+    blended OOF probabilities [N, C] before (``uncalibrated``) and after T and offsets (``probs``),
+    in-sample; ``cross_probs`` [N, C]: the same pipeline cross-fitted (each fold's rows by what was
+    fitted on the others: what a new row can expect); ``report`` (in-sample), ``crossfit`` and
+    ``decision`` (cross-fitted beside in-sample) tables; ``test_temperature``: the temperature the
+    test predictions get (``lib.calibrate.calibrate_test``; None: ``temperature``)."""
     models: list
     weights: np.ndarray
     temperature: float
@@ -192,15 +197,29 @@ class Blend:
     uncalibrated: np.ndarray
     probs: np.ndarray
     report: pd.DataFrame
+    offsets: np.ndarray | None = None
+    strategy: str = "fitted"
+    folds: np.ndarray | None = None
+    cross_probs: np.ndarray | None = None
+    crossfit: pd.DataFrame | None = None
+    decision: pd.DataFrame | None = None
+    test_temperature: float | None = None
+
 
 def fit_blend(oofs: dict, classes: list[str], metric: str = "log_loss", space: str = "prob",
-              temperature: bool = True) -> Blend:
-    """Fit blend weights on the OOF rows all models share (``fit_blend_weights``: >= 0, sum 1,
-    optimising ``metric``), then a temperature on the blend (never worsening OOF log loss).
+              temperature: bool = True, decide: bool = True) -> Blend:
+    """The blend to submit, chosen on the OOF rows all models share.
 
-    The report (``blend_report``: each model, equal weights, fitted weights) gets a final
-    ``calibrated_blend`` row (its weights cell ends with "; T=..."; T=1 when ``temperature`` is off).
+    With the OOF's ``fold`` column (2 folds or more) the strategies equal / best single / fitted
+    weights, each followed by a temperature (and, with ``decide`` and metric accuracy or f1_macro,
+    per-class decision offsets), are compared cross-fitted (``lib.crossfit.crossfit_blend``): the
+    best cross-fitted score wins and is refitted on all rows. Without folds, weights are fitted
+    in-sample (``fit_blend_weights``) with a warning. The in-sample ``report`` (``blend_report``:
+    each model, equal weights, fitted weights) ends with the ``calibrated_blend`` row: what is
+    submitted (weights cell "...; T=...", plus "; offsets" when the decision layer is used).
     """
+    from .crossfit import crossfit_blend
+
     models = sorted(oofs)
     ids = common_ids(oofs)
     if not ids:
@@ -215,26 +234,40 @@ def fit_blend(oofs: dict, classes: list[str], metric: str = "log_loss", space: s
         if not np.array_equal(a["target"].to_numpy(np.int64), y):
             raise ValueError(f"model {m} gives other targets than {models[0]} for the same ids")
     arrs = [a[classes].to_numpy(np.float64) for a in aligned]
-    w = fit_blend_weights(arrs, y, metric, space)
-    report = blend_report(dict(zip(models, arrs)), y, w, metric, space)
+    folds = next((a["fold"].to_numpy() for a in aligned if "fold" in a.columns), None)
+    report = blend_report(dict(zip(models, arrs)), y, fit_blend_weights(arrs, y, metric, space), metric, space)
+    if folds is not None and len(np.unique(folds)) >= 2:
+        cf = crossfit_blend(arrs, y, folds, metric, space, temperature, decide, names=models)
+        w, T, offsets, strategy, cross = cf.weights, cf.temperature, cf.offsets, cf.chosen, cf.probs
+        tables = (cf.table, cf.decision)
+    else:
+        warnings.warn("the OOF tables have no fold column (or one fold): blend weights and temperature are "
+                      "fitted and scored on the same rows, so the blend's OOF score is optimistic", stacklevel=2)
+        w = fit_blend_weights(arrs, y, metric, space)
+        T = fit_temperature(probs_to_logits(blend(arrs, w, space)), y) if temperature else 1.0
+        offsets, strategy, cross, tables = None, "fitted", None, (None, None)
     raw = blend(arrs, w, space)
-    logits = probs_to_logits(raw)
-    T = fit_temperature(logits, y) if temperature else 1.0
-    probs = apply_temperature(logits, T)
-    last = {"model": "calibrated_blend", "weights": f"{report['weights'].iloc[-1]}; T={T:.4g}",
-            **{c: score(c, y, probs) for c in report.columns[2:]}}
+    probs = apply_temperature(probs_to_logits(raw), T)
+    probs = apply_offsets(probs, offsets) if offsets is not None else probs
+    named = ", ".join(f"{n}={v:.3g}" for n, v in zip(models, w) if v > 0)
+    named += f"; T={T:.4g}" + ("; offsets" if offsets is not None else "")
+    last = {"model": "calibrated_blend", "weights": named, **{c: score(c, y, probs) for c in report.columns[2:]}}
     report = pd.concat([report, pd.DataFrame([last])], ignore_index=True)
-    return Blend(models, w, T, space, ids, y, raw, probs, report)
+    return Blend(models, w, T, space, ids, y, raw, probs, report, offsets, strategy, folds, cross, *tables)
+
 
 def blend_test(b: Blend, tests: dict, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(ids [N], probs [N, C]): the models' test predictions blended with ``b``'s weights and T."""
-    return blend_tests(tests, b.models, b.weights, b.space, b.temperature, classes)
+    """(ids [N], probs [N, C]): the models' test predictions blended with ``b``'s weights, test
+    temperature and offsets."""
+    T = b.temperature if b.test_temperature is None else b.test_temperature
+    return blend_tests(tests, b.models, b.weights, b.space, T, classes, b.offsets)
 
 
 def blend_tests(tests: dict, models: list[str], weights, space: str, temperature: float,
-                classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+                classes: list[str], offsets=None) -> tuple[np.ndarray, np.ndarray]:
     """(ids [N], probs [N, C]): ``tests`` (model -> id + classes) blended with ``weights`` [M] in
-    ``space``, then temperature-scaled; rows in the first model's id order."""
+    ``space``, then temperature-scaled (and shifted by the decision layer's ``offsets`` [C] when
+    given); rows in the first model's id order."""
     missing = [m for m in models if m not in tests]
     if missing:
         raise ValueError(f"no test predictions for models {missing}")
@@ -245,23 +278,5 @@ def blend_tests(tests: dict, models: list[str], weights, space: str, temperature
         if set(t["id"]) != set(ids) or len(t) != len(ids):
             raise ValueError(f"model {m} predicts other test ids than {models[0]}")
         arrs.append(t.set_index("id").loc[ids, classes].to_numpy(np.float64))
-    return ids.to_numpy(), apply_temperature(probs_to_logits(blend(arrs, weights, space)), temperature)
-
-
-def save_blend(b: Blend, path, runs: pd.DataFrame, tta, tta_space: str, class_table: dict) -> Path:
-    """The blend as 05_inference needs it to predict a hidden test set from the runs alone: each
-    model's runs, weights, space, temperature, TTA ops and space, and the class table. JSON, atomic."""
-    model_runs = {m: sorted(runs.loc[runs["model"] == m, "run_name"]) for m in b.models}
-    return write_json(path, {"models": model_runs, "weights": dict(zip(b.models, map(float, b.weights))),
-                             "space": b.space, "temperature": float(b.temperature),
-                             "tta": list([tta] if isinstance(tta, str) else tta), "tta_space": tta_space,
-                             "class_table": class_table})
-
-
-def load_blend(path) -> dict:
-    """A blend file of ``save_blend``; a clear error when 04 has not written one."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no blend file; run 04_ensemble_tta first (it writes the weights, "
-                                "temperature and TTA that 05_inference applies)")
-    return read_json(path)
+    probs = apply_temperature(probs_to_logits(blend(arrs, weights, space)), temperature)
+    return ids.to_numpy(), apply_offsets(probs, offsets) if offsets is not None else probs

@@ -21,10 +21,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .blend import load_blend
 from .io import write_json
 from .paths import relative, repo_root, resolve
 from .report import environment
+from .submission import load_blend
 
 RUN_FILES = ("params.yaml", "model.safetensors", "metrics.json", "classes.json")
 

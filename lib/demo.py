@@ -130,7 +130,7 @@ def score_submission(root, submission) -> dict:
 
     Nothing in training, analysis or blending reads ``solution.csv``; this is the leaderboard.
     """
-    from .metrics import accuracy, f1_macro, log_loss
+    from .metrics import accuracy, f1_macro, fit_temperature, log_loss, probs_to_logits
 
     root = Path(root)
     sol = pd.read_csv(root / "solution.csv", dtype={"ID": str})
@@ -142,8 +142,10 @@ def score_submission(root, submission) -> dict:
         raise ValueError(f"{submission}: {len(missing)} test ids missing (e.g. {missing[:3]}) or class columns "
                          "missing; write it with lib.ensemble.write_submission")
     probs, y = sub.loc[sol["ID"], classes].to_numpy(dtype=np.float64), sol["target"].to_numpy()
+    # the temperature that would minimise the test log loss on top of what was submitted: 1 = calibrated
+    extra = fit_temperature(probs_to_logits(probs), y, bounds=(0.05, 20.0))
     return {"test_log_loss": log_loss(y, probs), "test_accuracy": accuracy(y, probs),
-            "test_f1_macro": f1_macro(y, probs)}
+            "test_f1_macro": f1_macro(y, probs), "extra_temperature": extra}
 
 
 def main(argv=None) -> None:

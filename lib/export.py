@@ -84,7 +84,7 @@ def check_onnx(run_dir, onnx_path=None, n: int = 64, batch_size: int = 16) -> fl
 def export_blend(runs_dir="runs", out="export") -> Path:
     """One ONNX file per run of 04's blend (``<out>/<run>.onnx`` + json) and the blend file, which
     says how to combine them (each model's runs averaged, then weights and temperature)."""
-    from .blend import load_blend
+    from .submission import load_blend
     runs_dir, out = resolve(runs_dir), resolve(out)
     plan = load_blend(runs_dir / "ensemble" / "blend.json")
     out.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ replace them one for one.
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,7 +27,7 @@ from .data import Competition, open_competition, open_test_set
 from .device import amp_dtype, default_num_workers, pick_device
 from .metrics import accuracy, f1_macro, log_loss
 from .paths import resolve
-from .runs import fold_mean, load_config, load_test
+from .runs import fold_mean, load_config
 from .tta import get_tta
 
 SPLITS = ("test", "oof")
@@ -135,8 +136,8 @@ def predict_submission(data_dir, runs_dir="runs", submission="runs/submission.cs
     class table) and each run's ``params.yaml`` and ``model.safetensors``. No training image, fold
     or class file is read. ``models`` keeps a subset (weights renormalised); ``tta`` replaces 04's
     ops. Written like 04's (validated against the sample); returns it."""
-    from .blend import blend_tests, load_blend
-    from .submission import make_submission, write_submission
+    from .blend import blend_tests
+    from .submission import load_blend, make_submission, write_submission
 
     runs_dir = resolve(runs_dir)
     plan = load_blend(runs_dir / "ensemble" / "blend.json")
@@ -158,15 +159,18 @@ def predict_submission(data_dir, runs_dir="runs", submission="runs/submission.cs
     weights = np.array([plan["weights"][m] for m in chosen])
     if weights.sum() <= 0:
         raise ValueError(f"models {chosen} have zero weight in the blend; choose others")
-    ids, probs = blend_tests(tests, chosen, weights, plan["space"], plan["temperature"], comp.classes)
+    offsets = plan.get("offsets")  # the decision layer's, per class name (None: plain argmax)
+    offsets = [offsets[c] for c in comp.classes] if offsets else None
+    ids, probs = blend_tests(tests, chosen, weights, plan["space"], plan["temperature"], comp.classes, offsets)
     sub = make_submission(probs, ids, comp.sample_submission, label_values=comp.label_values)
     write_submission(sub, resolve(submission), comp.sample_submission, comp.label_values)
     return sub
 
 
 def tta_predictions(runs: pd.DataFrame, classes: list[str], ops=("identity",), space: str = "prob",
-                    oof: bool = False, **kwargs) -> tuple[dict, dict | None]:
-    """(tests, oofs) per model for the runs of ``lib.runs.find_runs``.
+                    oof: bool = False, by_run: bool = False, **kwargs) -> tuple:
+    """(tests, oofs) per model for the runs of ``lib.runs.find_runs`` (with ``by_run``, a third item:
+    each run's own test predictions {run_name: id + classes}, what ``lib.calibrate`` compares with).
 
     tests: id + classes, the mean over the model's folds. With ops == ["identity"] these are read
     from the runs' test.csv; otherwise every run is re-predicted with ``predict_fold`` (``kwargs``
@@ -175,19 +179,20 @@ def tta_predictions(runs: pd.DataFrame, classes: list[str], ops=("identity",), s
     """
     ops = [ops] if isinstance(ops, str) else list(ops)
     get_tta(ops)
-    if ops == ["identity"]:
-        return load_test(runs, classes), None
-    if not oof:
+    plain = ops == ["identity"]
+    if not plain and not oof:
         warnings.warn(f"TTA {ops} on test only: the blend weights and temperature will be fitted on OOF "
                       "predictions made without TTA, which are sharper than the TTA test predictions; "
                       "set tta_oof=True to fit them on TTA OOF", stacklevel=2)
-    tests, oofs = {}, {} if oof else None
-    for model, g in runs.groupby("model", sort=True):
-        tests[model] = fold_mean([predict_fold(d, ops, "test", space, **kwargs) for d in g["dir"]], g["dir"], classes)
-        if oof:
-            full = pd.concat([predict_fold(d, ops, "oof", space, **kwargs) for d in g["dir"]], ignore_index=True)
-            oofs[model] = full.sort_values("id").reset_index(drop=True)
-    return tests, oofs
+    per_run = {r.run_name: pd.read_csv(Path(r.dir) / "test.csv", dtype={"id": str}) if plain
+               else predict_fold(r.dir, ops, "test", space, **kwargs) for r in runs.itertuples()}
+    tests = {model: fold_mean([per_run[r] for r in g["run_name"]], g["dir"], classes)
+             for model, g in runs.groupby("model", sort=True)}
+    oofs = None
+    if oof and not plain:
+        oofs = {model: pd.concat([predict_fold(d, ops, "oof", space, **kwargs) for d in g["dir"]], ignore_index=True)
+                .sort_values("id").reset_index(drop=True) for model, g in runs.groupby("model", sort=True)}
+    return (tests, oofs, per_run) if by_run else (tests, oofs)
 
 def tta_gain(oofs: dict, oofs_tta: dict, classes: list[str]) -> pd.DataFrame:
     """Per model, on the ids re-predicted with TTA: log_loss, accuracy, f1_macro without and with

@@ -7,12 +7,14 @@ the sample's dtype. Nothing is written that does not pass ``validate_submission`
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
-from .blend import Blend, blend_test, save_blend
+from .blend import Blend, blend_test
 from .data import Competition
-from .io import write_csv
+from .io import read_json, write_csv, write_json
 from .paths import resolve
 
 
@@ -158,12 +160,14 @@ def write_submission(df: pd.DataFrame, path, sample: pd.DataFrame, label_values:
 
 def write_ensemble(b: Blend, tests: dict, comp: Competition, runs_dir="runs",
                    submission="runs/submission.csv", runs: pd.DataFrame | None = None, tta=("identity",),
-                   tta_space: str = "prob") -> pd.DataFrame:
+                   tta_space: str = "prob", expected: dict | None = None) -> pd.DataFrame:
     """Write the submission (sample_submission's ids, row and column order; validated before
-    writing), ``<runs_dir>/ensemble/blend_report.csv``, ``oof_blend.csv`` (id, target, classes),
+    writing), ``<runs_dir>/ensemble/blend_report.csv``, ``crossfit.csv`` and ``decision.csv`` (the
+    cross-fitted comparisons), ``expected_score.json`` (given ``expected``, from
+    ``lib.calibrate.expected_score``), ``oof_blend.csv`` (id, target, classes),
     ``test_<model>.csv`` (each single model's test predictions, its folds' mean with the same TTA, as
     a submission, to compare with the blend on the leaderboard) and, given ``runs`` (``open_runs``),
-    ``blend.json``: what 05_inference needs to predict a hidden test set (``blend.save_blend``).
+    ``blend.json``: what 05_inference needs to predict a hidden test set (``save_blend``).
     Returns the submission."""
     if comp.sample_submission is None:
         raise FileNotFoundError(f"{comp.root}/sample_submission.csv is missing: it fixes the submission's "
@@ -174,6 +178,11 @@ def write_ensemble(b: Blend, tests: dict, comp: Competition, runs_dir="runs",
     write_submission(sub, resolve(submission), sample, values)
     out = resolve(runs_dir) / "ensemble"
     write_csv(out / "blend_report.csv", b.report)
+    for name, table in (("crossfit.csv", b.crossfit), ("decision.csv", b.decision)):
+        if table is not None:
+            write_csv(out / name, table)
+    if expected is not None:
+        write_json(out / "expected_score.json", expected)
     oof = pd.DataFrame(b.probs, columns=comp.classes)
     oof.insert(0, "target", b.y), oof.insert(0, "id", b.ids)
     write_csv(out / "oof_blend.csv", oof)
@@ -183,3 +192,26 @@ def write_ensemble(b: Blend, tests: dict, comp: Competition, runs_dir="runs",
         t = tests[m].set_index("id").loc[ids, comp.classes].to_numpy(np.float64)
         write_submission(make_submission(t, ids, sample, label_values=values), out / f"test_{m}.csv", sample, values)
     return sub
+
+
+def save_blend(b: Blend, path, runs: pd.DataFrame, tta, tta_space: str, class_table: dict) -> Path:
+    """The blend as 05_inference needs it to predict a hidden test set from the runs alone: each
+    model's runs, weights, space, the test temperature (and the OOF one), the decision offsets per
+    class, TTA ops and space, and the class table. JSON, atomic."""
+    model_runs = {m: sorted(runs.loc[runs["model"] == m, "run_name"]) for m in b.models}
+    offsets = None if b.offsets is None else dict(zip(class_table["classes"], map(float, b.offsets)))
+    T = b.temperature if b.test_temperature is None else b.test_temperature  # what the test predictions get
+    return write_json(path, {"models": model_runs, "weights": dict(zip(b.models, map(float, b.weights))),
+                             "space": b.space, "temperature": float(T), "oof_temperature": float(b.temperature),
+                             "offsets": offsets,
+                             "tta": list([tta] if isinstance(tta, str) else tta), "tta_space": tta_space,
+                             "class_table": class_table})
+
+
+def load_blend(path) -> dict:
+    """A blend file of ``save_blend``; a clear error when 04 has not written one."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no blend file; run 04_ensemble_tta first (it writes the weights, "
+                                "temperature and TTA that 05_inference applies)")
+    return read_json(path)

@@ -12,6 +12,7 @@ import argparse
 import pandas as pd
 
 from .analysis import cv_table, leaderboard
+from .io import read_json
 from .paths import relative, resolve
 from .runs import open_runs
 
@@ -30,10 +31,17 @@ def main(argv=None) -> None:
     cv = cv.assign(folds=[int((runs["model"] == m).sum()) for m in cv["model"]])
     print("\n== cross-validation (out-of-fold) per model ==")
     print(cv[["model", "folds", "n_oof", "log_loss", "accuracy", "f1_macro"]].to_string(index=False))
-    report = runs_dir / "ensemble" / "blend_report.csv"
-    if report.exists():
-        print("\n== blend (04_ensemble_tta, OOF) ==")
-        print(pd.read_csv(report).to_string(index=False))
+    ens = runs_dir / "ensemble"
+    if (ens / "blend_report.csv").exists():
+        print("\n== blend (04_ensemble_tta, OOF, in-sample) ==")
+        print(pd.read_csv(ens / "blend_report.csv").to_string(index=False))
+    if (ens / "crossfit.csv").exists():
+        print("\n== blend strategies, cross-fitted (each fold scored by what the other folds fitted) ==")
+        print(pd.read_csv(ens / "crossfit.csv").to_string(index=False))
+    if (ens / "expected_score.json").exists():
+        e = read_json(ens / "expected_score.json")
+        print(f"\n== expected (04): {e['metric']} {e['expected']:.4f}, {e['level']:.0%} interval "
+              f"{e['low']:.4f} .. {e['high']:.4f} for {e['n_test']} test rows ({e['basis']}) ==")
     sub = resolve(a.submission) if a.submission else runs_dir / "submission.csv"
     if a.score:
         from .demo import score_submission
@@ -46,6 +54,8 @@ def main(argv=None) -> None:
         print(f"\n== FINAL: {relative(sub)} scored against the held-back {relative(root / 'solution.csv')} ==")
         print(f"test log loss {s['test_log_loss']:.4f}   test accuracy {s['test_accuracy']:.4f}   "
               f"test macro F1 {s['test_f1_macro']:.4f}")
+        print(f"extra temperature that would minimise this test log loss: {s['extra_temperature']:.3f} "
+              "(1 = the submitted probabilities are calibrated)")
 
 
 if __name__ == "__main__":
