@@ -26,6 +26,18 @@ def test_baseline_trains_on_all_images_and_writes_a_submission(bench_script, dig
     assert "train_loss" in out and "Epoch 1/1 :" not in out
 
 
+def test_equal_compute_baseline_takes_as_many_epochs_as_fit_the_budget(bench_script, digits_comp, tmp_path):
+    base = bench_script("fmnist_baseline")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"backbone": "test_resnet", "img_size": 16, "epochs": 1}))
+    info = base.run_baseline(str(digits_comp), str(recipe), str(tmp_path / "base"), minutes=0.1)
+    assert info["budget_minutes"] == 0.1 and info["measured_epoch_seconds"] > 0
+    assert info["epochs"] == max(1, int(6 // info["measured_epoch_seconds"]))
+    assert info["seconds"] < 3 * 6 + 10  # it trains for about the budget, not the recipe's epochs
+    validate_submission(pd.read_csv(tmp_path / "base" / "submission.csv", dtype={"ID": str}),
+                        pd.read_csv(digits_comp / "sample_submission.csv", dtype={"ID": str}))
+
+
 def _submission(comp, y, wrong, rng):
     """A submission that puts most mass on the true class for all but the first ``wrong`` rows."""
     sample = pd.read_csv(comp / "sample_submission.csv", dtype={"ID": str})
