@@ -64,6 +64,24 @@ def test_report_scores_entries_and_judges_targets(bench_script, digits_comp, tmp
     (runs / "baseline" / "baseline.json").write_text(json.dumps({"backbone": "b", "epochs": 3, "train_images": 9,
                                                                  "seconds": 1.0}))
     r = rep.report(str(digits_comp), str(runs), started=None)
+    assert r["rows"][0]["cv_log_loss"] == 0.19  # no crossfit.csv: the in-sample blend row
+    # 04's cross-fitted choice and expected score, and the baseline at equal compute, join the table
+    pd.DataFrame({"strategy": ["equal", "fitted"], "cross_fitted_log_loss": [0.23, 0.21],
+                  "chosen": [False, True]}).to_csv(runs / "ensemble" / "crossfit.csv", index=False)
+    (runs / "ensemble" / "expected_score.json").write_text(json.dumps(
+        {"metric": "log_loss", "expected": 0.21, "low": 0.0, "high": 0.3, "level": 0.9, "basis": "cross-fitted OOF"}))
+    (runs / "baseline_equal_compute").mkdir()
+    _submission(digits_comp, y, 9, rng).to_csv(runs / "baseline_equal_compute" / "submission.csv", index=False)
+    (runs / "baseline_equal_compute" / "baseline.json").write_text(json.dumps(
+        {"backbone": "b", "epochs": 30, "seconds": 600.0, "budget_minutes": 10.0}))
+    r = rep.report(str(digits_comp), str(runs), started=None)
+    assert r["rows"][0]["cv_log_loss"] == 0.21 and "fitted (cross-fitted)" in r["rows"][0]["detail"]
+    equal = r["rows"][4]
+    assert equal["entry"] == "baseline at equal compute: fastai defaults" and "30 epochs" in equal["detail"]
+    within = r["rows"][0]["test_log_loss"] <= 0.3
+    assert r["targets"]["test log loss within 04's expected interval"] == within
+    assert "submitted probabilities calibrated (extra T in 0.9-1.1)" in r["targets"]
+    assert "04 expected log_loss 0.2100" in rep.markdown(r)
     entries = [row["entry"] for row in r["rows"]]
     assert entries[:4] == ["foldbook blend (submission.csv)", "single backbone: b (best CV)", "single backbone: a",
                            "baseline: fastai defaults"]
