@@ -15,6 +15,8 @@ DEMO_NAME   := $(if $(filter auto,$(DEMO_SOURCE)),$(shell [ -f /usr/share/datase
 DEMO_DATA   ?= data/$(DEMO_NAME)
 DEMO_PARAMS ?= params/demo/resnet.yaml params/demo/convnext.yaml
 DEMO_FOLDS  ?= 0-2
+# digits are not mirror-symmetric: the digits demo trains without horizontal flips
+DEMO_FLIPS  := $(if $(filter digits,$(DEMO_NAME)),-p hflip False)
 
 # the grid: every params file x fold
 PARAMS ?= $(DEMO_PARAMS)
@@ -62,7 +64,7 @@ demo: env
 	@start=$$(date +%s); \
 	$(PY) -m lib.demo --source $(DEMO_SOURCE) $(DEMO_ARGS) && \
 	$(PAPERMILL) notebooks/01_eda.ipynb runs/01_eda.ipynb -p data_dir $(DEMO_DATA) -p n_folds 3 && \
-	$(PY) -m lib.grid --params $(DEMO_PARAMS) --folds $(DEMO_FOLDS) -p data_dir $(DEMO_DATA) -p n_folds 3 --force && \
+	$(PY) -m lib.grid --params $(DEMO_PARAMS) --folds $(DEMO_FOLDS) -p data_dir $(DEMO_DATA) -p n_folds 3 $(DEMO_FLIPS) --force && \
 	$(PAPERMILL) notebooks/03_oof_analysis.ipynb runs/03_oof_analysis.ipynb -p data_dir $(DEMO_DATA) && \
 	$(PAPERMILL) notebooks/04_ensemble_tta.ipynb runs/04_ensemble_tta.ipynb -p data_dir $(DEMO_DATA) -p progress False && \
 	$(PY) -m lib.summary --data-dir $(DEMO_DATA) --runs-dir runs --score && \

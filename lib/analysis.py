@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import precision_recall_fscore_support
 
+from .config import MONITORS
 from .data import Competition
 from .dataset import load_resized
 from .io import write_csv
@@ -34,6 +35,7 @@ from .runs import common_ids, run_params
 from .viz import image_grid, plot_labels
 
 METRIC_COLS = ["log_loss", "accuracy", "f1_macro"]
+EPOCH_COLS = ["monitor", "monitor_best", "monitor_last", "monitor_gap", "weights_epoch", "best_epoch", "last_epoch"]
 
 
 # ---------------------------------------------------------------- the leaderboard
@@ -43,24 +45,37 @@ def oof_arrays(oof: pd.DataFrame, classes: list[str]) -> tuple[np.ndarray, np.nd
     return oof["target"].to_numpy(np.int64), oof[classes].to_numpy(np.float64)
 
 
+def monitor_gap(runs: pd.DataFrame) -> pd.Series:
+    """Per run, how much better its best epoch scored on its validation fold than its last, in ``monitor``'s
+    direction (>= 0): the optimism of picking the epoch on the fold then scored. NaN where not recorded."""
+    sign = runs["monitor"].map(lambda m: {True: 1.0, False: -1.0}.get(MONITORS.get(m), np.nan))
+    return sign * (runs["monitor_best"] - runs["monitor_last"])
+
+
 def leaderboard(runs: pd.DataFrame, oofs: dict[str, pd.DataFrame], classes: list[str],
                 save=None) -> pd.DataFrame:
-    """One row per run (fold = 0..K-1) and one per model (fold = "cv", scored on its full OOF):
-    model, fold, n_oof, log_loss, accuracy, f1_macro, best_epoch, minutes, then the parameters that
-    differ between runs. Sorted by model; written atomically to ``save`` (CSV) when given."""
+    """One row per run (fold = 0..K-1) and one per model (fold = "cv", scored on its full OOF): model,
+    fold, n_oof, the OOF log_loss, accuracy, f1_macro; monitor, its validation score at the best epoch
+    (monitor_best) and at the last (monitor_last), monitor_gap (``monitor_gap``); weights_epoch (whose
+    weights made the OOF), best_epoch, last_epoch; minutes; the parameters that differ between runs.
+    cv rows: the folds' mean monitor_best/last/gap (NaN unless all have them), no epochs. What an older
+    metrics.json lacks is NaN. Sorted by model; written atomically to ``save`` (CSV) when given."""
     params = run_params(runs).drop(columns=["fold"], errors="ignore")
     if len(runs) < 2:  # nothing differs between one run and itself
         params = params.iloc[:, :0]
+    runs = runs.assign(monitor_gap=monitor_gap(runs))
     rows = []
     for model, g in runs.groupby("model", sort=True):
         oof = oofs[model]
         for r in g.itertuples():
             rows.append({"model": model, "fold": int(r.fold), "n_oof": int((oof["fold"] == r.fold).sum()),
-                         **{k: getattr(r, k) for k in METRIC_COLS + ["best_epoch", "minutes"]},
+                         **{k: getattr(r, k) for k in METRIC_COLS + EPOCH_COLS + ["minutes"]},
                          **params.loc[r.run_name].to_dict()})
         y, p = oof_arrays(oof, classes)
         rows.append({"model": model, "fold": "cv", "n_oof": len(oof), "log_loss": log_loss(y, p),
-                     "accuracy": accuracy(y, p), "f1_macro": f1_macro(y, p), "best_epoch": np.nan,
+                     "accuracy": accuracy(y, p), "f1_macro": f1_macro(y, p), "monitor": g["monitor"].iloc[0],
+                     **{k: g[k].mean(skipna=False) for k in ("monitor_best", "monitor_last", "monitor_gap")},
+                     **{k: np.nan for k in ("weights_epoch", "best_epoch", "last_epoch")},
                      "minutes": g["minutes"].sum(), **params.loc[g["run_name"].iloc[0]].to_dict()})
     lb = pd.DataFrame(rows)
     lb["fold"] = lb["fold"].astype(str)
@@ -70,8 +85,10 @@ def leaderboard(runs: pd.DataFrame, oofs: dict[str, pd.DataFrame], classes: list
 
 
 def cv_table(lb: pd.DataFrame) -> pd.DataFrame:
-    """The leaderboard's full-OOF rows, best log loss first."""
-    return lb[lb["fold"] == "cv"].sort_values("log_loss").reset_index(drop=True)
+    """The leaderboard's full-OOF rows, best log loss first, without per-fold epochs: the OOF scores beside
+    the folds' mean validation score of the best epoch (by monitor), of the last, and their gap."""
+    cv = lb[lb["fold"] == "cv"].drop(columns=["weights_epoch", "best_epoch", "last_epoch"], errors="ignore")
+    return cv.sort_values("log_loss").reset_index(drop=True)
 
 
 def focus_model(lb: pd.DataFrame, focus: str | None = None) -> str:

@@ -4,12 +4,21 @@ Inputs are ``uint8[S, S, 3]`` images from the pre-resized cache (or decoded and 
 outputs are ``FloatTensor[3, size, size]``. MixUp and CutMix act on batches and live in training
 (``lib.train``), not here.
 
-    none       resize only (validation, test)
-    light      random-resized crop (scale 0.7-1), horizontal flip
+    none       resize only (validation, test): no flips, whatever the flip settings
+    light      random-resized crop (scale 0.7-1), the flips
     medium     + small affine, colour jitter, coarse dropout
     heavy      + stronger crops and affine, blur/noise, larger dropout
-    doc_noise  for clean-train / noisy-test sets (documents): 90-degree rotations, flips, free
-               rotation, gaussian noise, blur, colour shifts, JPEG artefacts
+    doc_noise  for clean-train / noisy-test sets (documents): the flips, free rotation, gaussian
+               noise, blur, colour shifts, JPEG artefacts
+
+The flips are settings of the recipe (``lib.config``), honoured by every preset but ``none``:
+``hflip`` (HorizontalFlip, p 0.5; on by default), ``vflip`` (VerticalFlip, p 0.5) and ``rot90``
+(RandomRotate90, p 1: 0, 90, 180 or 270 degrees, uniformly; with both flips, all 8 rotations and
+mirror images of the square equally often). They go where the preset flipped before these settings:
+after the crop (light, medium, heavy), after the resize (doc_noise, which keeps its own chances:
+rotations p 0.75, vertical flips p 0.25, as it had them; its recipe turns all three on). Turn
+``hflip`` off for images that are not mirror-symmetric (digits, text); a TTA op needs its flip in
+training (``lib.tta.check_tta_ops``).
 """
 from __future__ import annotations
 
@@ -18,28 +27,34 @@ import albumentations as A
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-def _none(s):
+def flip_ops(hflip: bool, vflip: bool, rot90: bool, p_rot90: float = 1.0, p_vflip: float = 0.5) -> list:
+    """The flips asked for, in this order: 90-degree rotations, horizontal flip (p 0.5), vertical flip."""
+    return (([A.RandomRotate90(p=p_rot90)] if rot90 else []) + ([A.HorizontalFlip(p=0.5)] if hflip else [])
+            + ([A.VerticalFlip(p=p_vflip)] if vflip else []))
+
+
+def _none(s, flips):
     return [A.Resize(s, s)]
 
 
-def _light(s):
-    return [A.RandomResizedCrop(size=(s, s), scale=(0.7, 1.0)), A.HorizontalFlip(p=0.5)]
+def _light(s, flips):
+    return [A.RandomResizedCrop(size=(s, s), scale=(0.7, 1.0)), *flip_ops(**flips)]
 
 
-def _medium(s):
+def _medium(s, flips):
     return [
         A.RandomResizedCrop(size=(s, s), scale=(0.5, 1.0)),
-        A.HorizontalFlip(p=0.5),
+        *flip_ops(**flips),
         A.Affine(rotate=(-10, 10), translate_percent=(-0.05, 0.05), p=0.5),
         A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02, p=0.5),
         A.CoarseDropout(num_holes_range=(1, 2), hole_height_range=(0.1, 0.2), hole_width_range=(0.1, 0.2), p=0.3),
     ]
 
 
-def _heavy(s):
+def _heavy(s, flips):
     return [
         A.RandomResizedCrop(size=(s, s), scale=(0.35, 1.0)),
-        A.HorizontalFlip(p=0.5),
+        *flip_ops(**flips),
         A.Affine(rotate=(-20, 20), translate_percent=(-0.1, 0.1), shear=(-8, 8), p=0.7),
         A.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.05, p=0.7),
         A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.GaussNoise(std_range=(0.02, 0.08))], p=0.3),
@@ -47,12 +62,10 @@ def _heavy(s):
     ]
 
 
-def _doc_noise(s):
+def _doc_noise(s, flips):
     return [
         A.Resize(s, s),
-        A.RandomRotate90(p=0.75),
-        A.HorizontalFlip(p=0.5),
-        A.VerticalFlip(p=0.25),
+        *flip_ops(**flips, p_rot90=0.75, p_vflip=0.25),
         A.Affine(rotate=(-30, 30), scale=(0.85, 1.1), fill=255, p=0.6),
         A.OneOf([A.GaussNoise(std_range=(0.05, 0.25)), A.ISONoise(), A.MultiplicativeNoise()], p=0.7),
         A.OneOf([A.GaussianBlur(blur_limit=(3, 7)), A.MotionBlur(blur_limit=(3, 7))], p=0.4),
@@ -64,9 +77,11 @@ def _doc_noise(s):
 AUGMENTATIONS = {"none": _none, "light": _light, "medium": _medium, "heavy": _heavy, "doc_noise": _doc_noise}
 
 
-def get_augment(name: str, size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> A.Compose:
-    """Compose for preset ``name`` at ``size`` px, ending in Normalize(mean, std) and ToTensorV2."""
+def get_augment(name: str, size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD, hflip: bool = True,
+                vflip: bool = False, rot90: bool = False) -> A.Compose:
+    """Compose for preset ``name`` at ``size`` px with the flips asked for (ignored by ``none``),
+    ending in Normalize(mean, std) and ToTensorV2."""
     if name not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {name!r}; choose one of {sorted(AUGMENTATIONS)}")
-    ops = AUGMENTATIONS[name](int(size))
+    ops = AUGMENTATIONS[name](int(size), {"hflip": hflip, "vflip": vflip, "rot90": rot90})
     return A.Compose(ops + [A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0), A.ToTensorV2()])

@@ -66,13 +66,13 @@ def build_model(cfg: TrainConfig, num_classes: int, pretrained: str | None = Non
 def image_dataset(cfg: TrainConfig, comp: Competition, split: str, rows: pd.DataFrame, aug: str,
                   data_cfg: dict, targets: bool = True) -> ImageDataset:
     """The images of ``rows`` (a subset of ``comp.train`` or ``comp.test``, by ``split``) at the
-    recipe's size, normalised for the backbone; read from the split's pre-resized cache when
-    ``cfg.cache``, else decoded each time."""
+    recipe's size, normalised for the backbone, augmented by preset ``aug`` with the recipe's flips;
+    read from the split's pre-resized cache when ``cfg.cache``, else decoded each time."""
     table = comp.train if split == "train" else comp.test
     cache = (build_cache(table["path"].tolist(), cfg.img_size, comp.work / "cache", split, progress=cfg.progress)
              if cfg.cache else None)
     pos = pd.Series(np.arange(len(table)), index=table["id"].to_numpy()).loc[rows["id"]].to_numpy()
-    tfm = get_augment(aug, cfg.img_size, data_cfg["mean"], data_cfg["std"])
+    tfm = get_augment(aug, cfg.img_size, data_cfg["mean"], data_cfg["std"], cfg.hflip, cfg.vflip, cfg.rot90)
     return ImageDataset(rows["path"], rows["target"] if targets else None, tfm, cfg.img_size,
                         cache, pos if cache is not None else None, cfg.seed)
 
@@ -146,8 +146,8 @@ def training_callbacks(cfg: TrainConfig, device: torch.device) -> list:
     world = world_size()
     if world > 1:
         cbs.append(DistributedTrainer(device, cfg.sync_bn))
-    if cfg.ema:
-        cbs.append(EMA(cfg.ema))
+    if cfg.ema or cfg.ema_epochs:
+        cbs.append(EMA(cfg.ema, cfg.ema_epochs, cfg.grad_accum))
     if cfg.mixup and cfg.cutmix:
         cbs.append(MixUpCutMix(cfg.mixup, cfg.cutmix))
     elif cfg.mixup or cfg.cutmix:

@@ -1,10 +1,11 @@
-"""A run's files on disk while it trains: the best weights, the resumable state, and reading it back.
+"""A run's files on disk while it trains: the kept weights, the resumable state, and reading it back.
 
-``model.safetensors`` holds the best weights so far (EMA weights when EMA is on); ``state.pt`` the
-state after the last completed epoch (weights, optimizer, EMA, per-epoch history), read back with
-``torch.load(weights_only=True)``. Both are written by one background thread, in order, atomically,
-so training does not wait for the disk and an interrupted run leaves a consistent pair. With a
-``sync_to`` URL the same thread then mirrors the run folder there (``lib.backup.push_run``).
+``model.safetensors`` holds the weights the run keeps (``best_epoch``: the last epoch's, or the best
+so far by ``monitor``; EMA weights when EMA is on); ``state.pt`` the state after the last completed
+epoch (weights, optimizer, EMA, per-epoch history), read back with ``torch.load(weights_only=True)``.
+Both are written by one background thread, in order, atomically, so training does not wait for the
+disk and an interrupted run leaves a consistent pair. With a ``sync_to`` URL the same thread then
+mirrors the run folder there (``lib.backup.push_run``).
 """
 from __future__ import annotations
 
@@ -40,8 +41,8 @@ class CheckpointWriter:
         self.flush()
         self.pool.shutdown()
 
-    def save_best(self, model: torch.nn.Module) -> None:
-        """Best weights so far to model.safetensors."""
+    def save_weights(self, model: torch.nn.Module) -> None:
+        """The weights the run keeps (this epoch's) to model.safetensors."""
         self.flush()
         sd = {k: v.contiguous() for k, v in snapshot(model.state_dict()).items()}
 

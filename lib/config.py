@@ -13,13 +13,12 @@ file is written: a misspelt setting fails and names the valid ones.
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from .config_checks import check_types, unknown_message
 from .io import write_yaml
 
 SCHEDULES = ("onecycle", "flat_cos")
@@ -27,6 +26,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 TRACKERS = ("none", "mlflow", "wandb")
 POOLS = ("avg", "max", "avgmax", "catavgmax", "token", "gem")
 SCAN_ARGS = ("labels_csv", "id_col", "label_col", "path_col")
+BEST_EPOCHS = ("last", "monitor")
 MONITORS = {"log_loss": False, "valid_loss": False, "accuracy": True, "f1_macro": True}  # name -> greater is better
 
 
@@ -51,6 +51,9 @@ class TrainConfig:
     # the data the model sees
     img_size: int = 32                  # pixels, square
     aug: str = "light"                  # none | light | medium | heavy | doc_noise
+    hflip: bool = True                  # random horizontal flips in training (every preset but none)
+    vflip: bool = False                 # random vertical flips in training (every preset but none)
+    rot90: bool = False                 # random 90-degree rotations in training (every preset but none)
     mixup: float = 0.0                  # MixUp alpha (0 = off)
     cutmix: float = 0.0                 # CutMix alpha (0 = off); both on = one or the other per batch
     # the optimisation
@@ -62,11 +65,13 @@ class TrainConfig:
     warmup_pct: float = 0.1             # onecycle's share of warm-up steps
     loss: str = "ce"                    # ce | focal | bi_tempered | asymmetric | soft_ce
     loss_args: dict = field(default_factory=dict)  # e.g. {"label_smoothing": 0.1} or {"gamma": 2.0}
-    ema: float | None = None            # weight EMA decay, e.g. 0.999 (None = off)
+    ema_epochs: float | None = None     # weight EMA averaging over about this many epochs, e.g. 1.0 (None = off)
+    ema: float | None = None            # or the EMA as a per-step decay, e.g. 0.999 (not both; None = off)
     grad_accum: int = 1                 # batches per optimizer step
     grad_clip: float | None = None      # max gradient norm (None = off)
     precision: str = "auto"             # auto (CUDA: bf16 if native, else fp16; CPU: fp32) | fp32 | bf16
-    monitor: str = "log_loss"           # best-epoch selection: log_loss | accuracy | f1_macro | valid_loss
+    monitor: str = "log_loss"           # best epoch and early stopping by: log_loss | accuracy | f1_macro | valid_loss
+    best_epoch: str = "last"            # weights kept and predicted: last (epoch) | monitor (its best epoch)
     patience: int | None = None         # early stopping after this many epochs without gain
     seed: int = 42
     # where and how it runs: these may change between an interrupted run and its resume
@@ -88,7 +93,7 @@ class TrainConfig:
     sync_to: str | None = None          # mirror the run after each saved epoch to this fsspec URL (s3://b/runs, /mnt/x)
 
     def __post_init__(self):
-        problems = _check_types(self) or self.problems()
+        problems = check_types(self) or self.problems()
         if problems:
             raise ValueError("bad training settings:\n  - " + "\n  - ".join(problems))
 
@@ -182,7 +187,7 @@ class TrainConfig:
         out = []
         for name, choices in (("aug", AUGMENTATIONS), ("loss", LOSSES), ("schedule", SCHEDULES),
                               ("monitor", MONITORS), ("precision", PRECISIONS), ("pool", POOLS),
-                              ("tracker", TRACKERS)):
+                              ("tracker", TRACKERS), ("best_epoch", BEST_EPOCHS)):
             if getattr(self, name) not in choices:
                 out.append(f"{name} {getattr(self, name)!r}: choose one of {sorted(choices)}")
         if self.n_folds < 2:
@@ -200,6 +205,11 @@ class TrainConfig:
             out.append("mixup and cutmix are Beta-distribution alphas: >= 0 (0 = off)")
         if self.ema is not None and not 0 < self.ema < 1:
             out.append(f"ema {self.ema}: a decay in (0, 1), e.g. 0.999, or None")
+        if self.ema_epochs is not None and not self.ema_epochs > 0:
+            out.append(f"ema_epochs {self.ema_epochs}: a horizon in epochs > 0, e.g. 1.0, or None")
+        if self.ema is not None and self.ema_epochs is not None:
+            out.append(f"ema {self.ema} and ema_epochs {self.ema_epochs} are two ways to set one EMA: keep "
+                       "ema_epochs (a horizon in epochs) or ema (a per-step decay) and set the other to None")
         n_devices = len(self.devices) if isinstance(self.devices, list) else self.devices
         if n_devices < 1:
             out.append(f"devices {self.devices!r}: a count >= 1 or a non-empty list")
@@ -262,37 +272,10 @@ def defaults() -> dict:
     return TrainConfig().to_dict()
 
 
-def unknown_message(unknown, valid, what: str) -> str:
-    hints = []
-    for u in unknown:
-        close = difflib.get_close_matches(u, valid, n=2, cutoff=0.5)
-        hints.append(f"{u!r}" + (f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""))
-    return f"unknown {what}{'s' if len(unknown) > 1 else ''} {', '.join(hints)}; valid ones: {', '.join(valid)}"
-
-
-def _check_types(cfg: TrainConfig) -> list[str]:
-    """Each value against its annotation; ints are taken where floats are meant, and numeric text
-    (YAML 1.1 reads ``1e-4`` as text) is converted."""
-    hints = typing.get_type_hints(TrainConfig)
-    out = []
-    for f in dataclasses.fields(cfg):
-        v, want = getattr(cfg, f.name), hints[f.name]
-        allowed = typing.get_args(want) or (want,)
-        if v is None and type(None) in allowed:
-            continue
-        if float in allowed and isinstance(v, str):
-            try:
-                v = float(v)
-            except ValueError:
-                pass
-        if float in allowed and isinstance(v, int) and not isinstance(v, bool):
-            v = float(v)
-        if int in allowed and isinstance(v, float) and v.is_integer() and float not in allowed:
-            v = int(v)
-        ok = any(isinstance(v, t) and not (t is int and isinstance(v, bool)) for t in allowed if t is not type(None))
-        if not ok:
-            names = " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
-            out.append(f"{f.name} {getattr(cfg, f.name)!r}: must be {names}")
-        else:
-            object.__setattr__(cfg, f.name, v)
-    return out
+def legacy_settings(recorded: dict) -> dict:
+    """The settings a run's recorded recipe (its params.yaml) lacks because they came later, with the
+    values that say what that run did: ``best_epoch`` "monitor" (it kept its best epoch's weights) and
+    the flips its preset hard-coded then (doc_noise: all three; light, medium, heavy: hflip only)."""
+    doc = recorded.get("aug") == "doc_noise"
+    then = {"best_epoch": "monitor", "hflip": True, "vflip": doc, "rot90": doc}
+    return {k: v for k, v in then.items() if k not in recorded}

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from .config import TrainConfig
+from .config import TrainConfig, legacy_settings
 from .data import open_competition
 from .folds import fold_settings
 from .io import read_json
@@ -36,22 +36,34 @@ def run_complete(run_dir) -> bool:
 
 
 def recorded_config(run_dir) -> dict | None:
-    """The recipe a run recorded in its params.yaml, as written (None when there is none)."""
+    """The recipe a run recorded in its params.yaml (None when there is none), with the settings
+    added since it was written set to what it did (``lib.config.legacy_settings``)."""
     p = Path(run_dir) / "params.yaml"
-    return (yaml.safe_load(p.read_text(encoding="utf-8")) or {}) if p.exists() else None
+    if not p.exists():
+        return None
+    values = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    return {**legacy_settings(values), **values}
 
 
 def load_config(run_dir) -> TrainConfig:
-    """A run's recipe (its params.yaml) as a ``TrainConfig``."""
+    """A run's recipe (its params.yaml) as a ``TrainConfig``; an older run's missing settings are
+    what it did (``lib.config.legacy_settings``: e.g. a doc_noise run of then trained with every flip)."""
     p = Path(run_dir) / "params.yaml"
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such file; {run_dir} is not a run folder of 02_train")
-    return TrainConfig.from_yaml(p)
+    return TrainConfig.from_yaml(p, **legacy_settings(yaml.safe_load(p.read_text(encoding="utf-8")) or {}))
+
+
+RUN_COLUMNS = ["run_name", "model", "fold", "complete", "log_loss", "accuracy", "f1_macro", "monitor",
+               "monitor_best", "monitor_last", "weights_epoch", "best_epoch", "last_epoch", "minutes", "dir"]
 
 
 def find_runs(runs_dir="runs", complete_only: bool = True) -> pd.DataFrame:
-    """One row per run folder: run_name, model, fold, complete, log_loss, accuracy, f1_macro,
-    best_epoch, minutes, dir; sorted by model then fold."""
+    """One row per run folder, sorted by model then fold: run_name, model, fold, complete, the OOF
+    log_loss, accuracy, f1_macro; monitor (the metric that picks the best epoch) and its validation
+    score at the best epoch (monitor_best) and at the last (monitor_last); weights_epoch (the epoch whose
+    weights made oof.csv), best_epoch, last_epoch (0-based), minutes, dir. What an older metrics.json
+    did not record is NaN."""
     rows = []
     for d in sorted(resolve(runs_dir).glob("*/")):
         m, p = d / "metrics.json", d / "params.yaml"
@@ -59,11 +71,16 @@ def find_runs(runs_dir="runs", complete_only: bool = True) -> pd.DataFrame:
             continue
         params = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
         metrics = read_json(m) if m.exists() else {}
+        mon = metrics.get("monitor")
         rows.append({"run_name": d.name, "model": model_name(d.name), "fold": params.get("fold"),
-                     "complete": bool(metrics.get("complete")), **{k: metrics.get(k) for k in
-                     ("log_loss", "accuracy", "f1_macro", "best_epoch", "minutes")}, "dir": str(d)})
-    df = pd.DataFrame(rows, columns=["run_name", "model", "fold", "complete", "log_loss", "accuracy",
-                                     "f1_macro", "best_epoch", "minutes", "dir"])
+                     "complete": bool(metrics.get("complete")),
+                     **{k: metrics.get(k) for k in ("log_loss", "accuracy", "f1_macro", "monitor", "weights_epoch",
+                                                    "best_epoch", "last_epoch", "minutes")},
+                     "monitor_best": (metrics.get("valid_best") or {}).get(mon),
+                     "monitor_last": (metrics.get("valid_last") or {}).get(mon), "dir": str(d)})
+    df = pd.DataFrame(rows, columns=RUN_COLUMNS)
+    for c in ("monitor_best", "monitor_last", "weights_epoch", "last_epoch"):
+        df[c] = pd.to_numeric(df[c]).astype(float)  # None (not recorded) -> NaN
     if complete_only:
         df = df[df["complete"]]
     return df.sort_values(["model", "fold"]).reset_index(drop=True)

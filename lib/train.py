@@ -3,12 +3,13 @@
     cfg = TrainConfig.from_yaml("params/convnext_tiny.yaml", fold=0)    # lib.config
     run = setup_run(cfg)           # opens the competition, builds model, datasets and Learner
     fit(run)                       # trains (or resumes after the last completed epoch)
-    write_predictions(run)         # OOF and test probabilities of the best weights, metrics.json
+    write_predictions(run)         # OOF and test probabilities of the kept weights, metrics.json
 
 A run lives in ``runs/<run_name>/``: params.yaml (the recipe), state.pt (resumable: weights,
-optimizer, EMA, history), model.safetensors (best weights), metrics.json, oof.csv, test.csv,
-curves.png, env.json. ``metrics.json`` with ``"complete": true`` is written last: it marks the run
-done, and a done run is reused only while the recipe asked for is the one it recorded.
+optimizer, EMA, history), model.safetensors (the kept weights: the last epoch's, or with
+``best_epoch: monitor`` the best epoch's by ``monitor``; EMA's when on), metrics.json, oof.csv,
+test.csv, curves.png, env.json. ``metrics.json`` with ``"complete": true`` is written last: it marks
+the run done, and a done run is reused only while the recipe asked for is the one it recorded.
 """
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ from .io import read_json, write_csv, write_json
 from .paths import resolve
 from .report import environment, plot_curves
 from .runs import recorded_config, run_complete
+
+VALID_SCORES = ("log_loss", "accuracy", "f1_macro", "valid_loss")  # an epoch's validation scores in metrics.json
 
 
 @dataclass
@@ -121,8 +124,8 @@ def fit(run: Run) -> pd.DataFrame:
         run.history = read_json(run.dir / "metrics.json")["epochs"]
         return pd.DataFrame(run.history)
     writer = CheckpointWriter(run.dir, cfg.sync_to)
-    rec = RunRecorder(run.comp.num_classes, cfg.monitor, partial(writer.save_state, run.learn), writer.save_best,
-                      run.history, run.start_epoch, cfg.patience, cfg.verbose)
+    rec = RunRecorder(run.comp.num_classes, cfg.monitor, partial(writer.save_state, run.learn), writer.save_weights,
+                      run.history, run.start_epoch, cfg.patience, cfg.verbose, keep=cfg.best_epoch)
     if cfg.schedule == "onecycle":
         scheds = {"lr": combined_cos(cfg.warmup_pct, cfg.lr / 25, cfg.lr, cfg.lr / 1e5)}
     else:  # flat_cos
@@ -152,9 +155,17 @@ def _stopped_early(run: Run) -> bool:
 
 
 def write_predictions(run: Run, progress: bool | None = None) -> dict:
-    """Predict the validation fold (OOF) and the test set with the best weights; write oof.csv,
-    test.csv, curves.png, env.json and, last, metrics.json (best epoch and its scores), which it returns.
-    Then the tracker gets the scores and files (``tracker``) and the run is backed up (``sync_to``)."""
+    """Predict the validation fold (OOF) and the test set with the kept weights (model.safetensors);
+    write oof.csv, test.csv, curves.png, env.json and, last, metrics.json, which it returns. Then the
+    tracker gets the scores and files (``tracker``) and the run is backed up (``sync_to``).
+
+    metrics.json: the OOF log_loss, accuracy, f1_macro of the kept weights; weights_from (the
+    ``best_epoch`` setting) and weights_epoch (the epoch they are from); best_epoch (the best by
+    ``monitor``), last_epoch, and their validation scores valid_best and valid_last (log_loss,
+    accuracy, f1_macro, valid_loss, as in the history: picking the best epoch on the fold it is then
+    scored on makes valid_best optimistic); ema (decay, horizon_epochs, steps_per_epoch as set; None
+    when off); minutes; epochs (the per-epoch history; with EMA each epoch's ema_decay and
+    ema_horizon_epochs, at its last update). Epochs count from 0."""
     from .backbones import load_weights
     from .inference import predict_loader
     from .metrics import accuracy, f1_macro, log_loss
@@ -179,11 +190,15 @@ def write_predictions(run: Run, progress: bool | None = None) -> dict:
     test_df.insert(0, "id", comp.test["id"].to_numpy())
     write_csv(run.dir / "oof.csv", oof_df)
     write_csv(run.dir / "test.csv", test_df)
-    best = best_record(run.history, cfg.monitor)
+    best, last = best_record(run.history, cfg.monitor), run.history[-1]
+    ema = find_ema(learn)
     summary = {"complete": True, "run_name": cfg.name, "backbone": cfg.backbone, "fold": cfg.fold,
-               "best_epoch": best["epoch"], "log_loss": log_loss(y, oof), "accuracy": accuracy(y, oof),
-               "f1_macro": f1_macro(y, oof), "minutes": round(sum(h["seconds"] for h in run.history) / 60, 2),
-               "epochs": run.history}
+               "log_loss": log_loss(y, oof), "accuracy": accuracy(y, oof), "f1_macro": f1_macro(y, oof),
+               "weights_from": cfg.best_epoch, "weights_epoch": (last if cfg.best_epoch == "last" else best)["epoch"],
+               "monitor": cfg.monitor, "best_epoch": best["epoch"], "last_epoch": last["epoch"],
+               "valid_best": {k: best[k] for k in VALID_SCORES}, "valid_last": {k: last[k] for k in VALID_SCORES},
+               "ema": ema.describe() if ema else None,
+               "minutes": round(sum(h["seconds"] for h in run.history) / 60, 2), "epochs": run.history}
     import matplotlib.pyplot as plt
     plt.close(plot_curves(run.history, save=run.dir / "curves.png"))  # saved only; the notebook draws its own
     write_json(run.dir / "env.json", environment(cfg.seed, str(dev)))

@@ -6,10 +6,13 @@ Every op maps a FloatTensor [B, 3, H, W] to one of the same shape:
     scale<factor>  e.g. scale0.9       resize by the factor (bilinear), then center-crop or
                                        reflect-pad back to H x W
 Pick ops with ``get_tta(["identity", "hflip", "scale1.1"])``; ``lib.inference.predict_loader`` averages them.
+A flip or rotation the runs never saw in training can hurt: ``check_tta_ops`` refuses such ops
+unless a measured OOF gain (``lib.inference.tta_gain``) shows they help.
 """
 from __future__ import annotations
 
 import re
+import warnings
 from functools import partial
 
 import torch
@@ -99,3 +102,49 @@ def get_tta(names: list[str]) -> list:
     if not ops:
         raise ValueError("the TTA op list is empty; use ['identity'] for plain predictions")
     return ops
+
+
+def untrained_ops(ops, aug: str, hflip: bool, vflip: bool, rot90: bool) -> list[str]:
+    """The ops of ``ops`` a run trained with preset ``aug`` and these flip settings never saw: hflip needs
+    horizontal flips, vflip vertical ones, rot90 and rot270 the 90-degree rotations, rot180 those or
+    both flips; identity and scale ops need nothing. Preset "none" trains without flips."""
+    if aug == "none":
+        hflip = vflip = rot90 = False
+    ok = {"hflip": hflip, "vflip": vflip, "rot90": rot90, "rot270": rot90, "rot180": rot90 or (hflip and vflip)}
+    return [o for o in ops if o in ok and not ok[o]]
+
+
+def check_tta_ops(runs, ops, gain=None) -> dict[str, list[str]]:
+    """{run_name: ops it never trained with} for the runs of ``runs`` (``lib.runs.find_runs``: run_name,
+    model, dir) and the TTA op names ``ops`` (see ``untrained_ops``; a run's flips are read from its
+    params.yaml, an older run's being what its preset did then: light/medium/heavy hflip, doc_noise all).
+
+    Such ops are named in a warning. They are refused (ValueError) unless ``gain``, the table of
+    ``lib.inference.tta_gain`` measured with these ops, shows log_loss_gain > 0 for every model whose
+    runs lack one of them. Returns the dict ({} when every run trained with every op)."""
+    from .runs import load_config
+
+    ops = [ops] if isinstance(ops, str) else list(ops)
+    get_tta(ops)  # a bad name fails here
+    missing = {}
+    for r in runs.itertuples():
+        cfg = load_config(r.dir)
+        bad = untrained_ops(ops, cfg.aug, cfg.hflip, cfg.vflip, cfg.rot90)
+        if bad:
+            missing[r.run_name] = bad
+    if not missing:
+        return {}
+    named = "; ".join(f"{run}: {', '.join(bad)}" for run, bad in missing.items())
+    warnings.warn(f"TTA ops the runs never trained with (their flip settings hflip, vflip, rot90): {named}",
+                  stacklevel=2)
+    models = runs.set_index("run_name").loc[list(missing), "model"].unique()
+    measured = {} if gain is None else dict(zip(gain["model"], gain["log_loss_gain"]))
+    unproven = [m for m in models if not measured.get(m, float("nan")) > 0]
+    if unproven:
+        why = ", ".join(f"{m} ({'not measured' if m not in measured else f'log_loss_gain {measured[m]:.4g}'})"
+                        for m in unproven)
+        raise ValueError(f"TTA {ops}: runs never trained with some of these ops ({named}) and no measured OOF "
+                         f"gain shows they help model(s) {why}; drop those ops from tta, or set tta_oof=True "
+                         "to measure their gain on the OOF folds (accepted once TTA lowers the OOF log loss of "
+                         "every model that lacks them)")
+    return missing

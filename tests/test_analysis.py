@@ -30,14 +30,20 @@ def _onehot(pred, conf=0.8):
     return p
 
 
-def _write_run(runs_dir, name, fold, oof, lr=1e-3, complete=True):
+def _write_run(runs_dir, name, fold, oof, lr=1e-3, complete=True, epochs=None):
+    """A run folder; ``epochs`` (best, last validation log loss) writes the keys metrics.json has had
+    since it records both epochs, else it is an older run's."""
     d = runs_dir / name
     d.mkdir(parents=True)
     (d / "params.yaml").write_text(yaml.safe_dump({"data_dir": "data/x", "backbone": name.split("_f")[0],
                                                    "fold": fold, "lr": lr, "run_name": name}))
     y, p = analysis.oof_arrays(oof, CLASSES)
-    (d / "metrics.json").write_text(json.dumps({"complete": complete, "log_loss": log_loss(y, p),
-                                               "accuracy": 0.5, "f1_macro": 0.5, "best_epoch": 2, "minutes": 1.5}))
+    metrics = {"complete": complete, "log_loss": log_loss(y, p), "accuracy": 0.5, "f1_macro": 0.5, "best_epoch": 2,
+               "minutes": 1.5}
+    if epochs:
+        metrics |= {"monitor": "log_loss", "weights_from": "last", "weights_epoch": 4, "last_epoch": 4,
+                    "valid_best": {"log_loss": epochs[0], "accuracy": 0.6}, "valid_last": {"log_loss": epochs[1]}}
+    (d / "metrics.json").write_text(json.dumps(metrics))
     oof.to_csv(d / "oof.csv", index=False)
 
 
@@ -99,8 +105,8 @@ def test_leaderboard_with_missing_fold(tmp_path):
     ids = [f"i{k:02d}" for k in range(len(y))]
     full = oof_table(y, probs, ids)
     full["fold"] = folds
-    for f in range(3):
-        _write_run(tmp_path, f"beta_f{f}", f, full[full["fold"] == f], lr=1e-3)
+    for f in range(3):  # beta records its best and last epochs' validation log loss; alpha predates that
+        _write_run(tmp_path, f"beta_f{f}", f, full[full["fold"] == f], lr=1e-3, epochs=(0.5, 0.5 + 0.1 * f))
     for f in range(2):  # alpha lacks fold 2
         _write_run(tmp_path, f"alpha_f{f}", f, full[full["fold"] == f], lr=3e-3)
     _write_run(tmp_path, "gamma_f0", 0, full[full["fold"] == 0], complete=False)
@@ -121,6 +127,16 @@ def test_leaderboard_with_missing_fold(tmp_path):
     assert cv.loc["alpha", "log_loss"] == pytest.approx(log_loss(y[:8], probs[:8]))
     back = pd.read_csv(tmp_path / "leaderboard.csv")
     assert back.shape == lb.shape
+    # the best epoch's validation score beside the last's, and the optimism of picking it on the scored fold
+    beta = lb[lb["model"] == "beta"].set_index("fold")
+    assert list(beta["monitor_gap"]) == pytest.approx([0.0, 0.1, 0.2, 0.1])          # folds 0-2, then their mean
+    assert list(beta["monitor_last"]) == pytest.approx([0.5, 0.6, 0.7, 0.6])
+    assert (beta.loc["1", "weights_epoch"], beta.loc["1", "best_epoch"], beta.loc["1", "last_epoch"]) == (4, 2, 4)
+    assert beta.loc["cv", "monitor"] == "log_loss" and np.isnan(beta.loc["cv", "weights_epoch"])
+    alpha = lb[lb["model"] == "alpha"]                                                # older metrics.json: NaN
+    assert alpha[["monitor_best", "monitor_last", "monitor_gap", "weights_epoch", "last_epoch"]].isna().all().all()
+    assert cv.loc["beta", "monitor_gap"] == pytest.approx(0.1) and np.isnan(cv.loc["alpha", "monitor_gap"])
+    assert {"monitor_best", "monitor_last", "monitor_gap"} <= set(cv.columns) and "weights_epoch" not in cv.columns
     best = "alpha" if cv.loc["alpha", "log_loss"] < cv.loc["beta", "log_loss"] else "beta"
     assert analysis.focus_model(lb) == best and analysis.focus_model(lb, "beta") == "beta"
     with pytest.raises(ValueError, match="focus='gamma' is not a loaded model"):
@@ -128,6 +144,13 @@ def test_leaderboard_with_missing_fold(tmp_path):
 
     with pytest.raises(ValueError, match=r"models \['nope'\] have no run folder"):
         load_runs(tmp_path, CLASSES, models=["nope"])
+
+
+def test_monitor_gap_is_the_best_epochs_lead_in_its_direction():
+    runs = pd.DataFrame({"monitor": ["log_loss", "accuracy", "f1_macro", None],
+                         "monitor_best": [0.30, 0.92, 0.80, np.nan], "monitor_last": [0.35, 0.90, 0.80, np.nan]})
+    gap = analysis.monitor_gap(runs)
+    assert list(gap[:3]) == pytest.approx([0.05, 0.02, 0.0]) and np.isnan(gap[3])
 
 
 def test_model_disagreement_counts_and_gain():

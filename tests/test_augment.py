@@ -1,6 +1,7 @@
-"""lib.augment: every preset by name, normalised with the backbone's statistics."""
+"""lib.augment: every preset by name, normalised with the backbone's statistics, with the flips asked for."""
 from __future__ import annotations
 
+import albumentations as A
 import pytest
 import torch
 from sklearn.datasets import load_sample_images
@@ -43,3 +44,26 @@ def test_train_presets_vary_and_none_does_not(photo):
 def test_unknown_preset_lists_the_names():
     with pytest.raises(ValueError, match="doc_noise"):
         get_augment("strong", 32)
+
+
+FLIPS = {"hflip": A.HorizontalFlip, "vflip": A.VerticalFlip, "rot90": A.RandomRotate90}
+
+
+@pytest.mark.parametrize("name", sorted(AUGMENTATIONS))
+def test_each_flip_setting_reaches_every_preset_but_none(name):
+    for flip, kind in FLIPS.items():
+        for on in (True, False):
+            t = get_augment(name, 32, **{**dict.fromkeys(FLIPS, False), flip: on})
+            kinds = {type(op) for op in t.transforms}
+            assert (kind in kinds) == (on and name != "none"), (flip, on)
+            assert not kinds & (set(FLIPS.values()) - {kind}), (flip, on)     # the others stay off
+    default = {type(op) for op in get_augment(name, 32).transforms} & set(FLIPS.values())
+    assert default == (set() if name == "none" else {A.HorizontalFlip})      # hflip only, as before the settings
+
+
+def test_doc_noise_keeps_its_own_flip_chances():
+    ops = {type(op): op.p for op in get_augment("doc_noise", 32, hflip=True, vflip=True, rot90=True).transforms}
+    assert (ops[A.RandomRotate90], ops[A.HorizontalFlip], ops[A.VerticalFlip]) == (0.75, 0.5, 0.25)
+    ops = {type(op): op.p for op in get_augment("light", 32, hflip=True, vflip=True, rot90=True).transforms}
+    assert (ops[A.RandomRotate90], ops[A.HorizontalFlip], ops[A.VerticalFlip]) == (1.0, 0.5, 0.5)
+

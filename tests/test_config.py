@@ -54,11 +54,17 @@ def test_unknown_and_bad_settings_name_what_is_valid(tmp_path):
                        match=r"unknown training setting 'agu' \(did you mean 'aug'\?\); valid ones: data_dir"):
         TrainConfig.from_dict({"agu": "light"})
     with pytest.raises(ValueError) as e:
-        TrainConfig(aug="strong", schedule="cosine", monitor="auc", fold=5, n_folds=5, ema=1.5, pool="gem2")
+        TrainConfig(aug="strong", schedule="cosine", monitor="auc", fold=5, n_folds=5, ema=1.5, pool="gem2",
+                    best_epoch="best", ema_epochs=0)
     msg = str(e.value)
     for part in ("aug 'strong': choose one of", "schedule 'cosine'", "monitor 'auc'", "fold 5 not in 0..4",
-                 "ema 1.5", "pool 'gem2'"):
+                 "ema 1.5", "pool 'gem2'", "best_epoch 'best': choose one of ['last', 'monitor']",
+                 "ema_epochs 0.0: a horizon in epochs > 0"):
         assert part in msg
+    with pytest.raises(ValueError, match="ema 0.999 and ema_epochs 1.0 are two ways to set one EMA"):
+        TrainConfig(ema=0.999, ema_epochs=1)
+    with pytest.raises(ValueError, match="vflip 'yes': must be bool"):
+        TrainConfig(vflip="yes")
     with pytest.raises(ValueError, match="epochs 'ten': must be int"):
         TrainConfig(epochs="ten")
     with pytest.raises(ValueError, match="cache 'no': must be bool"):
@@ -108,3 +114,24 @@ def test_papermill_settings_reach_the_run_and_a_typo_writes_nothing(digits_comp,
     saved = TrainConfig.from_yaml(runs / "test_resnet_f0" / "params.yaml")
     assert saved == TrainConfig(**common, cache=False, run_name="test_resnet_f0")
     assert not (digits_comp / "cache").exists()                     # cache False: decoded, never cached
+
+
+def test_runs_recorded_before_the_new_settings_read_back_as_they_trained(tmp_path):
+    """An older run's params.yaml has ``ema:`` and no best_epoch, ema_epochs or flips: it loads, and the
+    missing settings say what it did (best epoch kept; its preset's flips of then)."""
+    from lib.runs import load_config, recorded_config
+    asked = TrainConfig.from_yaml(repo_root() / "params" / "doc_convnext_tiny.yaml", data_dir="data/docs",
+                                  run_name="doc_convnext_tiny_f0")
+    new = {"best_epoch", "ema_epochs", "hflip", "vflip", "rot90"}
+    then = {k: v for k, v in asked.to_dict().items() if k not in new} | {"ema": 0.999}  # as 02_train wrote it
+    for name, aug, flips in (("doc", "doc_noise", (True, True, True)), ("photo", "medium", (True, False, False))):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "params.yaml").write_text(yaml.safe_dump({**then, "aug": aug}))
+        cfg = load_config(tmp_path / name)
+        assert (cfg.ema, cfg.ema_epochs, cfg.best_epoch) == (0.999, None, "monitor")
+        assert (cfg.hflip, cfg.vflip, cfg.rot90) == flips
+    # the doc recipe asked again: the flips match what doc_noise did then; the kept epoch and the EMA do not
+    assert asked.differences(recorded_config(tmp_path / "doc")) == {
+        "best_epoch": ("last", "monitor"), "ema": (None, 0.999), "ema_epochs": (2.0, None)}
+    assert asked.replace(best_epoch="monitor", ema=0.999, ema_epochs=None).differences(
+        recorded_config(tmp_path / "doc")) == {}

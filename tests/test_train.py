@@ -1,4 +1,5 @@
-"""lib.train: a real (tiny) run, its artifacts, exact resume, skip when complete, guarded params."""
+"""lib.train: a real (tiny) run, its artifacts, the epoch whose weights it keeps, the EMA's decay, exact
+resume, skip when complete, guarded params."""
 from __future__ import annotations
 
 import json
@@ -17,14 +18,26 @@ TINY = dict(backbone="test_resnet", n_folds=3, fold=0, img_size=24, batch_size=3
 
 
 def test_run_writes_every_artifact(digits_comp, tmp_path):
-    train_fold(TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path), ema=0.9, mixup=0.4, cutmix=1.0,
-                   loss="focal", loss_args={"gamma": 2.0}, **TINY))
+    run = setup_run(TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path), ema_epochs=2.0, mixup=0.4,
+                                cutmix=1.0, loss="focal", loss_args={"gamma": 2.0}, **TINY))
+    fit(run)
+    write_predictions(run)
     d = tmp_path / "test_resnet_f0"
     for f in ("params.yaml", "metrics.json", "oof.csv", "test.csv", "model.safetensors", "state.pt",
               "curves.png", "env.json"):
         assert (d / f).exists(), f
     m = json.loads((d / "metrics.json").read_text())
     assert m["complete"] and len(m["epochs"]) == 3 and 0 <= m["best_epoch"] < 3
+    assert (m["weights_from"], m["weights_epoch"], m["last_epoch"], m["monitor"]) == ("last", 2, 2, "log_loss")
+    for k, e in (("valid_best", m["best_epoch"]), ("valid_last", 2)):
+        assert m[k] == {s: m["epochs"][e][s] for s in ("log_loss", "accuracy", "f1_macro", "valid_loss")}
+    # EMA over 2 epochs of n steps: decay 1 - 1/(2n), reached after 2n updates (a running mean before)
+    n = len(run.learn.dls.train)
+    assert m["ema"] == pytest.approx({"decay": 1 - 1 / (2 * n), "horizon_epochs": 2.0, "steps_per_epoch": n})
+    for h in m["epochs"]:
+        t = (h["epoch"] + 1) * n                                     # updates by the end of the epoch
+        assert h["ema_decay"] == pytest.approx(min(1 - 1 / (2 * n), 1 - 1 / t))
+        assert h["ema_horizon_epochs"] == pytest.approx(min(2.0, t / n))
     oof = pd.read_csv(d / "oof.csv", dtype={"id": str})
     classes = list(pd.read_csv(digits_comp / "sample_submission.csv").columns[1:])
     assert list(oof.columns) == ["id", "fold", "target"] + classes
@@ -51,22 +64,64 @@ class _Interrupt(Callback):
             raise KeyboardInterrupt
 
 
-def test_resume_matches_uninterrupted_run(digits_comp, tmp_path):
-    ref = train_fold(TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path / "a"), ema=0.9, mixup=0.4, **TINY))
-    run = setup_run(TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path / "b"), ema=0.9, mixup=0.4, **TINY))
+@pytest.mark.parametrize("keep", ["last", "monitor"])
+def test_resume_matches_uninterrupted_run(digits_comp, tmp_path, keep):
+    recipe = dict(data_dir=str(digits_comp), ema=0.9, mixup=0.4, best_epoch=keep, **TINY)
+    ref = train_fold(TrainConfig(runs_dir=str(tmp_path / "a"), **recipe))
+    run = setup_run(TrainConfig(runs_dir=str(tmp_path / "b"), **recipe))
     run.learn.add_cb(_Interrupt(at=2))
     with pytest.raises(KeyboardInterrupt):
         fit(run)
     saved = json.loads((tmp_path / "b" / "test_resnet_f0" / "metrics.json").read_text())
     assert not saved["complete"] and len(saved["epochs"]) == 2
-    run = setup_run(TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path / "b"), ema=0.9, mixup=0.4, **TINY))
+    run = setup_run(TrainConfig(runs_dir=str(tmp_path / "b"), **recipe))
     assert run.start_epoch == 2
     fit(run)
     got = write_predictions(run)
+    assert len(got["epochs"]) == 3
     for a, b in zip(ref["epochs"], got["epochs"]):
-        for k in ("train_loss", "valid_loss", "log_loss", "accuracy"):
+        for k in ("train_loss", "valid_loss", "log_loss", "accuracy", "ema_decay"):
             assert a[k] == pytest.approx(b[k], rel=1e-6, abs=1e-7), (a["epoch"], k)
+    assert got["weights_epoch"] == ref["weights_epoch"] == (2 if keep == "last" else ref["best_epoch"])
     assert got["log_loss"] == pytest.approx(ref["log_loss"], rel=1e-6)
+
+
+class _SpoilLastEpoch(Callback):
+    """Noise on the weights once the last epoch has trained, before it is validated: that epoch then
+    scores worst, so the best epoch by log loss is an earlier one."""
+    def after_train(self):
+        if self.epoch == self.n_epoch - 1:
+            g = torch.Generator().manual_seed(0)
+            with torch.no_grad():
+                for p in self.learn.model.parameters():
+                    p.add_(torch.randn(p.shape, generator=g) * 0.3)
+
+
+def test_best_epoch_keeps_the_last_or_the_monitored_epoch(digits_comp, tmp_path):
+    """The saved weights are the epoch's that best_epoch names: their OOF log loss is that epoch's
+    validation log loss in the history, and oof.csv / metrics.json say so."""
+    from lib.metrics import log_loss
+    got = {}
+    for keep in ("monitor", "last"):
+        run = setup_run(TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path / keep), best_epoch=keep,
+                                    hflip=False, **TINY))
+        assert not any(type(op).__name__ == "HorizontalFlip" for op in run.data.train.tfm.transforms)
+        run.learn.add_cb(_SpoilLastEpoch())
+        fit(run)
+        got[keep] = write_predictions(run)
+    hist = got["last"]["epochs"]
+    assert [h["log_loss"] for h in got["monitor"]["epochs"]] == pytest.approx([h["log_loss"] for h in hist], rel=1e-6)
+    best = min(hist, key=lambda h: h["log_loss"])["epoch"]
+    assert best < 2 and hist[2]["log_loss"] > hist[best]["log_loss"] + 0.1   # the spoiled last epoch is worse
+    classes = list(pd.read_csv(digits_comp / "sample_submission.csv").columns[1:])
+    for keep, epoch in (("monitor", best), ("last", 2)):
+        m = got[keep]
+        assert (m["weights_from"], m["weights_epoch"], m["best_epoch"], m["last_epoch"]) == (keep, epoch, best, 2)
+        assert m["log_loss"] == pytest.approx(hist[epoch]["log_loss"], rel=1e-4)     # epochs differ by > 0.5%
+        assert m["valid_best"]["log_loss"] == hist[best]["log_loss"]
+        assert m["valid_last"]["log_loss"] == hist[2]["log_loss"]
+        oof = pd.read_csv(tmp_path / keep / "test_resnet_f0" / "oof.csv", dtype={"id": str})
+        assert log_loss(oof["target"].to_numpy(), oof[classes].to_numpy()) == pytest.approx(m["log_loss"], rel=1e-9)
 
 
 def test_complete_run_is_skipped_and_params_are_guarded(digits_comp, tmp_path):
@@ -132,6 +187,7 @@ def test_ema_skips_accumulated_micro_batches(digits_comp, tmp_path):
     ema.model_ema.update = lambda model, step=None: calls.append(step) or real(model, step=step)
     fit(run)
     assert 0 < len(calls) <= len(run.data.train) // 16 // 2 + 1           # one update per optimizer step
+    assert calls == list(range(1, len(calls) + 1))                         # numbered by optimizer step
 
 
 def test_bf16_on_cpu_trains_and_predicts(digits_comp, tmp_path):

@@ -1,8 +1,16 @@
+"""lib.tta: the ops on image batches, and which of them a run's training makes safe to use."""
+import json
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+import yaml
+from conftest import PNG_CLASSES, oof_table
 
-from lib.tta import TTA_OPS, get_tta
+from lib.inference import tta_gain
+from lib.runs import find_runs
+from lib.tta import TTA_OPS, check_tta_ops, get_tta
 
 
 def _images(b=4, h=12, w=12, seed=0):
@@ -63,4 +71,56 @@ def test_unknown_op_lists_the_valid_ones():
             get_tta([bad])
     assert set(TTA_OPS) == {"identity", "hflip", "vflip", "rot90", "rot180", "rot270"}
 
+
+def _run(root, name, **params):
+    """A completed run folder as far as its recipe goes: params.yaml and metrics.json."""
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "params.yaml").write_text(yaml.safe_dump({"data_dir": "data/x", "backbone": "test_resnet", "fold": 0,
+                                                   "run_name": name, **params}))
+    (d / "metrics.json").write_text(json.dumps({"complete": True}))
+
+
+def _gain(model, tta_helps: bool):
+    """tta_gain's table for ``model``: its TTA OOF closer to the labels than the plain one, or further."""
+    y = np.array([0, 1, 2, 0, 1, 2])
+    sure, unsure = np.eye(3)[y] * 0.6 + 0.4 / 3, np.eye(3)[y] * 0.3 + 0.7 / 3
+    plain, tta = (unsure, sure) if tta_helps else (sure, unsure)
+    table = tta_gain({model: oof_table(y, plain)}, {model: oof_table(y, tta)}, PNG_CLASSES)
+    assert (table["log_loss_gain"].iloc[0] > 0) == tta_helps
+    return table
+
+
+def test_tta_ops_need_their_flips_in_training(tmp_path):
+    _run(tmp_path, "digits_f0", aug="light", hflip=False)           # trained without flips
+    _run(tmp_path, "digits_f1", aug="light", hflip=False, fold=1)
+    _run(tmp_path, "photo_f0", aug="medium")                        # older run: its preset's hflip only
+    _run(tmp_path, "doc_f0", aug="doc_noise")                       # older run: doc_noise did every flip
+    _run(tmp_path, "flips_f0", aug="heavy", vflip=True)             # both flips, no rotations
+    _run(tmp_path, "plain_f0", aug="none")                          # no augmentation, no flips
+    runs = find_runs(tmp_path)
+    with_hflip = runs[runs["model"].isin(["photo", "doc", "flips"])]
+    assert check_tta_ops(runs, ["identity", "scale0.9", "scale1.1"]) == {}      # need nothing
+    assert check_tta_ops(with_hflip, ["identity", "hflip"]) == {}
+    assert check_tta_ops(runs[runs["model"] == "doc"], ["rot90", "rot180", "rot270", "vflip"]) == {}
+    assert check_tta_ops(runs[runs["model"] == "flips"], ["rot180"]) == {}       # rot180 = both flips
+    with pytest.warns(UserWarning, match="photo_f0: rot180"), pytest.raises(ValueError, match="photo"):
+        check_tta_ops(with_hflip, ["identity", "rot180"])
+
+    # refused without a measured gain, naming the runs, their ops and what to do
+    refused = r"(?s)digits \(not measured\).*drop those ops from tta, or set tta_oof=True"
+    with pytest.warns(UserWarning, match="digits_f0: hflip; digits_f1: hflip; plain_f0: hflip"), \
+            pytest.raises(ValueError, match=refused):
+        check_tta_ops(runs, ["identity", "hflip"])
+    # accepted where the measured OOF gain of every such model is > 0, still with the warning
+    gain = pd.concat([_gain("digits", True), _gain("plain", True), _gain("photo", False)], ignore_index=True)
+    with pytest.warns(UserWarning, match="digits_f0: hflip"):
+        assert check_tta_ops(runs, ["identity", "hflip"], gain) == {
+            "digits_f0": ["hflip"], "digits_f1": ["hflip"], "plain_f0": ["hflip"]}
+    # refused where it shows no gain for one of them
+    gain = pd.concat([_gain("digits", False), _gain("plain", True)], ignore_index=True)
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match=r"digits \(log_loss_gain -"):
+        check_tta_ops(runs, ["identity", "hflip"], gain)
+    with pytest.raises(ValueError, match="unknown TTA op 'flip'"):
+        check_tta_ops(runs, ["flip"])
 
