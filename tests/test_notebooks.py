@@ -7,6 +7,8 @@ submission is checked against sample_submission.csv and every notebook must hold
 """
 from __future__ import annotations
 
+import json
+
 import nbformat
 import numpy as np
 import pandas as pd
@@ -43,6 +45,16 @@ def test_every_notebook_declares_the_project_kernel():
             f"{path.name} declares kernel {spec.get('name')!r}: set its metadata.kernelspec to "
             f'{{"display_name": "foldbook (.venv)", "language": "python", "name": "{KERNEL}"}}')
 
+
+def test_notebooks_are_valid_and_committed_without_outputs():
+    """nbformat 4.5 wants an id on every cell (papermill warns, later versions refuse); outputs live in runs/."""
+    for path in sorted(NB.glob("*.ipynb")):
+        raw = json.loads(path.read_text(encoding="utf-8"))  # nbformat.read would add missing ids silently
+        assert all("id" in c for c in raw["cells"]), f"{path.name}: a cell has no id (nbformat.validator.normalize)"
+        nb = nbformat.read(path, as_version=4)
+        nbformat.validate(nb)
+        assert not any(c.get("outputs") or c.get("execution_count") for c in nb.cells if c.cell_type == "code"), \
+            f"{path.name} holds outputs: clear them before committing (jupyter nbconvert --clear-output)"
 
 
 def _as_labels_table(root):
