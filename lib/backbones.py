@@ -11,6 +11,9 @@ classes differs from ``num_classes`` and the first conv is adapted when ``in_cha
 
 A trained model (``save_weights``) is restored by building it with the same arguments and
 ``pretrained="none"``, then ``load_weights``.
+
+Besides timm's own models, ``airnet_tiny`` and ``airnet_small`` (``lib.smallnet``: networks for 28-32 px
+images, no downsampling stem) are registered with timm when this module is imported.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from timm.layers import SelectAdaptivePool2d
 from timm.models import get_pretrained_cfg, load_state_dict
 from torch import nn
 
+import lib.smallnet  # noqa: F401  (registers the airnet_* models with timm before any create_model)
 from lib.io import atomic_path
 
 __all__ = ["GeM", "create_backbone", "save_weights", "load_weights"]
