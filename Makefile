@@ -30,14 +30,14 @@ PAPERMILL := $(PY) -m papermill --cwd $(CURDIR) -k $(KERNEL)
 # the scored Fashion-MNIST benchmark (params/fmnist/README.md): full data, backbones x 5 folds
 FM_DATA     ?= data/fmnist_full
 FM_RUNS     ?= runs/fmnist
-FM_PARAMS   ?= params/fmnist/resnet64.yaml params/fmnist/resnet48.yaml
+FM_PARAMS   ?= params/fmnist/resnet64.yaml params/fmnist/airnet.yaml
 FM_BASELINE ?= params/fmnist/resnet64.yaml
 FM_TTA      ?= [identity, hflip]
 
 # backups of $(RUNS) off the machine: any fsspec URL (s3://bucket/prefix, gs://..., a mounted folder)
 SYNC_TO ?=
 
-.PHONY: env kernel demo test lint lab grid bundle clean-runs bench-fmnist sync restore
+.PHONY: env kernel demo test lint lab grid bundle clean-runs bench-fmnist bench-fmnist-compute sync restore
 
 env: $(STAMP) $(KERNEL_SPEC)
 
@@ -82,6 +82,12 @@ bench-fmnist: env
 		-p runs_dir $(FM_RUNS) -p submission $(FM_RUNS)/submission.csv -p progress False -y "{tta: $(FM_TTA), tta_oof: true}" && \
 	$(PY) -m bench.fmnist_baseline --data-dir $(FM_DATA) --params $(FM_BASELINE) --out $(FM_RUNS)/baseline && \
 	$(PY) -m bench.fmnist_report --data-dir $(FM_DATA) --runs-dir $(FM_RUNS) --started $$start
+
+# is k-fold worth its compute? after bench-fmnist: the fastai baseline and one full-data run of the
+# kit's recipe, each given the grid's training minutes (bench/fmnist_compute.py); the report lists them
+bench-fmnist-compute: env
+	$(PY) -m bench.fmnist_compute --data-dir $(FM_DATA) --runs-dir $(FM_RUNS) --params $(FM_BASELINE) && \
+	$(PY) -m bench.fmnist_report --data-dir $(FM_DATA) --runs-dir $(FM_RUNS)
 
 test: env
 	$(PY) -m pytest -q

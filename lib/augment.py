@@ -10,6 +10,10 @@ outputs are ``FloatTensor[3, size, size]``. MixUp and CutMix act on batches and 
     heavy      + stronger crops and affine, blur/noise, larger dropout
     doc_noise  for clean-train / noisy-test sets (documents): the flips, free rotation, gaussian
                noise, blur, colour shifts, JPEG artefacts
+    randaugment, autoaugment, trivialaugment
+               random-resized crop (scale 0.5-1), the flips, then a learned policy on PIL images:
+               timm's RandAugment (rand-m9-n2-mstd0.5) or AutoAugment (ImageNet policy), or
+               torchvision's TrivialAugmentWide (albumentations has no exact equivalents)
 
 The flips are settings of the recipe (``lib.config``), honoured by every preset but ``none``:
 ``hflip`` (HorizontalFlip, p 0.5; on by default), ``vflip`` (VerticalFlip, p 0.5) and ``rot90``
@@ -23,6 +27,7 @@ training (``lib.tta.check_tta_ops``).
 from __future__ import annotations
 
 import albumentations as A
+import numpy as np
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -74,7 +79,56 @@ def _doc_noise(s, flips):
     ]
 
 
-AUGMENTATIONS = {"none": _none, "light": _light, "medium": _medium, "heavy": _heavy, "doc_noise": _doc_noise}
+class PilPolicy(A.ImageOnlyTransform):
+    """A learned-policy augmentation that works on PIL images, as an albumentations op on uint8[H, W, 3]:
+    timm's RandAugment (``rand-m9-n2-mstd0.5``) or AutoAugment (ImageNet policy), or torchvision's
+    TrivialAugmentWide. Their randomness comes from the global ``random`` / torch generators, which
+    are seeded here from the pipeline's own generator (and restored), so a run replays identically."""
+
+    def __init__(self, policy: str, size: int, p: float = 1.0):
+        super().__init__(p=p)
+        self.policy, self.size = policy, size
+        hparams = {"translate_const": int(size * 0.45), "img_mean": (124, 116, 104)}
+        if policy == "randaugment":
+            from timm.data.auto_augment import rand_augment_transform
+            self.op = rand_augment_transform("rand-m9-n2-mstd0.5", hparams)
+        elif policy == "autoaugment":
+            from timm.data.auto_augment import auto_augment_transform
+            self.op = auto_augment_transform("original", hparams)
+        elif policy == "trivialaugment":
+            from torchvision.transforms import TrivialAugmentWide
+            self.op = TrivialAugmentWide()
+        else:
+            raise ValueError(f"unknown policy {policy!r}: randaugment, autoaugment or trivialaugment")
+
+    def apply(self, img, **params):
+        import random
+
+        import torch
+        from PIL import Image
+        seed = self.py_random.randrange(2**32)
+        state = random.getstate()
+        try:
+            random.seed(seed)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                return np.asarray(self.op(Image.fromarray(img)))
+        finally:
+            random.setstate(state)
+
+    def get_transform_init_args_names(self):
+        return ("policy", "size")
+
+
+def _policy(name):
+    """A preset: random-resized crop (scale 0.5-1), the flips, then the learned policy ``name``."""
+    return lambda s, flips: [A.RandomResizedCrop(size=(s, s), scale=(0.5, 1.0)), *flip_ops(**flips),
+                             PilPolicy(name, s)]
+
+
+AUGMENTATIONS = {"none": _none, "light": _light, "medium": _medium, "heavy": _heavy, "doc_noise": _doc_noise,
+                 "randaugment": _policy("randaugment"), "trivialaugment": _policy("trivialaugment"),
+                 "autoaugment": _policy("autoaugment")}
 
 
 def get_augment(name: str, size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD, hflip: bool = True,

@@ -22,8 +22,6 @@ from fastai.callback.training import GradientAccumulation, GradientClip
 from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader
 from fastai.learner import Learner
-from fastai.optimizer import OptimWrapper
-from timm.optim import param_groups_weight_decay
 
 from .augment import get_augment
 from .backbones import create_backbone
@@ -34,6 +32,7 @@ from .dataset import ImageDataset, build_cache
 from .device import amp_dtype, default_num_workers
 from .distributed import DistributedTrainer, NoSyncWhileAccumulating, ShardedDataLoader, StopWhenAsked, rank, world_size
 from .losses import get_loss, inverse_frequency_weights
+from .optim import ScaledLrOptim, compile_model, lr_scales, param_groups
 from .paths import resolve
 
 
@@ -78,8 +77,12 @@ def image_dataset(cfg: TrainConfig, comp: Competition, split: str, rows: pd.Data
 
 
 def build_datasets(cfg: TrainConfig, comp: Competition, folds: pd.DataFrame, data_cfg: dict) -> FoldData:
-    """Train, valid and test datasets of ``cfg.fold``; ``exclude_ids`` leave the training images only."""
-    tr, va = folds[folds["fold"] != cfg.fold], folds[folds["fold"] == cfg.fold]
+    """Train, valid and test datasets of ``cfg.fold``; ``exclude_ids`` leave the training images only.
+    ``full_data`` trains on every image (``lib.refit.split_rows``); a teacher gives soft targets and
+    pseudo-labelled test images to the training set, under the fold rule (``lib.teacher``)."""
+    from .refit import split_rows
+    from .teacher import add_teacher
+    tr, va = split_rows(cfg, folds)
     if cfg.exclude_ids:
         table = pd.read_csv(resolve(cfg.exclude_ids), dtype={"id": str})
         if "id" not in table.columns:
@@ -94,8 +97,9 @@ def build_datasets(cfg: TrainConfig, comp: Competition, folds: pd.DataFrame, dat
         va = va.sample(min(cfg.max_samples, len(va)), random_state=cfg.seed)
     if len(tr) < cfg.batch_size:
         raise ValueError(f"batch_size {cfg.batch_size} is larger than the {len(tr)} training images of fold {cfg.fold}")
-    return FoldData(image_dataset(cfg, comp, "train", tr, cfg.aug, data_cfg),
-                    image_dataset(cfg, comp, "train", va, "none", data_cfg),
+    train = add_teacher(cfg, comp, tr, image_dataset(cfg, comp, "train", tr, cfg.aug, data_cfg),
+                        lambda rows: image_dataset(cfg, comp, "test", rows, cfg.aug, data_cfg, targets=False))
+    return FoldData(train, image_dataset(cfg, comp, "train", va, "none", data_cfg),
                     image_dataset(cfg, comp, "test", comp.test, "none", data_cfg, targets=False),
                     tr.reset_index(drop=True), va.reset_index(drop=True))
 
@@ -103,7 +107,9 @@ def build_datasets(cfg: TrainConfig, comp: Competition, folds: pd.DataFrame, dat
 def build_learner(cfg: TrainConfig, model: torch.nn.Module, data: FoldData, device: torch.device,
                   run_dir: Path, num_classes: int) -> Learner:
     """fastai Learner over ``data``: torch's multi-tensor AdamW with timm's weight-decay split (none
-    on norms, biases and other 1-d tensors), the recipe's loss, the model placed on ``device``."""
+    on norms, biases and other 1-d tensors) and, with ``layer_decay``, a lower lr per block further
+    from the head (``lib.optim``), the recipe's loss, the model placed on ``device`` (and compiled
+    with ``compile``)."""
     workers = default_num_workers(device, cfg.num_workers)
     model.to(device)  # fastai would move it to dls.device, which stays None on CUDA (see below)
     if device.type == "cuda":
@@ -120,10 +126,13 @@ def build_learner(cfg: TrainConfig, model: torch.nn.Module, data: FoldData, devi
     loss_args = dict(cfg.loss_args)
     if loss_args.get("weight") == "inverse_frequency":
         loss_args["weight"] = inverse_frequency_weights(np.bincount(data.train_rows["target"], minlength=num_classes))
-    groups = param_groups_weight_decay(model, cfg.weight_decay)
+    groups = param_groups(model, cfg.weight_decay, cfg.layer_decay)
+    if cfg.compile:
+        compile_model(model)
     learn = Learner(dls, model, loss_func=get_loss(cfg.loss, **loss_args),
                     splitter=lambda m: [g["params"] for g in groups], wd=None, path=run_dir, model_dir=".",
-                    opt_func=partial(OptimWrapper, opt=partial(torch.optim.AdamW, foreach=True)))
+                    opt_func=partial(ScaledLrOptim, opt=partial(torch.optim.AdamW, foreach=True),
+                                     scales=lr_scales(groups)))
     learn.create_opt()
     for pg, g in zip(learn.opt.opt.param_groups, groups):
         pg["weight_decay"] = g["weight_decay"]

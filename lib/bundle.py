@@ -36,6 +36,7 @@ def make_bundle(runs_dir="runs", out="bundle", force: bool = False) -> Path:
         raise FileExistsError(f"{out} exists; remove it or pass force=True (--force)")
     plan = load_blend(runs_dir / "ensemble" / "blend.json")
     runs = [r for names in plan["models"].values() for r in names]
+    runs += [v["run"] for v in (plan.get("refit") or {}).values()]  # 04's full-data refits (lib.refit)
     missing = [str(runs_dir / r / f) for r in runs for f in RUN_FILES if not (runs_dir / r / f).exists()]
     if missing:
         raise FileNotFoundError(f"the blend's runs lack {missing[:4]}; finish them (02_train) and rerun 04")

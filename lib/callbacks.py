@@ -205,6 +205,7 @@ class RunRecorder(Callback):
         n = len(self.yb[0])
         if self.training:
             self.train_losses.append((self.loss.detach() * n, n))
+            self.img_size = int(self.xb[0].shape[-1])  # what this epoch trained at (lib.stages changes it)
         else:
             self.valid_losses.append((self.loss.detach() * n, n))
             self.probs.append(torch.softmax(self.pred.detach().float(), 1))
@@ -219,13 +220,18 @@ class RunRecorder(Callback):
                                      f"diverged); lower lr, add grad_clip, or check the data")
         rec = {"epoch": self.epoch, "train_loss": _mean(self.train_losses), "valid_loss": _mean(self.valid_losses),
                "log_loss": log_loss(y, probs), "accuracy": accuracy(y, probs), "f1_macro": f1_macro(y, probs),
-               "lr": float(self.opt.hypers[-1]["lr"]), "seconds": round(time.time() - self.t0, 2)}
+               "lr": float(self.opt.hypers[-1]["lr"]), "img_size": self.img_size,
+               "seconds": round(time.time() - self.t0, 2)}
         ema = find_ema(self.learn)
         if ema:
             rec.update(ema.record())
         before = self.best
         self.history.append(rec)
         improved = self.best is rec
+        from .averaging import find_averager
+        averager = find_averager(self.learn)
+        if averager:  # sees the scored epoch before the state (which keeps its average) is saved
+            averager.add_epoch(rec, unwrap(self.learn.model))
         if improved or self.keep == "last":
             self.save_weights(ema.model_ema.module if ema else unwrap(self.learn.model))
         self.save_state(self.epoch + 1, self.history)

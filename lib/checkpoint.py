@@ -1,8 +1,9 @@
 """A run's files on disk while it trains: the kept weights, the resumable state, and reading it back.
 
 ``model.safetensors`` holds the weights the run keeps (``best_epoch``: the last epoch's, or the best
-so far by ``monitor``; EMA weights when EMA is on); ``state.pt`` the state after the last completed
-epoch (weights, optimizer, EMA, per-epoch history), read back with ``torch.load(weights_only=True)``.
+so far by ``monitor``; EMA weights when EMA is on; the average at the end with ``lib.averaging``);
+``state.pt`` the state after the last completed epoch (weights, optimizer, EMA, what the weight
+average needs, per-epoch history), read back with ``torch.load(weights_only=True)``.
 Both are written by one background thread, in order, atomically, so training does not wait for the
 disk and an interrupted run leaves a consistent pair. With a ``sync_to`` URL the same thread then
 mirrors the run folder there (``lib.backup.push_run``).
@@ -18,6 +19,7 @@ from pathlib import Path
 import safetensors.torch
 import torch
 
+from .averaging import find_averager
 from .callbacks import find_ema
 from .distributed import unwrap
 from .io import atomic_path, write_json
@@ -59,6 +61,9 @@ class CheckpointWriter:
         ema = find_ema(learn)
         if ema:
             state["ema"] = snapshot(ema.model_ema.module.state_dict())
+        averager = find_averager(learn)
+        if averager:
+            state["averaging"] = averager.state_dict()
 
         def write():
             with atomic_path(self.dir / "state.pt") as tmp:
@@ -91,6 +96,8 @@ def load_state(learn, state_file: Path) -> tuple[int, list]:
         ema = find_ema(learn)
         ema.before_fit()
         ema.model_ema.module.load_state_dict(state["ema"])
+    if "averaging" in state:
+        find_averager(learn).load_state_dict(state["averaging"], learn.model)
     return int(state["epoch"]), json.loads(state["history"])
 
 

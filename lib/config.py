@@ -21,7 +21,7 @@ import yaml
 from .config_checks import check_types, unknown_message
 from .io import write_yaml
 
-SCHEDULES = ("onecycle", "flat_cos")
+SCHEDULES = ("onecycle", "flat_cos", "plateau")
 PRECISIONS = ("auto", "fp32", "bf16")
 TRACKERS = ("none", "mlflow", "wandb")
 POOLS = ("avg", "max", "avgmax", "catavgmax", "token", "gem")
@@ -40,6 +40,13 @@ class TrainConfig:
     scan_args: dict = field(default_factory=dict)  # a labels table: {"labels_csv": "train.csv", "label_col": "class"}
     group_col: str | None = None        # fold groups: a column of the labels table (e.g. duplicate groups)
     exclude_ids: str | None = None      # CSV with an `id` column left out of training (e.g. noisy labels)
+    # teacher soft targets and full-data refit (lib.teacher, lib.refit: the fold rule there)
+    teacher: str | None = None          # teacher table on train images (id, classes, held_out): distillation
+    teacher_weight: float = 0.5         # the teacher's share of each training target: (1 - w) one-hot + w teacher
+    teacher_temperature: float = 1.0    # teacher rows softened to p ** (1 / T), renormalised (T > 1 softer)
+    pseudo_labels: str | None = None    # teacher table on test images: they join training (pseudo-labels)
+    pseudo_threshold: float | None = None  # keep test images of teacher max prob >= this, hard; None: all, soft
+    full_data: bool = False             # train on every image, no validation fold: <backbone>_full, no oof.csv
     max_samples: int | None = None      # cap train and valid images (smoke runs)
     # the model
     backbone: str = "resnet18"          # any timm model name, with or without a pretrained tag
@@ -61,7 +68,8 @@ class TrainConfig:
     epochs: int = 6
     lr: float = 2e-3                    # peak learning rate
     weight_decay: float = 0.05          # AdamW decay (not on norms and biases)
-    schedule: str = "onecycle"          # onecycle | flat_cos
+    layer_decay: float | None = None    # layer-wise lr decay, e.g. 0.75: lr x decay^(blocks above); None = off
+    schedule: str = "onecycle"          # onecycle | flat_cos | plateau (lr x plateau_factor when monitor stalls)
     warmup_pct: float = 0.1             # onecycle's share of warm-up steps
     loss: str = "ce"                    # ce | focal | bi_tempered | asymmetric | soft_ce
     loss_args: dict = field(default_factory=dict)  # e.g. {"label_smoothing": 0.1} or {"gamma": 2.0}
@@ -74,10 +82,19 @@ class TrainConfig:
     best_epoch: str = "last"            # weights kept and predicted: last (epoch) | monitor (its best epoch)
     patience: int | None = None         # early stopping after this many epochs without gain
     seed: int = 42
+    # weight averaging, progressive resizing, warm start, plateau lr (lib.averaging, lib.stages, lib.warmstart)
+    swa_epochs: int | None = None       # SWA: average the weights of the last this many epochs (None = off)
+    swa_lr: float | None = None         # those SWA epochs at this constant lr after the schedule (None: the schedule's)
+    average_top_k: int | None = None    # or average the k best epochs' weights by monitor (optimistic OOF; None = off)
+    stages: list | None = None          # progressive resizing: [[img_size, epochs(, lr)], ...], one cycle each
+    init_from: str | None = None        # start from this run's model.safetensors: same fold, same folds.csv
+    plateau_factor: float = 0.5         # schedule plateau: lr x this after plateau_patience epochs without gain
+    plateau_patience: int = 1           # schedule plateau: epochs without a monitor gain before the lr drops
     # where and how it runs: these may change between an interrupted run and its resume
     devices: int | list = 1             # data-parallel processes: a count, or GPU ids like [0, 1] (or ["cpu", "cpu"])
     sync_bn: bool = False               # batch-norm statistics over all devices (CUDA only)
     grad_checkpointing: bool = False    # recompute activations in backward (timm's switch): less memory, ~25% slower
+    compile: bool = False               # torch.compile the model (Inductor's on-disk caches shared by the grid)
     run_name: str | None = None         # default <backbone>_f<fold>
     runs_dir: str = "runs"              # the run lives in <runs_dir>/<run_name>/
     device: str | None = None           # None = cuda, then mps, then cpu
@@ -151,22 +168,13 @@ class TrainConfig:
 
     @property
     def name(self) -> str:
-        """The run's name: ``run_name``, else ``<backbone>_f<fold>``."""
-        return self.run_name or f"{self.backbone}_f{self.fold}"
+        """The run's name: ``run_name``, else ``<backbone>_f<fold>`` (``<backbone>_full`` with ``full_data``)."""
+        return self.run_name or f"{self.backbone}_{'full' if self.full_data else f'f{self.fold}'}"
 
     def device_list(self) -> list[str]:
-        """The devices of a data-parallel run, one per process: ``devices`` as a list ("cuda:1",
-        "cpu"...; integers are GPU ids), or a count of GPUs (of CPU processes where there is none)."""
-        if isinstance(self.devices, list):
-            return [f"cuda:{d}" if isinstance(d, int) else str(d) for d in self.devices]
-        if self.devices == 1:
-            return [self.device or "auto"]
-        import torch
-        if (self.device or "cuda").startswith("cuda") and torch.cuda.device_count() >= self.devices:
-            return [f"cuda:{k}" for k in range(self.devices)]
-        if self.device and self.device.startswith("cuda"):
-            raise ValueError(f"devices {self.devices}: only {torch.cuda.device_count()} CUDA GPUs here")
-        return ["cpu"] * self.devices
+        """The devices of a data-parallel run, one per process (``lib.device.device_list``)."""
+        from .device import device_list
+        return device_list(self.devices, self.device)
 
     def differences(self, other: TrainConfig | dict) -> dict:
         """{setting: (self's, other's)} for the settings that make a run another run (``RUNTIME``
@@ -182,6 +190,7 @@ class TrainConfig:
 
     def problems(self) -> list[str]:
         """Every value that lib would refuse later, as readable lines (empty when all is well)."""
+        from . import recipe_rules, refit, teacher
         from .augment import AUGMENTATIONS
         from .losses import LOSSES
         out = []
@@ -197,6 +206,8 @@ class TrainConfig:
         for name in ("img_size", "batch_size", "epochs", "grad_accum"):
             if getattr(self, name) < 1:
                 out.append(f"{name} {getattr(self, name)}: must be >= 1")
+        if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
+            out.append(f"layer_decay {self.layer_decay}: a factor in (0, 1], e.g. 0.75, or None")
         if self.lr <= 0:
             out.append(f"lr {self.lr}: must be > 0")
         if not 0 <= self.warmup_pct < 1:
@@ -228,7 +239,8 @@ class TrainConfig:
             except TypeError:
                 takes = list(inspect.signature(LOSSES[self.loss]).parameters)
                 out.append(f"loss_args {sorted(self.loss_args)} do not fit loss {self.loss!r}, which takes {takes}")
-        return out
+        return (out + teacher.settings_problems(self) + refit.settings_problems(self)
+                + recipe_rules.averaging_problems(self) + recipe_rules.stage_problems(self))
 
     def missing_files(self) -> list[str]:
         """The files the recipe names for training (weights, exclude_ids) that are not there, and the
@@ -255,12 +267,14 @@ class TrainConfig:
                        ".safetensors path (relative to the repo root or absolute)")
         if self.exclude_ids and not resolve(self.exclude_ids).is_file():
             out.append(f"exclude_ids {self.exclude_ids!r}: no such CSV")
-        return out
+        from .teacher import missing_tables
+        return out + missing_tables(self)
 
 
 # settings that may change between an interrupted run and its resume without making it another run
 RUNTIME = frozenset({"runs_dir", "device", "num_workers", "cache", "resume", "force", "progress", "verbose",
-                     "devices", "sync_bn", "grad_checkpointing", "tracker", "tracker_uri", "tracker_group", "sync_to"})
+                     "devices", "sync_bn", "grad_checkpointing", "compile", "tracker", "tracker_uri", "tracker_group",
+                     "sync_to"})
 
 
 def field_names() -> list[str]:
@@ -277,5 +291,7 @@ def legacy_settings(recorded: dict) -> dict:
     values that say what that run did: ``best_epoch`` "monitor" (it kept its best epoch's weights) and
     the flips its preset hard-coded then (doc_noise: all three; light, medium, heavy: hflip only)."""
     doc = recorded.get("aug") == "doc_noise"
-    then = {"best_epoch": "monitor", "hflip": True, "vflip": doc, "rot90": doc}
+    then = {"best_epoch": "monitor", "hflip": True, "vflip": doc, "rot90": doc,
+            "teacher_weight": 0.5, "teacher_temperature": 1.0, "full_data": False,  # teacher off, fold runs
+            "plateau_factor": 0.5, "plateau_patience": 1}  # no plateau schedule
     return {k: v for k, v in then.items() if k not in recorded}

@@ -95,7 +95,9 @@ def build_cache(paths: list[str], size: int, cache_dir, split: str, workers: int
 
 
 class ImageDataset(torch.utils.data.Dataset):
-    """``(image FloatTensor[3, S, S], target int64)`` pairs; target is -1 for unlabelled images.
+    """``(image FloatTensor[3, S, S], target)`` pairs: target int64 (-1 for unlabelled images), or
+    with ``soft`` (``float[N, C]``, rows of class probabilities: a teacher's, ``lib.teacher``) the
+    image's row as FloatTensor[C]; ``targets`` then still holds the hard labels.
 
     Images come from ``cache`` (``uint8[M, S, S, 3]``, a memmap left on disk) at rows ``cache_rows``
     (``int[N]``, default 0..N-1) when given, else are decoded from ``paths`` at reduced scale.
@@ -105,11 +107,14 @@ class ImageDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, paths, targets=None, tfm=None, size: int = 224, cache: np.ndarray | None = None,
-                 cache_rows=None, seed: int = 0):
+                 cache_rows=None, seed: int = 0, soft: np.ndarray | None = None):
         self.paths = list(paths)
         self.targets = np.full(len(self.paths), -1, np.int64) if targets is None else np.asarray(targets, np.int64)
         if len(self.targets) != len(self.paths):
             raise ValueError(f"{len(self.paths)} paths but {len(self.targets)} targets")
+        self.soft = None if soft is None else np.asarray(soft, np.float32)
+        if self.soft is not None and (self.soft.ndim != 2 or len(self.soft) != len(self.paths)):
+            raise ValueError(f"soft targets must be [N={len(self.paths)}, C], got shape {self.soft.shape}")
         self.tfm, self.size, self.cache, self.seed, self.epoch = tfm, size, cache, seed, 0
         self.cache_rows = np.arange(len(self.paths)) if cache_rows is None else np.asarray(cache_rows, np.int64)
 
@@ -132,4 +137,4 @@ class ImageDataset(torch.utils.data.Dataset):
             img = self.tfm(image=img)["image"]
         else:
             img = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float() / 255.0
-        return img, torch.tensor(self.targets[i])
+        return img, torch.from_numpy(self.soft[i]) if self.soft is not None else torch.tensor(self.targets[i])

@@ -77,3 +77,18 @@ def amp_dtype(dev: torch.device | str, precision: str = "auto") -> torch.dtype |
     if dev.type == "cuda":
         return torch.bfloat16 if torch.cuda.get_device_capability(dev)[0] >= 8 else torch.float16
     return None
+
+
+def device_list(devices: int | list, device: str | None = None) -> list[str]:
+    """The devices of a data-parallel run, one per process (``TrainConfig.device_list``): ``devices``
+    as a list ("cuda:1", "cpu"...; integers are GPU ids), or a count of GPUs (of CPU processes where
+    there is none); a count of 1 is ``device`` (None: "auto")."""
+    if isinstance(devices, list):
+        return [f"cuda:{d}" if isinstance(d, int) else str(d) for d in devices]
+    if devices == 1:
+        return [device or "auto"]
+    if (device or "cuda").startswith("cuda") and torch.cuda.device_count() >= devices:
+        return [f"cuda:{k}" for k in range(devices)]
+    if device and device.startswith("cuda"):
+        raise ValueError(f"devices {devices}: only {torch.cuda.device_count()} CUDA GPUs here")
+    return ["cpu"] * devices

@@ -3,6 +3,7 @@
     python -m lib.grid --params params/convnext_tiny.yaml params/efficientnetv2_s.yaml --folds 0-4
     python -m lib.grid --params params/demo/*.yaml --folds 0-2 --jobs 2 -p data_dir data/fmnist
     python -m lib.grid --params params/*.yaml --folds 0-4 --backend ray --address auto
+    python -m lib.grid --params params/demo/*.yaml --full      # then each recipe's full-data refit (lib.refit)
 
 A job's run name is ``<params file stem>_f<fold>``: its executed notebook is ``runs/<run>.ipynb``
 and its artifacts ``runs/<run>/``. Every recipe (with the ``-p`` overrides) is checked before
@@ -125,19 +126,24 @@ def parse_value(text: str):
     return text
 
 
-def make_jobs(params_files, folds, runs_dir="runs", overrides: dict | None = None) -> list[GridJob]:
-    """A job per params file x fold, each recipe checked (names, choices, files) before anything runs."""
+def make_jobs(params_files, folds, runs_dir="runs", overrides: dict | None = None, full: bool = False) -> list[GridJob]:
+    """A job per params file x fold, each recipe checked (names, choices, files) before anything runs. With
+    ``full``, one full-data refit per params file instead (``<stem>_full``, ``lib.refit``), for the epochs
+    its completed fold runs chose (``cv_epochs``) unless ``-p epochs`` says otherwise."""
+    from .refit import cv_epochs
     overrides = {k: parse_value(v) if isinstance(v, str) else v for k, v in (overrides or {}).items()}
     jobs = []
     for pf in params_files:
         pf = resolve(pf)
-        for f in folds:
-            cfg = TrainConfig.from_yaml(pf, **{**overrides, "fold": f, "run_name": f"{pf.stem}_f{f}",
-                                               "runs_dir": str(runs_dir), "progress": False})
+        extra = {"full_data": True, "epochs": overrides.get("epochs") or cv_epochs(runs_dir, pf.stem)} if full else {}
+        for f in [0] if full else folds:
+            cfg = TrainConfig.from_yaml(pf, **{**overrides, **extra, "fold": f, "runs_dir": str(runs_dir),
+                                               "run_name": f"{pf.stem}_full" if full else f"{pf.stem}_f{f}",
+                                               "progress": False})
             missing = cfg.missing_files()
             if missing:
                 raise FileNotFoundError(f"{pf}: " + "; ".join(missing))
-            jobs.append(GridJob(pf, cfg, overrides))
+            jobs.append(GridJob(pf, cfg, {**overrides, **extra}))
     return jobs
 
 
@@ -186,14 +192,15 @@ def _error_of(nb_path: Path, tail: str) -> str:
 def run_grid(params_files, folds, runs_dir="runs", jobs: int = 1, backend: str = "local",
              address: str | None = None, overrides: dict | None = None, notebook: str = NOTEBOOK,
              force: bool = False, cpus_per_run: float = 1, gpus_per_run: float = 0, resources=None,
-             max_retries: int = 3) -> dict:
+             max_retries: int = 3, full: bool = False) -> dict:
     """Run every job not yet complete; returns {"done": [...], "skipped": [...], "failed": [(run, nb, error)]}.
 
     A run folder that holds training of another recipe (another data_dir, backbone, size, folds...)
     stops the grid before anything runs, naming each setting that differs; ``force`` retrains those
     runs from scratch (the others are still skipped or resumed). ``backend="ray"``: see
-    ``lib.ray_grid`` (``cpus_per_run``, ``gpus_per_run``, custom ``resources``, ``max_retries``)."""
-    grid_jobs = make_jobs(params_files, folds, runs_dir, overrides)
+    ``lib.ray_grid`` (``cpus_per_run``, ``gpus_per_run``, custom ``resources``, ``max_retries``).
+    ``full``: the recipes' full-data refits instead of their folds (``make_jobs``)."""
+    grid_jobs = make_jobs(params_files, folds, runs_dir, overrides, full)
     changed = {c.run_name: c.changed() for c in grid_jobs}
     changed = {k: v for k, v in changed.items() if v}
     if changed and not force:
@@ -261,6 +268,7 @@ def main(argv=None) -> int:
                     help="override a notebook parameter for every run, e.g. -p data_dir data/mycomp")
     ap.add_argument("--notebook", default=NOTEBOOK)
     ap.add_argument("--force", action="store_true", help="retrain runs recorded with another recipe")
+    ap.add_argument("--full", action="store_true", help="full-data refits <stem>_full (after the folds), not folds")
     ap.add_argument("--cpus-per-run", type=float, default=1, help="Ray: CPUs each run asks for (its loader workers)")
     ap.add_argument("--gpus-per-run", type=float, default=0, help="Ray: GPUs each run asks for")
     ap.add_argument("--resources", type=json.loads, default=None,
@@ -270,7 +278,7 @@ def main(argv=None) -> int:
     try:
         res = run_grid(a.params, parse_folds(a.folds), a.runs_dir, a.jobs, a.backend, a.address,
                        dict(a.parameter), a.notebook, a.force, a.cpus_per_run, a.gpus_per_run, a.resources,
-                       a.max_retries)
+                       a.max_retries, a.full)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"grid: nothing was run.\n{e}", file=sys.stderr)
         return 2

@@ -155,6 +155,11 @@ def predict_submission(data_dir, runs_dir="runs", submission="runs/submission.cs
             raise FileNotFoundError(f"the blend needs {missing[:3]}; copy the runs (or make a bundle) with them")
         probs = np.mean([predict_images(d, comp, "test", comp.test, ops, plan["tta_space"], progress=progress)
                          for d in dirs], axis=0)
+        refit = (plan.get("refit") or {}).get(m)  # 04's full-data refit of the model, mixed in (lib.refit)
+        if refit:
+            full = predict_images(runs_dir / refit["run"], comp, "test", comp.test, ops, plan["tta_space"],
+                                  progress=progress)
+            probs = (1 - refit["share"]) * probs + refit["share"] * full
         tests[m] = pd.concat([comp.test[["id"]], pd.DataFrame(probs, columns=comp.classes)], axis=1)
     weights = np.array([plan["weights"][m] for m in chosen])
     if weights.sum() <= 0:

@@ -35,6 +35,12 @@ def run_complete(run_dir) -> bool:
     return m.exists() and read_json(m).get("complete", False)
 
 
+def full_data_run(run_dir) -> bool:
+    """A full-data refit (``full_data`` in its params.yaml, ``lib.refit``): it has no OOF."""
+    p = Path(run_dir) / "params.yaml"
+    return p.exists() and bool((yaml.safe_load(p.read_text(encoding="utf-8")) or {}).get("full_data"))
+
+
 def recorded_config(run_dir) -> dict | None:
     """The recipe a run recorded in its params.yaml (None when there is none), with the settings
     added since it was written set to what it did (``lib.config.legacy_settings``)."""
@@ -99,8 +105,10 @@ def run_params(runs: pd.DataFrame, differing_only: bool = True) -> pd.DataFrame:
 def load_runs(runs_dir, classes: list[str], n_folds: int | None = None,
               models: list[str] | None = None) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     """Completed runs (``lib.runs.find_runs``, limited to ``models`` when given) and each model's
-    full OOF table. Missing folds are named in a warning; incomplete runs are named and skipped."""
+    full OOF table. Missing folds are named in a warning; incomplete runs are named and skipped; full-data
+    refits (``full_data_run``) are left out."""
     every = find_runs(runs_dir, complete_only=False)
+    every = every[~every["dir"].map(full_data_run)]  # full-data refits have no OOF: 04 adds them (lib.refit)
     if models is not None:
         models = [models] if isinstance(models, str) else list(models)
         unknown = sorted(set(models) - set(every["model"]))

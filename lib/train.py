@@ -7,7 +7,8 @@
 
 A run lives in ``runs/<run_name>/``: params.yaml (the recipe), state.pt (resumable: weights,
 optimizer, EMA, history), model.safetensors (the kept weights: the last epoch's, or with
-``best_epoch: monitor`` the best epoch's by ``monitor``; EMA's when on), metrics.json, oof.csv,
+``best_epoch: monitor`` the best epoch's by ``monitor``; EMA's when on; the average of epochs with
+``swa_epochs`` / ``average_top_k``: ``lib.averaging``), metrics.json, oof.csv,
 test.csv, curves.png, env.json. ``metrics.json`` with ``"complete": true`` is written last: it marks
 the run done, and a done run is reused only while the recipe asked for is the one it recorded.
 """
@@ -22,9 +23,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from fastai.callback.schedule import ParamScheduler, combined_cos
 from fastai.learner import Learner
 
+from .averaging import averaging_callbacks, find_averager, finish_averaging
+from .backbones import load_weights
 from .build import FoldData, build_datasets, build_learner, build_model, training_callbacks
 from .callbacks import RunRecorder, best_record, find_ema
 from .checkpoint import CheckpointWriter, backup, load_state
@@ -37,6 +39,8 @@ from .io import read_json, write_csv, write_json
 from .paths import resolve
 from .report import environment, plot_curves
 from .runs import recorded_config, run_complete
+from .stages import schedule_callbacks, stage_callbacks
+from .warmstart import folds_hash, init_weights_file
 
 VALID_SCORES = ("log_loss", "accuracy", "f1_macro", "valid_loss")  # an epoch's validation scores in metrics.json
 
@@ -77,6 +81,7 @@ def setup_run(cfg: TrainConfig) -> Run:
         if cfg.verbose:
             print(f"{run_dir}: already complete (force=True retrains)")
         return run
+    init = init_weights_file(cfg, run_dir, folds)  # init_from, checked before anything is written
     if rank() == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         cfg.to_yaml(run_dir / "params.yaml")
@@ -84,15 +89,20 @@ def setup_run(cfg: TrainConfig) -> Run:
     # a data-parallel run trains in worker processes (``fit``); this one keeps its model on the CPU
     device = torch.device("cpu") if _launches_workers(cfg) else pick_device(cfg.device, verbose=cfg.verbose)
     torch.manual_seed(cfg.seed)
-    model, data_cfg = build_model(cfg, comp.num_classes)
+    model, data_cfg = build_model(cfg, comp.num_classes, pretrained="none" if cfg.init_from else None)
     run.data = build_datasets(cfg, comp, folds, data_cfg)
     run.learn = build_learner(cfg, model, run.data, device, run_dir, comp.num_classes)
     run.learn.add_cbs(training_callbacks(cfg, device))
+    run.learn.add_cbs(stage_callbacks(cfg, comp, folds, run.data, data_cfg, model) + averaging_callbacks(cfg))
     run.history = []
     if cfg.resume and (run_dir / "state.pt").exists():
         run.start_epoch, run.history = load_state(run.learn, run_dir / "state.pt")
         if cfg.verbose:
             print(f"resuming {cfg.name} after epoch {run.start_epoch}/{cfg.epochs}")
+    elif init:
+        load_weights(model, init)
+        if cfg.verbose:
+            print(f"starting from {init}")
     return run
 
 
@@ -126,16 +136,12 @@ def fit(run: Run) -> pd.DataFrame:
     writer = CheckpointWriter(run.dir, cfg.sync_to)
     rec = RunRecorder(run.comp.num_classes, cfg.monitor, partial(writer.save_state, run.learn), writer.save_weights,
                       run.history, run.start_epoch, cfg.patience, cfg.verbose, keep=cfg.best_epoch)
-    if cfg.schedule == "onecycle":
-        scheds = {"lr": combined_cos(cfg.warmup_pct, cfg.lr / 25, cfg.lr, cfg.lr / 1e5)}
-    else:  # flat_cos
-        scheds = {"lr": combined_cos(0.75, cfg.lr, cfg.lr, cfg.lr / 1e5)}
     done = run.start_epoch >= cfg.epochs or _stopped_early(run)
     try:
         if not done:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*upsample.*|.*lr_scheduler.*")
-                run.learn.fit(cfg.epochs, cfg.lr, cbs=[ParamScheduler(scheds), rec], start_epoch=run.start_epoch)
+                run.learn.fit(cfg.epochs, cfg.lr, cbs=schedule_callbacks(cfg) + [rec], start_epoch=run.start_epoch)
     except KeyboardInterrupt:
         writer.flush()
         print(f"interrupted: epochs up to {len(rec.history)} are saved in {run.dir / 'state.pt'}; "
@@ -144,6 +150,7 @@ def fit(run: Run) -> pd.DataFrame:
     finally:
         writer.close()
     run.history = rec.history
+    finish_averaging(run)  # swa_epochs / average_top_k: the averaged weights to model.safetensors
     return pd.DataFrame(rec.history)
 
 
@@ -156,16 +163,19 @@ def _stopped_early(run: Run) -> bool:
 
 def write_predictions(run: Run, progress: bool | None = None) -> dict:
     """Predict the validation fold (OOF) and the test set with the kept weights (model.safetensors);
-    write oof.csv, test.csv, curves.png, env.json and, last, metrics.json, which it returns. Then the
+    write oof.csv (not for a full-data refit: ``lib.refit``), test.csv, curves.png, env.json and, last,
+    metrics.json, which it returns. Then the
     tracker gets the scores and files (``tracker``) and the run is backed up (``sync_to``).
 
     metrics.json: the OOF log_loss, accuracy, f1_macro of the kept weights; weights_from (the
-    ``best_epoch`` setting) and weights_epoch (the epoch they are from); best_epoch (the best by
+    ``best_epoch`` setting, or the averaging: swa, top_k) and weights_epoch (the epoch they are from; the
+    last with averaging); averaging (method, the epochs averaged, bn_updated, swa_lr or k and monitor;
+    None when off: ``lib.averaging``); folds_sha1 (``lib.warmstart.folds_hash``); best_epoch (the best by
     ``monitor``), last_epoch, and their validation scores valid_best and valid_last (log_loss,
     accuracy, f1_macro, valid_loss, as in the history: picking the best epoch on the fold it is then
     scored on makes valid_best optimistic); ema (decay, horizon_epochs, steps_per_epoch as set; None
-    when off); minutes; epochs (the per-epoch history; with EMA each epoch's ema_decay and
-    ema_horizon_epochs, at its last update). Epochs count from 0."""
+    when off); minutes; epochs (the per-epoch history, each epoch's img_size the size it trained at;
+    with EMA each epoch's ema_decay and ema_horizon_epochs, at its last update). Epochs count from 0."""
     from .backbones import load_weights
     from .inference import predict_loader
     from .metrics import accuracy, f1_macro, log_loss
@@ -188,17 +198,23 @@ def write_predictions(run: Run, progress: bool | None = None) -> dict:
     oof_df.insert(0, "target", y), oof_df.insert(0, "fold", cfg.fold), oof_df.insert(0, "id", rows["id"].to_numpy())
     test_df = pd.DataFrame(test, columns=comp.classes)
     test_df.insert(0, "id", comp.test["id"].to_numpy())
-    write_csv(run.dir / "oof.csv", oof_df)
+    if not cfg.full_data:  # a full-data refit has no OOF: its scored rows are training images (lib.refit)
+        write_csv(run.dir / "oof.csv", oof_df)
     write_csv(run.dir / "test.csv", test_df)
     best, last = best_record(run.history, cfg.monitor), run.history[-1]
-    ema = find_ema(learn)
+    ema, avg = find_ema(learn), find_averager(learn)
     summary = {"complete": True, "run_name": cfg.name, "backbone": cfg.backbone, "fold": cfg.fold,
                "log_loss": log_loss(y, oof), "accuracy": accuracy(y, oof), "f1_macro": f1_macro(y, oof),
-               "weights_from": cfg.best_epoch, "weights_epoch": (last if cfg.best_epoch == "last" else best)["epoch"],
+               "weights_from": avg.method if avg else cfg.best_epoch,
+               "weights_epoch": (last if cfg.best_epoch == "last" else best)["epoch"],
                "monitor": cfg.monitor, "best_epoch": best["epoch"], "last_epoch": last["epoch"],
                "valid_best": {k: best[k] for k in VALID_SCORES}, "valid_last": {k: last[k] for k in VALID_SCORES},
-               "ema": ema.describe() if ema else None,
+               "ema": ema.describe() if ema else None, "averaging": avg.describe(learn.model) if avg else None,
+               "folds_sha1": folds_hash(run.folds),
                "minutes": round(sum(h["seconds"] for h in run.history) / 60, 2), "epochs": run.history}
+    if cfg.full_data:
+        from .refit import full_summary
+        summary = full_summary(summary)
     import matplotlib.pyplot as plt
     plt.close(plot_curves(run.history, save=run.dir / "curves.png"))  # saved only; the notebook draws its own
     write_json(run.dir / "env.json", environment(cfg.seed, str(dev)))

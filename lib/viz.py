@@ -143,7 +143,7 @@ def image_grid(images, captions=None, ncols: int = 8, size: float = 1.6, title: 
 def show_batch(ds, classes, n: int = 16, ncols: int = 8, seed: int = 0):
     """``n`` augmented samples of an ``ImageDataset`` (what the model sees), captioned by class."""
     idx = np.random.default_rng(seed).choice(len(ds), size=min(n, len(ds)), replace=False)
-    items = [ds[int(i)] for i in idx]
+    items = [(x, t.argmax() if np.ndim(t) else t) for x, t in (ds[int(i)] for i in idx)]  # soft targets: argmax
     names = plot_labels(classes, used=[int(t) for _, t in items if int(t) >= 0])
     caps = [names[int(t)] if int(t) >= 0 else "?" for _, t in items]
     return image_grid([x for x, _ in items], caps, ncols=ncols, title="training batch (augmented)")

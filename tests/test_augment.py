@@ -67,3 +67,23 @@ def test_doc_noise_keeps_its_own_flip_chances():
     ops = {type(op): op.p for op in get_augment("light", 32, hflip=True, vflip=True, rot90=True).transforms}
     assert (ops[A.RandomRotate90], ops[A.HorizontalFlip], ops[A.VerticalFlip]) == (1.0, 0.5, 0.5)
 
+
+
+@pytest.mark.parametrize("name", ["randaugment", "trivialaugment", "autoaugment"])
+def test_policy_presets_replay_from_the_seed_and_change_the_image(name, photo):
+    """timm's / torchvision's PIL policies draw from global generators: seeded from the pipeline's own,
+    so a dataset item replays identically, and the policy adds to what crop and flip do."""
+    import random
+
+    import numpy as np
+    t = get_augment(name, 48)
+
+    def run(s, pipeline=t):
+        pipeline.set_random_state(np.random.default_rng(s), random.Random(s))
+        return pipeline(image=photo)["image"]
+    assert torch.equal(run(3), run(3)) and not torch.equal(run(3), run(4))
+    state = random.getstate()
+    run(5)
+    assert random.getstate() == state  # the global generator is left as it was
+    plain = A.Compose([op for op in t.transforms if type(op).__name__ != "PilPolicy"])
+    assert any(not torch.equal(run(s), run(s, plain)) for s in range(4))

@@ -101,3 +101,27 @@ def test_published_rows_come_from_the_dataset_readme(bench_script):
     acc = {r["entry"]: r["test_accuracy"] for r in rows}
     assert (acc["published: Google AutoML"] == pytest.approx(0.939)
             and acc["published: ResNet18"] == pytest.approx(0.949))
+
+
+def test_full_data_run_at_equal_compute_gets_the_epochs_that_fit(bench_script, digits_comp, tmp_path):
+    from lib.config import TrainConfig
+    from lib.io import read_json
+    from lib.train import train_fold
+    compute = bench_script("fmnist_compute")
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump({"backbone": "test_resnet", "img_size": 16, "epochs": 2, "n_folds": 3,
+                                      "batch_size": 32, "progress": False, "verbose": False}))
+    runs = tmp_path / "runs"
+    for fold in (0, 1):
+        train_fold(TrainConfig.from_yaml(recipe, data_dir=str(digits_comp), fold=fold, runs_dir=str(runs),
+                                         run_name=f"tiny_f{fold}"))
+    hist = [h for f in (0, 1) for h in read_json(runs / f"tiny_f{f}" / "metrics.json")["epochs"]]
+    per_epoch = np.mean([h["seconds"] for h in hist]) / 60
+    assert compute.full_epochs(runs, "tiny", 4.5 * per_epoch * 1.5) == 4  # 3 folds: a full epoch is 1.5 fold epochs
+    assert compute.full_epochs(runs, "tiny", 0.0) == 1
+    info = compute.run_full(str(digits_comp), str(runs), str(recipe), minutes=3 * per_epoch * 1.5 + 1e-9)
+    assert info["epochs"] == 3
+    sample = pd.read_csv(digits_comp / "sample_submission.csv", dtype={"ID": str})
+    validate_submission(pd.read_csv(runs / "full_equal_compute" / "submission.csv", dtype={"ID": str}), sample)
+    m = read_json(runs / "full_equal_compute" / "tiny_full" / "metrics.json")
+    assert m["full_data"] and len(m["epochs"]) == 3

@@ -1,0 +1,81 @@
+"""Is k-fold worth its compute? Two single models given the whole grid's training time, beside
+`make bench-fmnist`'s rows (run after it: ``make bench-fmnist-compute``).
+
+    python -m bench.fmnist_compute --data-dir data/fmnist_full --runs-dir runs/fmnist \
+        --params params/fmnist/resnet64.yaml
+
+The budget is the summed training minutes of the grid's fold runs in ``--runs-dir`` (their
+metrics.json). Spent on:
+
+- ``baseline_equal_compute/``: the fastai-defaults baseline (``bench.fmnist_baseline``) with the epochs
+  that fit the budget (from a timed pass);
+- ``full_equal_compute/``: the kit's recipe trained once on all training images (``full_data``, lib.refit)
+  with the epochs that fit the budget: the fold runs' measured seconds per epoch, scaled by the full run's
+  share of images (K/(K-1)). Its ``submission.csv`` is its test.csv in the competition's format.
+
+``bench.fmnist_report`` then lists both. Each step is skipped when its folder holds a finished result.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from lib.config import TrainConfig
+from lib.data import open_competition
+from lib.io import read_json
+from lib.paths import resolve
+from lib.runs import find_runs
+from lib.submission import make_submission, write_submission
+from lib.train import train_fold
+
+from .fmnist_baseline import grid_minutes, run_baseline
+
+
+def full_epochs(runs_dir, model: str, minutes: float) -> int:
+    """Epochs of a full-data run of ``model`` that fit ``minutes``: the model's fold runs' mean
+    seconds per epoch (their metrics.json history) times K/(K-1) (a full run sees every image, a
+    fold run (K-1)/K of them)."""
+    runs = find_runs(runs_dir)
+    g = runs[runs["model"] == model]
+    if g.empty:
+        raise FileNotFoundError(f"{runs_dir}: no completed fold run of {model} to time an epoch")
+    k = TrainConfig.from_yaml(Path(g["dir"].iloc[0]) / "params.yaml").n_folds
+    metrics = [read_json(Path(d) / "metrics.json") for d in g["dir"]]
+    per_epoch = sum(h["seconds"] for m in metrics for h in m["epochs"]) / sum(len(m["epochs"]) for m in metrics) / 60
+    return max(1, int(minutes // (per_epoch * k / (k - 1)))) if per_epoch > 0 else 1
+
+
+def run_full(data_dir: str, runs_dir: str, params: str, minutes: float) -> dict:
+    """Train the recipe on every training image for the epochs that fit ``minutes``; write its submission."""
+    base = TrainConfig.from_yaml(resolve(params), data_dir=data_dir)
+    model = resolve(params).stem
+    out = resolve(runs_dir) / "full_equal_compute"
+    cfg = base.replace(full_data=True, epochs=full_epochs(runs_dir, model, minutes), runs_dir=str(out),
+                       run_name=f"{model}_full", progress=False)
+    summary = train_fold(cfg)
+    comp = open_competition(data_dir)
+    test = pd.read_csv(out / cfg.name / "test.csv", dtype={"id": str})
+    sub = make_submission(test[comp.classes].to_numpy(), test["id"].to_numpy(), comp.sample_submission)
+    write_submission(sub, out / "submission.csv", comp.sample_submission)
+    return {"epochs": cfg.epochs, "budget_minutes": minutes, "minutes": summary.get("minutes")}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data-dir", required=True)
+    ap.add_argument("--runs-dir", required=True)
+    ap.add_argument("--params", required=True, help="the recipe of both single models (backbone, size)")
+    a = ap.parse_args(argv)
+    minutes = grid_minutes(a.runs_dir)
+    print(f"budget: the grid's {minutes:.1f} training minutes")
+    base = resolve(a.runs_dir) / "baseline_equal_compute"
+    if not (base / "baseline.json").exists():
+        print(run_baseline(a.data_dir, a.params, str(base), minutes=minutes))
+    if not (resolve(a.runs_dir) / "full_equal_compute" / "submission.csv").exists():
+        print(run_full(a.data_dir, a.runs_dir, a.params, minutes))
+
+
+if __name__ == "__main__":
+    main()

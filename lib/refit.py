@@ -1,0 +1,133 @@
+"""Full-data refit: a recipe trained once on every training image, for the epochs its CV chose, and
+04 using its test predictions in place of, or beside, the model's fold mean.
+
+    cfg = TrainConfig.from_yaml("params/demo/resnet.yaml", full_data=True, epochs=cv_epochs("runs", "resnet"),
+                                run_name="resnet_full")
+    train_fold(cfg)                  # runs/resnet_full/: test.csv and metrics.json ("full_data": true), no oof.csv
+    python -m lib.grid --params params/demo/resnet.yaml --full     # the same, per recipe, after its fold runs
+    tests, refits = refit_tests(tests, runs_dir, comp.classes, "replace")     # 04, before the test temperature
+
+A full-data run (``full_data: true``; named ``<backbone>_full``, or ``<model>_full`` through the grid)
+has no validation fold, so nothing can pick its epoch: it keeps its last epoch (``best_epoch: last``,
+no ``patience``) and trains for the epochs the CV chose, ``cv_epochs``: the median over the model's
+fold runs of the epoch whose weights they kept, counted from 1 (with ``best_epoch: last``, the
+recipe's epochs; the full run sees 1/(K-1) more images per epoch). Each epoch is scored on a fixed
+sample of its own training images (``SAMPLE``): a check that it learns, optimistic by construction,
+kept in metrics.json under ``train_sample``, never as OOF. It writes test.csv and no oof.csv;
+``lib.runs`` leaves it out of the OOF tables, the blend and the leaderboard.
+
+04's ``refit``: the full model has no OOF, so it earns no weight of its own; it takes the weight its
+model's fold runs earned in the OOF blend. ``replace``: the model's test prediction is the full
+model's instead of the fold mean; ``blend``: ``(1 - share) * fold mean + share * full``. The test
+temperature (``lib.calibrate``) is then fitted to that prediction, as to a fold mean, and
+``record_refit`` writes the choice into blend.json, so 05 (``predict_submission``) does the same.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .io import read_json, write_json
+from .paths import resolve
+from .runs import find_runs, full_data_run, run_complete
+
+MODES = ("none", "replace", "blend")
+SAMPLE = 512  # training images a full-data run scores after each epoch (a learning check, not a score)
+
+
+def settings_problems(cfg) -> list[str]:
+    """What a full-data recipe cannot do (``TrainConfig.problems`` calls this)."""
+    if not cfg.full_data:
+        return []
+    out = []
+    if cfg.best_epoch != "last":
+        out.append(f"full_data with best_epoch {cfg.best_epoch!r}: no validation fold picks an epoch; set best_epoch "
+                   "'last' and epochs to what the CV chose (lib.refit.cv_epochs, the grid's --full does)")
+    if cfg.patience is not None:
+        out.append(f"full_data with patience {cfg.patience}: no validation fold to stop on; set patience None")
+    return out
+
+
+def split_rows(cfg, folds: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train rows, scored rows) of ``folds`` (comp.train with its fold): fold ``cfg.fold`` is scored and
+    the others train; with ``full_data`` every image trains and a fixed sample of them is scored."""
+    if not cfg.full_data:
+        return folds[folds["fold"] != cfg.fold], folds[folds["fold"] == cfg.fold]
+    return folds, folds.sample(min(SAMPLE, len(folds)), random_state=0).sort_index()
+
+
+def full_summary(summary: dict) -> dict:
+    """metrics.json of a full-data run: ``write_predictions``' summary with its scores (of its own
+    training images) moved under ``train_sample``, ``fold`` None and ``full_data`` true."""
+    scores = {k: summary.pop(k) for k in ("log_loss", "accuracy", "f1_macro")}
+    return {**summary, "full_data": True, "fold": None, "train_sample": scores}
+
+
+def cv_epochs(runs_dir, model: str) -> int:
+    """The epochs a full-data run of ``model`` trains: the median over its completed fold runs in
+    ``runs_dir`` of the epoch whose weights they kept, counted from 1 (metrics.json's weights_epoch + 1)."""
+    runs = find_runs(runs_dir)
+    runs = runs[runs["model"] == model]
+    if runs.empty:
+        raise ValueError(f"no completed fold run of {model!r} in {resolve(runs_dir)}: train its folds first "
+                         "(their chosen epochs set the full-data run's)")
+    kept = [read_json(Path(d) / "metrics.json")["weights_epoch"] + 1 for d in runs["dir"]]
+    return int(np.ceil(np.median(kept)))
+
+
+def full_run_dir(runs_dir, model: str) -> Path:
+    return resolve(runs_dir) / f"{model}_full"
+
+
+def mix(fold_mean: pd.DataFrame, full: pd.DataFrame, share: float, classes: list[str]) -> pd.DataFrame:
+    """id + classes, in ``fold_mean``'s row order: ``(1 - share) * fold_mean + share * full``."""
+    if set(full["id"]) != set(fold_mean["id"]) or len(full) != len(fold_mean):
+        raise ValueError("the full-data run predicts other test ids than the fold runs")
+    a = fold_mean[classes].to_numpy(np.float64)
+    b = full.set_index("id").loc[fold_mean["id"], classes].to_numpy(np.float64)
+    return pd.concat([fold_mean[["id"]].reset_index(drop=True),
+                      pd.DataFrame((1 - share) * a + share * b, columns=classes)], axis=1)
+
+
+def refit_tests(tests: dict, runs_dir, classes: list[str], mode: str = "replace", share: float = 0.5,
+                tta=("identity",), tta_space: str = "prob", progress: bool = False) -> tuple[dict, pd.DataFrame]:
+    """(tests, refits): each model's test prediction (``tests``: model -> id + classes, its fold mean)
+    with its complete full-data run ``<model>_full`` swapped in by ``mode``: "replace" (the full
+    model's), "blend" (``(1 - share) * fold mean + share * full``) or "none". The full model is
+    predicted with the same TTA (``tta``, ``tta_space``) as the fold runs. Models without a full-data
+    run keep their fold mean. refits: model, full_run, share (what ``record_refit`` stores)."""
+    if mode not in MODES:
+        raise ValueError(f"refit {mode!r}: choose one of {MODES}")
+    if mode == "blend" and not 0 < share < 1:
+        raise ValueError(f"refit_share {share}: the full model's share in (0, 1) (1 is refit 'replace')")
+    out, rows = dict(tests), []
+    for m in tests if mode != "none" else []:
+        d = full_run_dir(runs_dir, m)
+        if not (full_data_run(d) and run_complete(d)):
+            continue
+        if list(tta) == ["identity"]:
+            full = pd.read_csv(d / "test.csv", dtype={"id": str})
+        else:
+            from .inference import predict_fold
+            full = predict_fold(d, tta, "test", tta_space, progress=progress)
+        s = 1.0 if mode == "replace" else float(share)
+        out[m] = mix(tests[m], full, s, classes)
+        rows.append({"model": m, "full_run": d.name, "share": s})
+    if mode != "none" and not rows:
+        warnings.warn(f"refit {mode!r}: none of the models {sorted(tests)} has a complete full-data run "
+                      f"(<model>_full) in {resolve(runs_dir)}; the fold means are used", stacklevel=2)
+    return out, pd.DataFrame(rows, columns=["model", "full_run", "share"])
+
+
+def record_refit(runs_dir, refits: pd.DataFrame) -> dict:
+    """Add ``refits`` (``refit_tests``) to 04's ``ensemble/blend.json`` as ``"refit": {model: {"run",
+    "share"}}`` so that 05's ``predict_submission`` mixes the full models in the same way; returns the plan."""
+    path = resolve(runs_dir) / "ensemble" / "blend.json"
+    plan = read_json(path)
+    plan["refit"] = {r.model: {"run": r.full_run, "share": float(r.share)} for r in refits.itertuples()
+                     if r.model in plan["models"]}
+    write_json(path, plan)
+    return plan

@@ -1,0 +1,158 @@
+"""lib.stages: the lr schedule phase by phase, progressive resizing (each size in order, OOF at the
+last, resume mid-stage), the plateau schedule (a drop after a stall, the same after a resume)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from fastai.callback.core import Callback
+
+from lib.config import TrainConfig
+from lib.inference import predict_fold
+from lib.stages import LrSchedule, lr_phases, plateau_drops
+from lib.train import fit, setup_run, train_fold, write_predictions
+
+TINY = dict(backbone="test_resnet", n_folds=3, fold=0, batch_size=32, lr=3e-3, progress=False, verbose=False,
+            num_workers=0)
+SCORES = ("train_loss", "valid_loss", "log_loss", "accuracy", "lr", "img_size")
+
+
+class _Interrupt(Callback):
+    def __init__(self, at):
+        self.at = at
+
+    def before_epoch(self):
+        if self.epoch == self.at:
+            raise KeyboardInterrupt
+
+
+class _FirstBatch(Callback):
+    """The input size and the lr of each epoch's first training batch."""
+    order = 61  # after the lr is set
+
+    def __init__(self):
+        self.seen = {}
+
+    def before_batch(self):
+        if self.training and self.iter == 0:
+            self.seen[self.epoch] = (self.xb[0].shape[-1], self.opt.hypers[-1]["lr"])
+
+
+def _interrupted_then_resumed(cfg, at, before=(), after=()):
+    """A run killed at the start of epoch ``at`` (with callbacks ``before``), then resumed (``after``)."""
+    run = setup_run(cfg)
+    run.learn.add_cbs([*before, _Interrupt(at)])
+    with pytest.raises(KeyboardInterrupt):
+        fit(run)
+    run = setup_run(cfg)
+    assert run.start_epoch == at
+    run.learn.add_cbs(list(after))
+    fit(run)
+    return write_predictions(run)
+
+
+def _same_history(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        for k in SCORES:
+            assert x[k] == pytest.approx(y[k], rel=1e-6, abs=1e-7), (x["epoch"], k)
+
+
+def test_lr_phases_restart_per_stage_and_hold_swa_lr():
+    cfg = TrainConfig(backbone="test_resnet", stages=[[16, 2, 1e-3], [24, 2]], img_size=24, epochs=4, lr=3e-3)
+    s = LrSchedule(lr_phases(cfg))
+    assert s.lr_at(0) == pytest.approx(1e-3 / 25) and s.lr_at(0.2) == pytest.approx(1e-3)   # warm-up: 10%
+    assert s.lr_at(1.999) < 1e-6                                                              # annealed
+    assert s.lr_at(2) == pytest.approx(3e-3 / 25) and s.lr_at(2.2) == pytest.approx(3e-3)   # a new cycle
+    swa = LrSchedule(lr_phases(TrainConfig(backbone="test_resnet", epochs=5, lr=3e-3, swa_epochs=2, swa_lr=1e-4)))
+    assert swa.lr_at(2.999) < 1e-6 and swa.lr_at(3) == swa.lr_at(4.99) == 1e-4
+    flat = LrSchedule(lr_phases(TrainConfig(backbone="test_resnet", epochs=4, lr=3e-3, schedule="plateau")))
+    assert flat.lr_at(0) == pytest.approx(3e-3 / 25) and flat.lr_at(0.4) == flat.lr_at(3.9) == pytest.approx(3e-3)
+
+
+def test_stages_train_each_size_in_order_and_resume_mid_stage(digits_comp, tmp_path):
+    recipe = dict(data_dir=str(digits_comp), stages=[[16, 2], [24, 2, 2e-3]], img_size=24, epochs=4, **TINY)
+    first = _FirstBatch()
+    run = setup_run(TrainConfig(runs_dir=str(tmp_path / "a"), **recipe))
+    run.learn.add_cb(first)
+    fit(run)
+    ref = write_predictions(run)
+    assert [h["img_size"] for h in ref["epochs"]] == [16, 16, 24, 24]
+    assert {e: s for e, (s, _) in first.seen.items()} == {0: 16, 1: 16, 2: 24, 3: 24}
+    assert first.seen[0][1] == pytest.approx(3e-3 / 25) and first.seen[2][1] == pytest.approx(2e-3 / 25)
+    for split in ("oof", "test"):  # predicted at the last stage's size: img_size, as re-prediction does
+        kept = pd.read_csv(run.dir / f"{split}.csv", dtype={"id": str})
+        again = predict_fold(run.dir, split=split)
+        assert np.allclose(again.iloc[:, -10:].to_numpy(), kept.iloc[:, -10:].to_numpy(), atol=1e-5)
+    assert (digits_comp / "cache" / "16px").exists() and (digits_comp / "cache" / "24px").exists()
+    # killed in stage 2 (after epoch 3 of 4): resumes in stage 2, at its size, as if never stopped
+    second = _FirstBatch()
+    got = _interrupted_then_resumed(TrainConfig(runs_dir=str(tmp_path / "b"), **recipe), 3, after=[second])
+    assert second.seen == {3: first.seen[3]}
+    _same_history(ref["epochs"], got["epochs"])
+    assert got["log_loss"] == pytest.approx(ref["log_loss"], rel=1e-5)
+
+
+def test_stage_settings_say_one_thing():
+    base = dict(backbone="test_resnet", stages=[[16, 2], [24, 3]], img_size=24, epochs=5)
+    TrainConfig(**base)
+    for bad, msg in (({"img_size": 32}, "img_size 32 but the last stage trains at 24: set img_size 24"),
+                     ({"epochs": 6}, "epochs 6 but the stages add up to 5 epochs: set epochs 5"),
+                     ({"stages": [[16, 2], [24]]}, r"not a stage: \[24\]"),
+                     ({"stages": [[16, 2, -1.0], [24, 3]]}, "lr > 0"),
+                     ({"stages": []}, "or None for one stage"),
+                     ({"schedule": "plateau"}, "schedule plateau with stages"),
+                     ({"swa_epochs": 3, "swa_lr": 1e-3}, r"swa_epochs 3: averages 2\.\.2 epochs \(the last stage's")):
+        with pytest.raises(ValueError, match=msg):
+            TrainConfig(**{**base, **bad})
+    with pytest.raises(ValueError, match="plateau_factor 1.5"):
+        TrainConfig(backbone="test_resnet", schedule="plateau", plateau_factor=1.5)
+    with pytest.raises(ValueError, match="drop swa_lr"):
+        TrainConfig(backbone="test_resnet", schedule="plateau", swa_epochs=2, swa_lr=1e-3)
+
+
+def test_plateau_drops_count_epochs_without_a_new_best():
+    h = [{"epoch": e, "log_loss": v, "accuracy": -v} for e, v in enumerate([1.0, 0.9, 0.95, 0.97, 0.8, 0.85])]
+    assert [plateau_drops(h[:n], "log_loss", 1) for n in range(7)] == [0, 0, 0, 1, 2, 2, 3]
+    assert [plateau_drops(h[:n], "log_loss", 2) for n in range(7)] == [0, 0, 0, 0, 1, 1, 1]
+    assert plateau_drops(h, "accuracy", 1) == 3   # greater is better: the same epochs
+
+
+class _SpoilEpoch(Callback):
+    """Noise on the weights after epoch ``at`` trained: that epoch's validation gets worse."""
+    def __init__(self, at):
+        self.at = at
+
+    def after_train(self):
+        if self.epoch == self.at:
+            g = torch.Generator().manual_seed(0)
+            with torch.no_grad():
+                for p in self.learn.model.parameters():
+                    p.add_(torch.randn(p.shape, generator=g) * 0.3)
+
+
+def test_plateau_lowers_the_lr_after_a_stall_and_resumes(digits_comp, tmp_path):
+    recipe = dict(data_dir=str(digits_comp), schedule="plateau", plateau_factor=0.5, plateau_patience=1,
+                  img_size=16, epochs=4, **TINY)
+    run = setup_run(TrainConfig(runs_dir=str(tmp_path / "a"), **recipe))
+    run.learn.add_cb(_SpoilEpoch(1))
+    fit(run)
+    ref = write_predictions(run)
+    h = ref["epochs"]
+    assert h[1]["log_loss"] > h[0]["log_loss"]                     # the stall
+    assert [x["lr"] for x in h[:3]] == pytest.approx([3e-3, 3e-3, 1.5e-3])
+    gained = h[2]["log_loss"] < h[0]["log_loss"]
+    assert h[3]["lr"] == pytest.approx(1.5e-3 if gained else 0.75e-3)
+    got = _interrupted_then_resumed(TrainConfig(runs_dir=str(tmp_path / "b"), **recipe), 3, before=[_SpoilEpoch(1)])
+    _same_history(h, got["epochs"])   # epoch 3's lr from the history the resumed run read back
+
+
+def test_onecycle_without_stages_trains_as_before(digits_comp, tmp_path):
+    """The default schedule through LrSchedule: warm-up from lr / 25, peak, anneal, one size."""
+    first = _FirstBatch()
+    run = setup_run(TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path), img_size=16, epochs=2, **TINY))
+    run.learn.add_cb(first)
+    fit(run)
+    assert first.seen[0] == (16, pytest.approx(3e-3 / 25)) and run.history[-1]["lr"] < 3e-3 / 10
+    assert train_fold(run.cfg)["complete"]
