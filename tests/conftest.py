@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from fastai.callback.core import Callback
 from PIL import Image, ImageEnhance
 from sklearn.datasets import load_digits
 
@@ -262,3 +263,27 @@ def png_run(png_comp, tmp_path_factory):
     (d / "metrics.json").write_text(json.dumps({"complete": True, "log_loss": 1.1, "accuracy": 0.3,
                                                "f1_macro": 0.2, "best_epoch": 0, "minutes": 0.1}))
     return d
+
+
+class Interrupt(Callback):
+    """Stands in for Ctrl+C / a lost machine: dies at the start of epoch ``at``."""
+    def __init__(self, at):
+        self.at = at
+
+    def before_epoch(self):
+        if self.epoch == self.at:
+            raise KeyboardInterrupt
+
+
+class SpoilEpoch(Callback):
+    """Noise on the weights once epoch ``at`` (None: the last) has trained, before it is validated:
+    that epoch then scores worst."""
+    def __init__(self, at=None):
+        self.at = at
+
+    def after_train(self):
+        if self.epoch == (self.n_epoch - 1 if self.at is None else self.at):
+            g = torch.Generator().manual_seed(0)
+            with torch.no_grad():
+                for p in self.learn.model.parameters():
+                    p.add_(torch.randn(p.shape, generator=g) * 0.3)

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import safetensors.torch
 import torch
+from conftest import Interrupt, SpoilEpoch
 from fastai.callback.core import Callback
 
 from lib.averaging import recompute_batchnorm
@@ -30,26 +31,8 @@ class _Snapshots(Callback):
         self.weights[self.epoch] = {k: v.detach().clone() for k, v in self.learn.model.state_dict().items()}
 
 
-class _Interrupt(Callback):
-    def __init__(self, at):
-        self.at = at
-
-    def before_epoch(self):
-        if self.epoch == self.at:
-            raise KeyboardInterrupt
 
 
-class _SpoilEpoch(Callback):
-    """Noise on the weights after epoch ``at`` trained, before it is validated: that epoch scores worst."""
-    def __init__(self, at):
-        self.at = at
-
-    def after_train(self):
-        if self.epoch == self.at:
-            g = torch.Generator().manual_seed(0)
-            with torch.no_grad():
-                for p in self.learn.model.parameters():
-                    p.add_(torch.randn(p.shape, generator=g) * 0.3)
 
 
 def _train(cfg, *cbs):
@@ -107,7 +90,7 @@ def test_swa_lr_holds_the_lr_and_a_resume_gives_the_same_average(digits_comp, tm
     assert [h["lr"] for h in ref["epochs"][1:]] == pytest.approx([1e-3, 1e-3])
     assert ref["epochs"][0]["lr"] < 3e-3 / 4       # the schedule anneals over the first epoch alone
     run = setup_run(TrainConfig(runs_dir=str(tmp_path / "b"), **recipe))
-    run.learn.add_cb(_Interrupt(at=2))
+    run.learn.add_cb(Interrupt(at=2))
     with pytest.raises(KeyboardInterrupt):
         fit(run)
     state = torch.load(run.dir / "state.pt", weights_only=True)
@@ -126,7 +109,7 @@ def test_swa_lr_holds_the_lr_and_a_resume_gives_the_same_average(digits_comp, tm
 def test_top_k_averages_the_best_epochs_by_monitor_and_resumes(digits_comp, tmp_path):
     recipe = dict(data_dir=str(digits_comp), average_top_k=2, **{**TINY, "epochs": 4})
     snaps = _Snapshots()
-    ref_run, ref = _train(TrainConfig(runs_dir=str(tmp_path / "a"), **recipe), snaps, _SpoilEpoch(3))
+    ref_run, ref = _train(TrainConfig(runs_dir=str(tmp_path / "a"), **recipe), snaps, SpoilEpoch(3))
     hist = ref["epochs"]
     best2 = sorted(sorted(range(4), key=lambda e: hist[e]["log_loss"])[:2])
     assert 3 not in best2                          # the spoiled last epoch is left out
@@ -134,11 +117,11 @@ def test_top_k_averages_the_best_epochs_by_monitor_and_resumes(digits_comp, tmp_
                                 "monitor": "log_loss"}
     _check_mean(ref_run, snaps, best2)
     run = setup_run(TrainConfig(runs_dir=str(tmp_path / "b"), **recipe))
-    run.learn.add_cb(_Interrupt(at=3))
+    run.learn.add_cb(Interrupt(at=3))
     with pytest.raises(KeyboardInterrupt):
         fit(run)
     run = setup_run(TrainConfig(runs_dir=str(tmp_path / "b"), **recipe))
-    run.learn.add_cb(_SpoilEpoch(3))
+    run.learn.add_cb(SpoilEpoch(3))
     fit(run)
     got = write_predictions(run)
     a, b = _saved(ref_run), _saved(run)

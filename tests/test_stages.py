@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
+from conftest import Interrupt, SpoilEpoch
 from fastai.callback.core import Callback
 
 from lib.config import TrainConfig
@@ -18,13 +18,6 @@ TINY = dict(backbone="test_resnet", n_folds=3, fold=0, batch_size=32, lr=3e-3, p
 SCORES = ("train_loss", "valid_loss", "log_loss", "accuracy", "lr", "img_size")
 
 
-class _Interrupt(Callback):
-    def __init__(self, at):
-        self.at = at
-
-    def before_epoch(self):
-        if self.epoch == self.at:
-            raise KeyboardInterrupt
 
 
 class _FirstBatch(Callback):
@@ -42,7 +35,7 @@ class _FirstBatch(Callback):
 def _interrupted_then_resumed(cfg, at, before=(), after=()):
     """A run killed at the start of epoch ``at`` (with callbacks ``before``), then resumed (``after``)."""
     run = setup_run(cfg)
-    run.learn.add_cbs([*before, _Interrupt(at)])
+    run.learn.add_cbs([*before, Interrupt(at)])
     with pytest.raises(KeyboardInterrupt):
         fit(run)
     run = setup_run(cfg)
@@ -119,24 +112,13 @@ def test_plateau_drops_count_epochs_without_a_new_best():
     assert plateau_drops(h, "accuracy", 1) == 3   # greater is better: the same epochs
 
 
-class _SpoilEpoch(Callback):
-    """Noise on the weights after epoch ``at`` trained: that epoch's validation gets worse."""
-    def __init__(self, at):
-        self.at = at
-
-    def after_train(self):
-        if self.epoch == self.at:
-            g = torch.Generator().manual_seed(0)
-            with torch.no_grad():
-                for p in self.learn.model.parameters():
-                    p.add_(torch.randn(p.shape, generator=g) * 0.3)
 
 
 def test_plateau_lowers_the_lr_after_a_stall_and_resumes(digits_comp, tmp_path):
     recipe = dict(data_dir=str(digits_comp), schedule="plateau", plateau_factor=0.5, plateau_patience=1,
                   img_size=16, epochs=4, **TINY)
     run = setup_run(TrainConfig(runs_dir=str(tmp_path / "a"), **recipe))
-    run.learn.add_cb(_SpoilEpoch(1))
+    run.learn.add_cb(SpoilEpoch(1))
     fit(run)
     ref = write_predictions(run)
     h = ref["epochs"]
@@ -144,7 +126,7 @@ def test_plateau_lowers_the_lr_after_a_stall_and_resumes(digits_comp, tmp_path):
     assert [x["lr"] for x in h[:3]] == pytest.approx([3e-3, 3e-3, 1.5e-3])
     gained = h[2]["log_loss"] < h[0]["log_loss"]
     assert h[3]["lr"] == pytest.approx(1.5e-3 if gained else 0.75e-3)
-    got = _interrupted_then_resumed(TrainConfig(runs_dir=str(tmp_path / "b"), **recipe), 3, before=[_SpoilEpoch(1)])
+    got = _interrupted_then_resumed(TrainConfig(runs_dir=str(tmp_path / "b"), **recipe), 3, before=[SpoilEpoch(1)])
     _same_history(h, got["epochs"])   # epoch 3's lr from the history the resumed run read back
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import Interrupt, SpoilEpoch
 from fastai.callback.core import Callback
 
 from lib.config import TrainConfig
@@ -54,14 +55,6 @@ def test_run_writes_every_artifact(digits_comp, tmp_path):
     assert env["seed"] == 42 and env["torch"] == torch.__version__ and env["cpu"]
 
 
-class _Interrupt(Callback):
-    """Stands in for Ctrl+C / a lost machine: dies at the start of an epoch."""
-    def __init__(self, at):
-        self.at = at
-
-    def before_epoch(self):
-        if self.epoch == self.at:
-            raise KeyboardInterrupt
 
 
 @pytest.mark.parametrize("keep", ["last", "monitor"])
@@ -69,7 +62,7 @@ def test_resume_matches_uninterrupted_run(digits_comp, tmp_path, keep):
     recipe = dict(data_dir=str(digits_comp), ema=0.9, mixup=0.4, best_epoch=keep, **TINY)
     ref = train_fold(TrainConfig(runs_dir=str(tmp_path / "a"), **recipe))
     run = setup_run(TrainConfig(runs_dir=str(tmp_path / "b"), **recipe))
-    run.learn.add_cb(_Interrupt(at=2))
+    run.learn.add_cb(Interrupt(at=2))
     with pytest.raises(KeyboardInterrupt):
         fit(run)
     saved = json.loads((tmp_path / "b" / "test_resnet_f0" / "metrics.json").read_text())
@@ -86,15 +79,6 @@ def test_resume_matches_uninterrupted_run(digits_comp, tmp_path, keep):
     assert got["log_loss"] == pytest.approx(ref["log_loss"], rel=1e-6)
 
 
-class _SpoilLastEpoch(Callback):
-    """Noise on the weights once the last epoch has trained, before it is validated: that epoch then
-    scores worst, so the best epoch by log loss is an earlier one."""
-    def after_train(self):
-        if self.epoch == self.n_epoch - 1:
-            g = torch.Generator().manual_seed(0)
-            with torch.no_grad():
-                for p in self.learn.model.parameters():
-                    p.add_(torch.randn(p.shape, generator=g) * 0.3)
 
 
 def test_best_epoch_keeps_the_last_or_the_monitored_epoch(digits_comp, tmp_path):
@@ -106,7 +90,7 @@ def test_best_epoch_keeps_the_last_or_the_monitored_epoch(digits_comp, tmp_path)
         run = setup_run(TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path / keep), best_epoch=keep,
                                     hflip=False, **TINY))
         assert not any(type(op).__name__ == "HorizontalFlip" for op in run.data.train.tfm.transforms)
-        run.learn.add_cb(_SpoilLastEpoch())
+        run.learn.add_cb(SpoilEpoch())
         fit(run)
         got[keep] = write_predictions(run)
     hist = got["last"]["epochs"]
