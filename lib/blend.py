@@ -187,7 +187,8 @@ class Blend:
     in-sample; ``cross_probs`` [N, C]: the same pipeline cross-fitted (each fold's rows by what was
     fitted on the others: what a new row can expect); ``report`` (in-sample), ``crossfit`` and
     ``decision`` (cross-fitted beside in-sample) tables; ``test_temperature``: the temperature the
-    test predictions get (``lib.calibrate.calibrate_test``; None: ``temperature``)."""
+    test predictions get (``lib.calibrate.calibrate_test``; None: ``temperature``); ``metric``: what
+    the blend was chosen by."""
     models: list
     weights: np.ndarray
     temperature: float
@@ -204,6 +205,7 @@ class Blend:
     crossfit: pd.DataFrame | None = None
     decision: pd.DataFrame | None = None
     test_temperature: float | None = None
+    metric: str = "log_loss"
 
 
 def fit_blend(oofs: dict, classes: list[str], metric: str = "log_loss", space: str = "prob",
@@ -253,7 +255,8 @@ def fit_blend(oofs: dict, classes: list[str], metric: str = "log_loss", space: s
     named += f"; T={T:.4g}" + ("; offsets" if offsets is not None else "")
     last = {"model": "calibrated_blend", "weights": named, **{c: score(c, y, probs) for c in report.columns[2:]}}
     report = pd.concat([report, pd.DataFrame([last])], ignore_index=True)
-    return Blend(models, w, T, space, ids, y, raw, probs, report, offsets, strategy, folds, cross, *tables)
+    return Blend(models, w, T, space, ids, y, raw, probs, report, offsets, strategy, folds, cross, *tables,
+                 metric=metric)
 
 
 def blend_test(b: Blend, tests: dict, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:

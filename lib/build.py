@@ -54,7 +54,7 @@ def build_model(cfg: TrainConfig, num_classes: int, pretrained: str | None = Non
     model, data_cfg = create_backbone(cfg.backbone, num_classes, pretrained=pretrained or cfg.pretrained,
                                       pool=cfg.pool, drop_rate=cfg.drop_rate, drop_path_rate=cfg.drop_path_rate,
                                       model_kwargs=cfg.model_kwargs)
-    _check_input_size(model, cfg.backbone, cfg.img_size)
+    check_input_size(model, cfg.backbone, cfg.img_size)
     if cfg.grad_checkpointing:
         if not hasattr(model, "set_grad_checkpointing"):
             raise ValueError(f"{cfg.backbone} has no gradient checkpointing in timm; set grad_checkpointing False")
@@ -192,7 +192,7 @@ class ToDevice:
         return tuple(t.to(self.device, non_blocking=True) for t in b)
 
 
-def _check_input_size(model, backbone: str, img_size: int) -> None:
+def check_input_size(model, backbone: str, img_size: int) -> None:
     """One forward pass on a blank image, so a size the architecture cannot take fails here, by name."""
     was = model.training
     model.eval()

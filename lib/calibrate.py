@@ -25,7 +25,7 @@ import pandas as pd
 from scipy.optimize import brentq
 from scipy.stats import norm
 
-from .blend import Blend, blend, blend_test
+from .blend import Blend, blend, blend_tests
 from .metrics import apply_temperature, get_metric, probs_to_logits, score
 
 BOUNDS = (0.05, 20.0)  # temperatures searched
@@ -65,12 +65,11 @@ def calibrate_test(b: Blend, tests: dict, runs: pd.DataFrame, classes: list[str]
     """
     if run_tests is None:
         run_tests = {r.run_name: pd.read_csv(Path(r.dir) / "test.csv", dtype={"id": str}) for r in runs.itertuples()}
-    ids, _ = blend_test(dataclasses.replace(b, test_temperature=1.0, offsets=None), tests, classes)
+    ids, submitted = blend_tests(tests, b.models, b.weights, b.space, 1.0, classes)  # before any temperature
     members = fold_members(b, runs, run_tests, classes, ids)
     if not members or b.temperature == 1.0:
         return b, sharpness(b, None, None, None)
-    z = probs_to_logits(blend([tests[m].set_index("id").loc[ids, classes].to_numpy(np.float64)
-                               for m in b.models], b.weights, b.space))
+    z = probs_to_logits(submitted)
     target = float(np.mean([mean_entropy(apply_temperature(probs_to_logits(p), b.temperature)) for p in members]))
 
     def gap(log_t: float) -> float:
@@ -115,7 +114,7 @@ def expected_score(b: Blend, metric: str | None = None, n_test: int | None = Non
     the submission averages fold models, which usually scores a little better than one of them.
     Normal approximation, clipped to the metric's range.
     """
-    metric = metric or _metric_of(b)
+    metric = metric or b.metric
     fn, _ = get_metric(metric)
     cross = b.cross_probs is not None
     probs, y = (b.cross_probs if cross else b.probs), np.asarray(b.y, dtype=np.int64)
@@ -133,9 +132,3 @@ def expected_score(b: Blend, metric: str | None = None, n_test: int | None = Non
             "level": level, "test_sampling_sd": float(boots.std(ddof=1)), "fold_sd": fold_sd, "n_test": n,
             "n_oof": len(y), "basis": "cross-fitted OOF" if cross else "in-sample OOF (no folds: optimistic)"}
 
-
-def _metric_of(b: Blend) -> str:
-    if b.crossfit is not None:
-        col = next(c for c in b.crossfit.columns if c.startswith("cross_fitted_"))
-        return col.removeprefix("cross_fitted_")
-    return "log_loss"

@@ -57,7 +57,7 @@ class TrainConfig:
     model_kwargs: dict = field(default_factory=dict)  # more timm model arguments, e.g. {"channels": [32, 64, 64, 128]}
     # the data the model sees
     img_size: int = 32                  # pixels, square
-    aug: str = "light"                  # none | light | medium | heavy | doc_noise
+    aug: str = "light"                  # lib.augment: none light medium heavy doc_noise randaugment ...
     hflip: bool = True                  # random horizontal flips in training (every preset but none)
     vflip: bool = False                 # random vertical flips in training (every preset but none)
     rot90: bool = False                 # random 90-degree rotations in training (every preset but none)

@@ -109,19 +109,19 @@ def crossfit_blend(arrs: list[np.ndarray], y, folds, metric: str = "log_loss", s
     names = list(names) if names is not None else [f"model{i}" for i in range(len(arrs))]
     fn, greater = get_metric(metric)
     strategies = STRATEGIES if len(arrs) > 1 else ("equal",)
-    rows, cross = [], {}
+    rows, cross, full = [], {}, {}
     for s in strategies:
-        full = fit_pipeline(s, arrs, y, metric, space, temperature, decide=False)
+        full[s] = fit_pipeline(s, arrs, y, metric, space, temperature, decide=False)
         cross[s] = cross_predict(s, arrs, y, folds, metric, space, temperature, decide=False)
         per_fold = [fn(y[folds == k], cross[s][folds == k]) for k in np.unique(folds)]
-        rows.append({"strategy": s, "weights": _fmt(names, full.weights), "T": round(full.temperature, 4),
-                     f"in_sample_{metric}": fn(y, full.apply(arrs, space)),
+        rows.append({"strategy": s, "weights": _fmt(names, full[s].weights), "T": round(full[s].temperature, 4),
+                     f"in_sample_{metric}": fn(y, full[s].apply(arrs, space)),
                      f"cross_fitted_{metric}": fn(y, cross[s]), "fold_sd": float(np.std(per_fold, ddof=1))})
     table = pd.DataFrame(rows)
     col = table[f"cross_fitted_{metric}"].to_numpy() * (1 if greater else -1)
     chosen = str(table["strategy"].iloc[int(np.flatnonzero(col >= col.max() - 1e-12)[0])])
     table["chosen"] = table["strategy"] == chosen
-    final = fit_pipeline(chosen, arrs, y, metric, space, temperature, decide=False)
+    final = full[chosen]
     probs, decision = cross[chosen], None
     if decide and metric in DECISION_METRICS:
         with_offsets = cross_predict(chosen, arrs, y, folds, metric, space, temperature, decide=True)

@@ -138,14 +138,14 @@ def stage_callbacks(cfg, comp, folds, data, data_cfg: dict, model) -> list:
     fit the model, and its datasets are built now by ``lib.build.build_datasets`` (the same rows and
     targets as ``data``'s at the final size), from the pre-resized cache of that size (made here when
     missing, for the test images too)."""
-    from .build import _check_input_size, build_datasets
+    from .build import build_datasets, check_input_size
     stages = parse_stages(cfg)
     if len({s for s, _, _ in stages}) < 2:
         return []
     datasets = {cfg.img_size: (data.train, data.valid)}
     for size in dict.fromkeys(s for s, _, _ in stages):
         if size not in datasets:
-            _check_input_size(model, cfg.backbone, size)
+            check_input_size(model, cfg.backbone, size)
             at = build_datasets(cfg.replace(img_size=size, stages=None, verbose=False), comp, folds, data_cfg)
             datasets[size] = (at.train, at.valid)
     sizes = [s for s, n, _ in stages for _ in range(n)]

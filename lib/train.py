@@ -176,7 +176,6 @@ def write_predictions(run: Run, progress: bool | None = None) -> dict:
     scored on makes valid_best optimistic); ema (decay, horizon_epochs, steps_per_epoch as set; None
     when off); minutes; epochs (the per-epoch history, each epoch's img_size the size it trained at;
     with EMA each epoch's ema_decay and ema_horizon_epochs, at its last update). Epochs count from 0."""
-    from .backbones import load_weights
     from .inference import predict_loader
     from .metrics import accuracy, f1_macro, log_loss
 
