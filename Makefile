@@ -84,7 +84,7 @@ bench-fmnist: env
 	$(PY) -m bench.fmnist_report --data-dir $(FM_DATA) --runs-dir $(FM_RUNS) --started $$start
 
 # is k-fold worth its compute? after bench-fmnist: the fastai baseline and one full-data run of the
-# kit's recipe, each given the grid's training minutes (bench/fmnist_compute.py); the report lists them
+# grid's best recipe by CV, each given the grid's training minutes (bench/fmnist_compute.py); the report lists them
 bench-fmnist-compute: env
 	$(PY) -m bench.fmnist_compute --data-dir $(FM_DATA) --runs-dir $(FM_RUNS) --params $(FM_BASELINE) && \
 	$(PY) -m bench.fmnist_report --data-dir $(FM_DATA) --runs-dir $(FM_RUNS)

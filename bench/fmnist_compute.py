@@ -7,11 +7,12 @@
 The budget is the summed training minutes of the grid's fold runs in ``--runs-dir`` (their
 metrics.json). Spent on:
 
-- ``baseline_equal_compute/``: the fastai-defaults baseline (``bench.fmnist_baseline``) with the epochs
-  that fit the budget (from a timed pass);
-- ``full_equal_compute/``: the kit's recipe trained once on all training images (``full_data``, lib.refit)
-  with the epochs that fit the budget: the fold runs' measured seconds per epoch, scaled by the full run's
-  share of images (K/(K-1)). Its ``submission.csv`` is its test.csv in the competition's format.
+- ``baseline_equal_compute/``: the fastai-defaults baseline (``bench.fmnist_baseline``, ``--params``'
+  backbone and size) with the epochs that fit the budget (from a timed pass);
+- ``full_equal_compute/``: the grid's best recipe by CV (lowest mean OOF log loss, chosen without the
+  test labels: the recipe its fold runs recorded) trained once on all training images (``full_data``,
+  lib.refit) with the epochs that fit the budget: its fold runs' measured seconds per epoch, scaled by the
+  full run's share of images (K/(K-1)). Its ``submission.csv`` is its test.csv in the competition's format.
 
 ``bench.fmnist_report`` then lists both. Each step is skipped when its folder holds a finished result.
 """
@@ -26,7 +27,7 @@ from lib.config import TrainConfig
 from lib.data import open_competition
 from lib.io import read_json
 from lib.paths import resolve
-from lib.runs import find_runs
+from lib.runs import find_runs, load_config
 from lib.submission import make_submission, write_submission
 from lib.train import train_fold
 
@@ -47,26 +48,37 @@ def full_epochs(runs_dir, model: str, minutes: float) -> int:
     return max(1, int(minutes // (per_epoch * k / (k - 1)))) if per_epoch > 0 else 1
 
 
-def run_full(data_dir: str, runs_dir: str, params: str, minutes: float) -> dict:
-    """Train the recipe on every training image for the epochs that fit ``minutes``; write its submission."""
-    base = TrainConfig.from_yaml(resolve(params), data_dir=data_dir)
-    model = resolve(params).stem
+def best_model(runs_dir) -> str:
+    """The grid's model with the lowest mean OOF log loss over its complete fold runs."""
+    runs = find_runs(runs_dir)
+    if runs.empty:
+        raise FileNotFoundError(f"{runs_dir}: no completed fold run to pick the best recipe from")
+    return str(runs.groupby("model")["log_loss"].mean().idxmin())
+
+
+def run_full(data_dir: str, runs_dir: str, minutes: float) -> dict:
+    """Train the grid's best recipe by CV on every training image for the epochs that fit ``minutes``
+    (its fold runs' recorded params.yaml, ``full_data`` on); write its submission."""
+    model = best_model(runs_dir)
+    fold_run = find_runs(runs_dir).query("model == @model")["dir"].iloc[0]
     out = resolve(runs_dir) / "full_equal_compute"
-    cfg = base.replace(full_data=True, epochs=full_epochs(runs_dir, model, minutes), runs_dir=str(out),
-                       run_name=f"{model}_full", progress=False)
+    cfg = load_config(fold_run).replace(data_dir=data_dir, full_data=True, fold=0,
+                                        epochs=full_epochs(runs_dir, model, minutes), runs_dir=str(out),
+                                        run_name=f"{model}_full", progress=False, force=False, resume=True)
+    print(f"full-data run: {model} (best CV), {cfg.epochs} epochs")
     summary = train_fold(cfg)
     comp = open_competition(data_dir)
     test = pd.read_csv(out / cfg.name / "test.csv", dtype={"id": str})
     sub = make_submission(test[comp.classes].to_numpy(), test["id"].to_numpy(), comp.sample_submission)
     write_submission(sub, out / "submission.csv", comp.sample_submission)
-    return {"epochs": cfg.epochs, "budget_minutes": minutes, "minutes": summary.get("minutes")}
+    return {"model": model, "epochs": cfg.epochs, "budget_minutes": minutes, "minutes": summary.get("minutes")}
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--runs-dir", required=True)
-    ap.add_argument("--params", required=True, help="the recipe of both single models (backbone, size)")
+    ap.add_argument("--params", required=True, help="the baseline's backbone and size (a params/*.yaml)")
     a = ap.parse_args(argv)
     minutes = grid_minutes(a.runs_dir)
     print(f"budget: the grid's {minutes:.1f} training minutes")
@@ -74,7 +86,7 @@ def main(argv=None) -> None:
     if not (base / "baseline.json").exists():
         print(run_baseline(a.data_dir, a.params, str(base), minutes=minutes))
     if not (resolve(a.runs_dir) / "full_equal_compute" / "submission.csv").exists():
-        print(run_full(a.data_dir, a.runs_dir, a.params, minutes))
+        print(run_full(a.data_dir, a.runs_dir, minutes))
 
 
 if __name__ == "__main__":

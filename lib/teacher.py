@@ -216,6 +216,7 @@ def teacher_table(run_dirs, split: str, out=None, ops=("identity",), progress: b
     from .folds import make_folds
     from .inference import predict_fold, predict_images
     from .runs import load_config, run_complete
+    from .warmstart import check_same_split
 
     if split not in ("train", "test"):
         raise ValueError(f"split {split!r}: train (distillation) or test (pseudo-labels)")
@@ -226,10 +227,7 @@ def teacher_table(run_dirs, split: str, out=None, ops=("identity",), progress: b
             raise ValueError(f"{d}: not a complete fold run (a full-data run held out no fold)")
         comp = open_competition(cfg.data_dir, cfg.scan_args, cfg.group_col, verbose=False)
         folds = make_folds(comp, n_folds=cfg.n_folds, seed=42, group_col=cfg.group_col, verbose=False)
-        oof_ids = set(pd.read_csv(d / "oof.csv", dtype={"id": str})["id"])
-        if oof_ids != set(folds.loc[folds["fold"] == cfg.fold, "id"]):
-            raise ValueError(f"{d}: its oof.csv is not fold {cfg.fold} of {comp.work / 'folds.csv'} (other folds, or "
-                             "max_samples): which images it held out is unknown")
+        check_same_split(d, cfg.fold, folds, f"teacher run {d} (fold {cfg.fold} of {comp.work / 'folds.csv'}?)")
         if split == "train":
             rows = folds[folds["fold"] != cfg.fold].reset_index(drop=True)
             probs = predict_images(d, comp, "train", rows, ops, progress=progress)

@@ -64,19 +64,26 @@ def init_weights_file(cfg, run_dir: Path, folds: pd.DataFrame) -> Path | None:
         raise ValueError(f"{where} is fold {theirs.get('fold')} of {theirs.get('n_folds')} folds, this run fold "
                          f"{cfg.fold} of {cfg.n_folds}: that run trained on images this run validates on (a leaky "
                          "OOF); start from the same fold's run (a {fold} in init_from picks it per fold)")
+    check_same_split(src, cfg.fold, folds, where, remedy=", or start without init_from")
+    return weights
+
+
+def check_same_split(src: Path, fold: int, folds: pd.DataFrame, where: str, remedy: str = "") -> None:
+    """Raise ValueError unless the fold run in ``src`` held out fold ``fold`` of exactly this fold
+    table ``folds`` (id, fold): the ``folds_sha1`` its metrics.json records or, for a run from before
+    that record, the ids of its oof.csv. ``where`` names the run in the message, ``remedy`` ends it."""
     mine = folds_hash(folds)
     metrics = read_json(src / "metrics.json") if (src / "metrics.json").exists() else {}
     if "folds_sha1" in metrics:
         if metrics["folds_sha1"] != mine:
             raise ValueError(f"{where} was trained on another fold assignment (folds.csv hash {metrics['folds_sha1']}, "
-                             f"this run's {mine}): its fold {cfg.fold} is not this one, so it trained on images "
-                             "this run validates on; retrain it on the current folds.csv, or start without init_from")
-        return weights
+                             f"this one's {mine}): its fold {fold} is not this one, so it trained on images "
+                             f"held out here; retrain it on the current folds.csv{remedy}")
+        return
     if not (src / "oof.csv").exists():
         raise ValueError(f"{where}: its metrics.json records no folds hash (folds_sha1) and it has no oof.csv to "
-                         "compare fold images with; let it complete (rerun it) or start without init_from")
+                         f"compare fold images with; let it complete (rerun it){remedy}")
     theirs_ids = set(pd.read_csv(src / "oof.csv", usecols=["id"], dtype={"id": str})["id"])
-    if theirs_ids != set(folds.loc[folds["fold"] == cfg.fold, "id"].astype(str)):
-        raise ValueError(f"{where} validated on other images than this run's fold {cfg.fold} (its oof.csv): another "
-                         "folds.csv (or max_samples); retrain it on the current folds.csv, or start without init_from")
-    return weights
+    if theirs_ids != set(folds.loc[folds["fold"] == fold, "id"].astype(str)):
+        raise ValueError(f"{where} validated on other images than fold {fold} (its oof.csv): another "
+                         f"folds.csv (or max_samples); retrain it on the current folds.csv{remedy}")

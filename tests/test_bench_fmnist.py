@@ -119,9 +119,22 @@ def test_full_data_run_at_equal_compute_gets_the_epochs_that_fit(bench_script, d
     per_epoch = np.mean([h["seconds"] for h in hist]) / 60
     assert compute.full_epochs(runs, "tiny", 4.5 * per_epoch * 1.5) == 4  # 3 folds: a full epoch is 1.5 fold epochs
     assert compute.full_epochs(runs, "tiny", 0.0) == 1
-    info = compute.run_full(str(digits_comp), str(runs), str(recipe), minutes=3 * per_epoch * 1.5 + 1e-9)
-    assert info["epochs"] == 3
+    info = compute.run_full(str(digits_comp), str(runs), minutes=3 * per_epoch * 1.5 + 1e-9)
+    assert info["model"] == "tiny" and info["epochs"] == 3
     sample = pd.read_csv(digits_comp / "sample_submission.csv", dtype={"ID": str})
     validate_submission(pd.read_csv(runs / "full_equal_compute" / "submission.csv", dtype={"ID": str}), sample)
     m = read_json(runs / "full_equal_compute" / "tiny_full" / "metrics.json")
     assert m["full_data"] and len(m["epochs"]) == 3
+
+
+def test_the_full_data_run_takes_the_recipe_with_the_best_cv(bench_script, tmp_path):
+    """best_model: the lowest mean OOF log loss over each model's complete fold runs (no test label read)."""
+    compute = bench_script("fmnist_compute")
+    runs = tmp_path / "runs"
+    for name, fold, ll in [("a_f0", 0, 0.30), ("a_f1", 1, 0.20), ("b_f0", 0, 0.24), ("b_f1", 1, 0.24),
+                           ("c_f0", 0, 0.10)]:
+        (runs / name).mkdir(parents=True)
+        (runs / name / "params.yaml").write_text(yaml.safe_dump({"fold": fold}))
+        complete = name != "c_f0"                                       # c's only run is unfinished
+        (runs / name / "metrics.json").write_text(json.dumps({"complete": complete, "log_loss": ll}))
+    assert compute.best_model(runs) == "b"                             # mean 0.24 < a's 0.25

@@ -73,6 +73,15 @@ def test_the_fold_rule_refuses_teachers_that_saw_the_validation_fold(digits_comp
         rows = train_t[train_t["held_out"] == k]
         assert sorted(rows["id"]) == sorted(folds.loc[folds["fold"] != k, "id"])
         assert len(test_t[test_t["held_out"] == k]) == 60
+    shuffled = folds.copy()                                           # two images trade folds: the runs'
+    a, b = folds.index[folds["fold"] == 0][0], folds.index[folds["fold"] == 1][0]   # fold 0 is not this fold 0
+    shuffled.loc[[a, b], "fold"] = [1, 0]
+    shuffled.to_csv(digits_comp / "folds.csv", index=False)
+    try:
+        with pytest.raises(ValueError, match="another fold assignment"):
+            teacher_table(dirs[:1], "test")
+    finally:
+        folds.to_csv(digits_comp / "folds.csv", index=False)
     train_t[train_t["held_out"] == 1].to_csv(tmp_path / "fold1.csv", index=False)
     mean = test_t.groupby("id", sort=False)[classes].mean().reset_index()  # the fold mean, like 04's submission
     mean.to_csv(tmp_path / "test_mean.csv", index=False)

@@ -73,7 +73,7 @@ def test_init_from_refuses_another_fold_and_another_folds_csv(first, digits_comp
     m = json.loads((first / "metrics.json").read_text())
     del m["folds_sha1"]
     (first / "metrics.json").write_text(json.dumps(m))
-    with pytest.raises(ValueError, match="validated on other images than this run's fold 0"):
+    with pytest.raises(ValueError, match="validated on other images than fold 0"):
         setup_run(_next(digits_comp, tmp_path))
     folds.loc[[a, b], "fold"] = [0, 1]
     folds.to_csv(digits_comp / "folds.csv", index=False)
