@@ -56,7 +56,9 @@ def grid_minutes(runs_dir) -> float:
 
 def epochs_for(learn, minutes: float, n_batches: int = 20) -> tuple[int, float]:
     """(epochs, seconds per epoch): how many epochs of ``learn`` fit in ``minutes``, from the time of
-    ``n_batches`` training steps (after one warm-up step) scaled to the epoch's batch count."""
+    ``n_batches`` training steps (after one warm-up step), each from fetching its batch (decoding and
+    fastai's augmentation, which an epoch pays too) to the optimiser step, scaled to the epoch's batch
+    count."""
     import copy
     model, opt = copy.deepcopy(learn.model), None
     model.train()
@@ -65,8 +67,8 @@ def epochs_for(learn, minutes: float, n_batches: int = 20) -> tuple[int, float]:
     per_batch = []
     n_batches = min(n_batches, len(learn.dls.train) - 1)
     for k in range(n_batches + 1):
-        xb, yb = next(it)
         t = time.perf_counter()
+        xb, yb = next(it)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=any(isinstance(c, CpuAutocast) for c in learn.cbs)):
             loss = learn.loss_func(model(xb), yb)
         loss.backward()
@@ -99,6 +101,7 @@ def run_baseline(data_dir: str, params: str, out: str, seed: int = 42, minutes: 
     epochs, epoch_s = cfg.epochs, None
     if minutes:
         epochs, epoch_s = epochs_for(learn, minutes)
+        print(f"budget {minutes:.1f} min: {epoch_s:.0f} s per epoch (timed), {epochs} epochs", flush=True)
     start = time.time()
     # headless (make bench-fmnist's log): the epoch table only, not a progress-bar line per batch
     no_bar, fastprogress.fastprogress.NO_BAR = fastprogress.fastprogress.NO_BAR, not sys.stdout.isatty()
