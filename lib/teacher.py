@@ -227,7 +227,7 @@ def teacher_table(run_dirs, split: str, out=None, ops=("identity",), progress: b
             raise ValueError(f"{d}: not a complete fold run (a full-data run held out no fold)")
         comp = open_competition(cfg.data_dir, cfg.scan_args, cfg.group_col, verbose=False)
         folds = make_folds(comp, n_folds=cfg.n_folds, seed=42, group_col=cfg.group_col, verbose=False)
-        check_same_split(d, cfg.fold, folds, f"teacher run {d} (fold {cfg.fold} of {comp.work / 'folds.csv'}?)")
+        check_same_split(d, cfg.fold, folds, f"teacher run {d} (fold {cfg.fold}; folds now: {comp.work / 'folds.csv'})")
         if split == "train":
             rows = folds[folds["fold"] != cfg.fold].reset_index(drop=True)
             probs = predict_images(d, comp, "train", rows, ops, progress=progress)
