@@ -20,6 +20,7 @@ resumes; a run that still fails is listed with its reason, and the others go on.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from .paths import repo_root
@@ -28,9 +29,43 @@ EXCLUDES = [".git", ".venv", "data", "runs", "work", "bundle", "build", "**/__py
 
 
 def _run_job(job, notebook: str):
-    """A Ray task: the job's papermill command in the working dir Ray unpacked (its cwd)."""
+    """A Ray task: the job's papermill command in the working dir Ray unpacked (its cwd).
+
+    Raises, so that Ray retries the task, when that copy of the code is removed before or during the
+    run (Ray nodes sharing one temp dir share it, and a dying node can take it along): the run then
+    resumes from its last saved epoch instead of being recorded as failed."""
     from .grid import run_command
-    return run_command(job.command(notebook, root=Path.cwd()), job.log, None, str(Path.cwd()))
+    work = _working_dir(job.cfg.name)
+    inode = _inode(work)
+    code, tail = run_command(job.command(notebook, root=work), job.log, None, str(work))
+    if code != 0 and _inode(work) != inode:
+        raise RuntimeError(f"{job.cfg.name}: the code Ray unpacked for this task ({work}) was removed during "
+                           f"the run; Ray retries it. Its last output:\n{tail}")
+    return code, tail
+
+
+_WORK: Path | None = None   # the working dir Ray started this worker process in
+
+
+def _working_dir(run: str) -> Path:
+    """This worker's working dir; when it was removed and unpacked again at the same path (a retry in
+    the same worker), that new copy."""
+    global _WORK
+    try:
+        _WORK = Path.cwd()
+    except FileNotFoundError:
+        if _WORK is None or not (_WORK / "lib").is_dir():
+            raise RuntimeError(f"{run}: the code Ray unpacked for this task ({_WORK or 'its cwd'}) was removed "
+                               "before it started; Ray retries it") from None
+        os.chdir(_WORK)
+    return _WORK
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except FileNotFoundError:
+        return None
 
 
 def run_on_ray(jobs: list, notebook: str, record, address: str | None = None, cpus: float = 1, gpus: float = 0,

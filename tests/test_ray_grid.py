@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -17,6 +19,7 @@ import yaml
 
 from lib.distributed import free_port
 from lib.grid import run_grid
+from lib.ray_grid import _run_job
 
 RAY = Path(sys.executable).with_name("ray")
 
@@ -28,8 +31,12 @@ def _ray(*args, timeout=120):
 
 
 def _node(address: str, resource: str):
+    # its own temp dir, as a node on its own machine has: nodes sharing one share the code Ray unpacks
+    # for the tasks, and the killed node can take it from under the head node's next task
+    temp_dir = tempfile.mkdtemp(prefix="rayn")      # short: Ray's socket paths live under it
     _ray("start", f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
-         f"--resources={json.dumps({resource: 1})}", "--disable-usage-stats")
+         f"--resources={json.dumps({resource: 1})}", f"--temp-dir={temp_dir}", "--disable-usage-stats")
+    return temp_dir
 
 
 def _raylet_pids(resource: str) -> list[int]:
@@ -48,11 +55,11 @@ def test_grid_survives_a_lost_worker_node(digits_comp, tmp_path):
     recipe.write_text(yaml.safe_dump({"backbone": "test_resnet", "img_size": 48, "batch_size": 32, "epochs": 6,
                                       "lr": 0.003, "n_folds": 4, "data_dir": str(digits_comp)}))
     runs = tmp_path / "runs"
-    result, metrics = {}, runs / "r_f3" / "metrics.json"
+    result, metrics, node_dirs = {}, runs / "r_f3" / "metrics.json", []
     try:
         _ray("start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=1",
              '--resources={"head_node": 1}', "--include-dashboard=false", "--disable-usage-stats")
-        _node(address, "worker_node")
+        node_dirs.append(_node(address, "worker_node"))
         pin = lambda job: {"head_node": 1} if job.cfg.fold < 2 else {"worker_node": 1}  # noqa: E731
         grid = threading.Thread(target=lambda: result.update(run_grid(
             [recipe], [0, 1, 2, 3], runs_dir=str(runs), backend="ray", address=address, resources=pin)))
@@ -69,15 +76,51 @@ def test_grid_survives_a_lost_worker_node(digits_comp, tmp_path):
         killed = json.loads(metrics.read_text())
         assert not killed["complete"], "the run finished before the node was killed"
         time.sleep(3)
-        _node(address, "worker_node")      # a replacement node: the retried task runs there
+        node_dirs.append(_node(address, "worker_node"))      # a replacement node: the retried task runs there
         grid.join(timeout=400)
         assert not grid.is_alive(), "the grid did not end"
     finally:
         import ray
         ray.shutdown()
         _ray("stop", "--force")
+        for d in node_dirs:
+            shutil.rmtree(d, ignore_errors=True)
     assert sorted(result["done"]) == ["r_f0", "r_f1", "r_f2", "r_f3"] and not result["failed"], result
     done = json.loads(metrics.read_text())
     assert done["complete"] and len(done["epochs"]) == 6
     assert done["epochs"][:len(killed["epochs"])] == killed["epochs"]        # resumed, not restarted
     assert "epoch" in (runs / "r_f3.log").read_text() or (runs / "r_f3.log").stat().st_size > 0
+
+
+class _Job:
+    """What ``_run_job`` uses of a ``lib.grid.GridJob``."""
+    def __init__(self, log: Path):
+        self.cfg, self.log = type("Cfg", (), {"name": "r_f0"})(), log
+
+    def command(self, notebook, root):
+        return ["papermill", notebook]
+
+
+def test_a_task_whose_code_was_removed_during_the_run_raises_so_ray_retries_it(tmp_path, monkeypatch):
+    work = tmp_path / "_ray_pkg"          # a copy of the code as Ray unpacks it
+    (work / "lib").mkdir(parents=True)
+    monkeypatch.chdir(work)
+
+    def code_replaced_under_the_run(cmd, log, env, cwd):   # what a dying node sharing the temp dir does
+        shutil.rmtree(cwd)
+        (Path(cwd) / "lib").mkdir(parents=True)
+        return 1, "FileNotFoundError: [Errno 2] No such file or directory"
+    monkeypatch.setattr("lib.grid.run_command", code_replaced_under_the_run)
+    with pytest.raises(RuntimeError, match="r_f0: the code Ray unpacked .* was removed during the run"):
+        _run_job(_Job(tmp_path / "r_f0.log"), "notebooks/02_train.ipynb")
+
+    # the retry, in the same worker: its cwd is gone, the copy unpacked again at the same path is used
+    seen = []
+    monkeypatch.setattr("lib.grid.run_command",
+                        lambda cmd, log, env, cwd: seen.append(cwd) or (1, "a failing notebook"))
+    assert _run_job(_Job(tmp_path / "r_f0.log"), "nb") == (1, "a failing notebook")   # a notebook's own failure
+    assert seen == [str(work)] and Path.cwd() == work
+
+    shutil.rmtree(work)                                  # removed, and not unpacked again: raise, Ray retries
+    with pytest.raises(RuntimeError, match="r_f0: the code Ray unpacked .* was removed before it started"):
+        _run_job(_Job(tmp_path / "r_f0.log"), "nb")
