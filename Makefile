@@ -30,9 +30,10 @@ PAPERMILL := $(PY) -m papermill --cwd $(CURDIR) -k $(KERNEL)
 # the scored Fashion-MNIST benchmark (params/fmnist/README.md): full data, backbones x 5 folds
 FM_DATA     ?= data/fmnist_full
 FM_RUNS     ?= runs/fmnist
-FM_PARAMS   ?= params/fmnist/resnet64.yaml params/fmnist/airnet.yaml
+FM_PARAMS   ?= params/fmnist/airnet.yaml
 FM_BASELINE ?= params/fmnist/resnet64.yaml
 FM_TTA      ?= [identity, hflip]
+FM_REFIT    ?= blend
 
 # backups of $(RUNS) off the machine: any fsspec URL (s3://bucket/prefix, gs://..., a mounted folder)
 SYNC_TO ?=
@@ -76,10 +77,11 @@ bench-fmnist: env
 	$(PY) -m lib.demo --source fashion-mnist --name $(notdir $(FM_DATA)) --out $(dir $(FM_DATA)) && \
 	$(PAPERMILL) notebooks/01_eda.ipynb $(FM_RUNS)/01_eda.ipynb -p data_dir $(FM_DATA) -p n_folds 5 && \
 	$(PY) -m lib.grid --params $(FM_PARAMS) --folds 0-4 --runs-dir $(FM_RUNS) -p data_dir $(FM_DATA) -p n_folds 5 && \
+	$(PY) -m lib.grid --params $(FM_PARAMS) --full --runs-dir $(FM_RUNS) -p data_dir $(FM_DATA) -p n_folds 5 && \
 	$(PAPERMILL) notebooks/03_oof_analysis.ipynb $(FM_RUNS)/03_oof_analysis.ipynb -p data_dir $(FM_DATA) \
 		-p runs_dir $(FM_RUNS) && \
 	$(PAPERMILL) notebooks/04_ensemble_tta.ipynb $(FM_RUNS)/04_ensemble_tta.ipynb -p data_dir $(FM_DATA) \
-		-p runs_dir $(FM_RUNS) -p submission $(FM_RUNS)/submission.csv -p progress False -y "{tta: $(FM_TTA), tta_oof: true}" && \
+		-p runs_dir $(FM_RUNS) -p submission $(FM_RUNS)/submission.csv -p progress False -y "{tta: $(FM_TTA), tta_oof: true, refit: $(FM_REFIT)}" && \
 	$(PY) -m bench.fmnist_baseline --data-dir $(FM_DATA) --params $(FM_BASELINE) --out $(FM_RUNS)/baseline && \
 	$(PY) -m bench.fmnist_report --data-dir $(FM_DATA) --runs-dir $(FM_RUNS) --started $$start
 
