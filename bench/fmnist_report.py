@@ -17,6 +17,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -70,6 +71,7 @@ def report(data_dir: str, runs_dir: str, started: float | None) -> dict:
         rows.append({"entry": f"single backbone: {m}" + (" (best CV)" if m == best else ""),
                      "detail": "5-fold mean, TTA",
                      "cv_log_loss": cv[m], **score_submission(root, runs / "ensemble" / f"test_{m}.csv")})
+    rows += refit_parts(root, runs)
     base = read_json(runs / "baseline" / "baseline.json")
     rows.append({"entry": "baseline: fastai defaults",
                  "detail": f"vision_learner {base['backbone']}, {base['epochs']} epochs, "
@@ -104,6 +106,33 @@ def report(data_dir: str, runs_dir: str, started: float | None) -> dict:
         targets["test log loss within 04's expected interval"] = e["low"] <= sub["test_log_loss"] <= e["high"]
     return {"commit": commit(), "cpu": f"{cpu_name()}, {torch.get_num_threads()} threads", "minutes": minutes,
             "rows": rows + published(), "targets": targets, "baseline_seconds": base["seconds"]}
+
+
+def refit_parts(root: Path, runs: Path) -> list[dict]:
+    """For each model 04 mixed a full-data refit into (blend.json's ``refit``): its fold runs' mean and
+    its full-data run alone, each from the runs' own test.csv (no TTA, no temperature), to show what
+    the refit adds to the fold mean."""
+    plan = runs / "ensemble" / "blend.json"
+    refits = read_json(plan).get("refit", {}) if plan.exists() else {}
+    if not refits:
+        return []
+    from lib.data import open_competition
+    from lib.runs import find_runs, full_data_run
+    from lib.submission import make_submission
+    comp, found, rows = open_competition(root), find_runs(runs), []
+
+    def scored(tables: list[pd.DataFrame]) -> dict:
+        probs = np.mean([t.set_index("id").loc[comp.test["id"], comp.classes].to_numpy(np.float64) for t in tables], 0)
+        return score_submission(root, make_submission(probs, comp.test["id"].to_numpy(), comp.sample_submission,
+                                                      label_values=comp.label_values))
+    for m, r in refits.items():
+        folds = [d for d in found[found["model"] == m]["dir"] if not full_data_run(d)]
+        read = lambda d: pd.read_csv(Path(d) / "test.csv", dtype={"id": str})  # noqa: E731
+        rows.append({"entry": f"refit part: {m}, fold runs", "detail": f"mean of {len(folds)} fold models, no TTA, "
+                     "no T", **scored([read(d) for d in folds])})
+        rows.append({"entry": f"refit part: {r['run']}", "detail": f"one full-data model (share {r['share']:g} in "
+                     "04), no TTA, no T", **scored([read(runs / r["run"])])})
+    return rows
 
 
 def markdown(r: dict) -> str:

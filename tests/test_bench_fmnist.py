@@ -94,6 +94,33 @@ def test_report_scores_entries_and_judges_targets(bench_script, digits_comp, tmp
     assert r["cpu"] and r["cpu"] in md  # timings are only comparable on the same CPU model
 
 
+def test_report_shows_the_parts_of_a_full_data_refit(bench_script, digits_comp, tmp_path):
+    from lib.data import open_competition
+    comp, runs = open_competition(digits_comp), tmp_path / "runs"
+    y = pd.read_csv(digits_comp / "solution.csv", dtype={"ID": str}).set_index("ID").loc[comp.test["id"], "target"]
+    onehot = np.eye(len(comp.classes))[y.to_numpy()]
+    wrong = np.roll(onehot, 1, axis=1)
+    for name, params, right in (("a_f0", {"fold": 0}, 0.9), ("a_f1", {"fold": 1}, 0.5),
+                                ("a_full", {"full_data": True}, 0.8), ("b_f0", {"fold": 0}, 0.1)):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "params.yaml").write_text(yaml.safe_dump(params))
+        (runs / name / "metrics.json").write_text(json.dumps({"complete": True}))
+        t = pd.DataFrame(right * onehot + (1 - right) * wrong, columns=comp.classes)
+        t.insert(0, "id", comp.test["id"].to_numpy())
+        t.to_csv(runs / name / "test.csv", index=False)
+    (runs / "ensemble").mkdir()
+    (runs / "ensemble" / "blend.json").write_text(json.dumps({"refit": {"a": {"run": "a_full", "share": 0.5}}}))
+    folds, full = bench_script("fmnist_report").refit_parts(digits_comp, runs)
+    assert folds["entry"] == "refit part: a, fold runs" and "mean of 2 fold models" in folds["detail"]
+    assert full["entry"] == "refit part: a_full" and "share 0.5" in full["detail"]
+    # the fold mean puts 0.7 on the true class (b's run and the full run are not in it), the full run 0.8
+    assert folds["test_accuracy"] == full["test_accuracy"] == 1.0
+    assert folds["test_log_loss"] == pytest.approx(-np.log(0.7), abs=1e-6)
+    assert full["test_log_loss"] == pytest.approx(-np.log(0.8), abs=1e-6)
+    (runs / "ensemble" / "blend.json").write_text(json.dumps({"refit": {}}))
+    assert bench_script("fmnist_report").refit_parts(digits_comp, runs) == []
+
+
 def test_published_rows_come_from_the_dataset_readme(bench_script):
     rows = bench_script("fmnist_report").published()
     if not rows:
