@@ -92,6 +92,10 @@ def test_report_scores_entries_and_judges_targets(bench_script, digits_comp, tmp
     md = rep.markdown(r)
     assert "| foldbook blend (submission.csv) |" in md and "minutes <= 60: NOT MET" in md
     assert r["cpu"] and r["cpu"] in md  # timings are only comparable on the same CPU model
+    (runs / "ensemble" / "test_a.csv").unlink()  # one backbone: nothing to beat but itself, not judged
+    r = rep.report(str(digits_comp), str(runs), started=None)
+    assert [row["entry"] for row in r["rows"]][1] == "single backbone: b (best CV)"
+    assert "log loss below the best single backbone" not in r["targets"]
 
 
 def test_report_shows_the_parts_of_a_full_data_refit(bench_script, digits_comp, tmp_path):
@@ -146,6 +150,10 @@ def test_full_data_run_at_equal_compute_gets_the_epochs_that_fit(bench_script, d
     per_epoch = np.mean([h["seconds"] for h in hist]) / 60
     assert compute.full_epochs(runs, "tiny", 4.5 * per_epoch * 1.5) == 4  # 3 folds: a full epoch is 1.5 fold epochs
     assert compute.full_epochs(runs, "tiny", 0.0) == 1
+    (runs / "tiny_full").mkdir()                   # the grid's own full-data refit: not a fold run to time or pick
+    (runs / "tiny_full" / "params.yaml").write_text(yaml.safe_dump({"full_data": True, "fold": 0}))
+    (runs / "tiny_full" / "metrics.json").write_text(json.dumps({"complete": True, "epochs": [{"seconds": 1e6}]}))
+    assert compute.full_epochs(runs, "tiny", 4.5 * per_epoch * 1.5) == 4
     info = compute.run_full(str(digits_comp), str(runs), minutes=3 * per_epoch * 1.5 + 1e-9)
     assert info["model"] == "tiny" and info["epochs"] == 3
     sample = pd.read_csv(digits_comp / "sample_submission.csv", dtype={"ID": str})
