@@ -27,7 +27,7 @@ JOBS   ?= 1
 RUNS   ?= runs
 PAPERMILL := $(PY) -m papermill --cwd $(CURDIR) -k $(KERNEL)
 
-# the scored Fashion-MNIST benchmark (params/fmnist/README.md): full data, backbones x 5 folds
+# the scored Fashion-MNIST benchmark (params/fmnist/README.md): full data, each recipe x 5 folds + its full-data refit
 FM_DATA     ?= data/fmnist_full
 FM_RUNS     ?= runs/fmnist
 FM_PARAMS   ?= params/fmnist/airnet.yaml
