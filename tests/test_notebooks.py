@@ -57,6 +57,18 @@ def test_notebooks_are_valid_and_committed_without_outputs():
             f"{path.name} holds outputs: clear them before committing (jupyter nbconvert --clear-output)"
 
 
+def test_papermill_lists_every_parameter_with_its_help():
+    """``papermill <nb> --help-notebook`` (``inspect_notebook``) skips a line holding two ``=``, so a
+    comment must not hold one; every name the parameters cell assigns is listed, with its comment."""
+    import ast
+    for path in sorted(NB.glob("*.ipynb")):
+        cell = next(c for c in nbformat.read(path, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
+        assigned = [t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign) for t in node.targets]
+        listed = pm.inspect_notebook(str(path))
+        assert list(listed) == assigned, f"{path.name}: papermill does not list {sorted(set(assigned) - set(listed))}"
+        assert all(p["help"] for p in listed.values()), f"{path.name}: a parameter has no comment to show as help"
+
+
 def _as_labels_table(root):
     """Class folders -> one flat train/ folder and labels.csv (image_path, species)."""
     rows = []
