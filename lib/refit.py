@@ -20,7 +20,8 @@ kept in metrics.json under ``train_sample``, never as OOF. It writes test.csv an
 model's fold runs earned in the OOF blend. ``replace``: the model's test prediction is the full
 model's instead of the fold mean; ``blend``: ``(1 - share) * fold mean + share * full``. The test
 temperature (``lib.calibrate``) is then fitted to that prediction, as to a fold mean, and
-``record_refit`` writes the choice into blend.json, so 05 (``predict_submission``) does the same.
+``write_ensemble(..., refits=refits)`` records the choice in blend.json (``refit_plan``), so 05
+(``predict_submission``) does the same.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .io import read_json, write_json
+from .io import read_json
 from .paths import resolve
 from .runs import find_runs, full_data_run, run_complete
 
@@ -98,7 +99,7 @@ def refit_tests(tests: dict, runs_dir, classes: list[str], mode: str = "replace"
     with its complete full-data run ``<model>_full`` swapped in by ``mode``: "replace" (the full
     model's), "blend" (``(1 - share) * fold mean + share * full``) or "none". The full model is
     predicted with the same TTA (``tta``, ``tta_space``) as the fold runs. Models without a full-data
-    run keep their fold mean. refits: model, full_run, share (what ``record_refit`` stores)."""
+    run keep their fold mean. refits: model, full_run, share (what ``refit_plan`` stores)."""
     if mode not in MODES:
         raise ValueError(f"refit {mode!r}: choose one of {MODES}")
     if mode == "blend" and not 0 < share < 1:
@@ -122,12 +123,9 @@ def refit_tests(tests: dict, runs_dir, classes: list[str], mode: str = "replace"
     return out, pd.DataFrame(rows, columns=["model", "full_run", "share"])
 
 
-def record_refit(runs_dir, refits: pd.DataFrame) -> dict:
-    """Add ``refits`` (``refit_tests``) to 04's ``ensemble/blend.json`` as ``"refit": {model: {"run",
-    "share"}}`` so that 05's ``predict_submission`` mixes the full models in the same way; returns the plan."""
-    path = resolve(runs_dir) / "ensemble" / "blend.json"
-    plan = read_json(path)
-    plan["refit"] = {r.model: {"run": r.full_run, "share": float(r.share)} for r in refits.itertuples()
-                     if r.model in plan["models"]}
-    write_json(path, plan)
-    return plan
+def refit_plan(refits: pd.DataFrame | None, models) -> dict:
+    """``refits`` (``refit_tests``) as blend.json stores them for 05: {model: {"run", "share"}}, for the
+    blend's ``models`` only; ``write_ensemble`` writes it with the rest of the blend, in one file write."""
+    if refits is None:
+        return {}
+    return {r.model: {"run": r.full_run, "share": float(r.share)} for r in refits.itertuples() if r.model in models}

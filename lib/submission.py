@@ -160,15 +160,16 @@ def write_submission(df: pd.DataFrame, path, sample: pd.DataFrame, label_values:
 
 def write_ensemble(b: Blend, tests: dict, comp: Competition, runs_dir="runs",
                    submission="runs/submission.csv", runs: pd.DataFrame | None = None, tta=("identity",),
-                   tta_space: str = "prob", expected: dict | None = None) -> pd.DataFrame:
+                   tta_space: str = "prob", expected: dict | None = None,
+                   refits: pd.DataFrame | None = None) -> pd.DataFrame:
     """Write the submission (sample_submission's ids, row and column order; validated before
     writing), ``<runs_dir>/ensemble/blend_report.csv``, ``crossfit.csv`` and ``decision.csv`` (the
     cross-fitted comparisons), ``expected_score.json`` (given ``expected``, from
     ``lib.calibrate.expected_score``), ``oof_blend.csv`` (id, target, classes),
     ``test_<model>.csv`` (each single model's test predictions, its folds' mean with the same TTA, as
     a submission, to compare with the blend on the leaderboard) and, given ``runs`` (``open_runs``),
-    ``blend.json``: what 05_inference needs to predict a hidden test set (``save_blend``).
-    Returns the submission."""
+    ``blend.json``: what 05_inference needs to predict a hidden test set (``save_blend``), with the
+    full-data refits mixed into ``tests`` (``refits``, from ``lib.refit.refit_tests``). Returns the submission."""
     if comp.sample_submission is None:
         raise FileNotFoundError(f"{comp.root}/sample_submission.csv is missing: it fixes the submission's "
                                 "ids and columns; copy it from the competition")
@@ -187,17 +188,19 @@ def write_ensemble(b: Blend, tests: dict, comp: Competition, runs_dir="runs",
     oof.insert(0, "target", b.y), oof.insert(0, "id", b.ids)
     write_csv(out / "oof_blend.csv", oof)
     if runs is not None:
-        save_blend(b, out / "blend.json", runs, tta, tta_space, comp.class_table())
+        save_blend(b, out / "blend.json", runs, tta, tta_space, comp.class_table(), refits)
     for m in b.models:
         t = tests[m].set_index("id").loc[ids, comp.classes].to_numpy(np.float64)
         write_submission(make_submission(t, ids, sample, label_values=values), out / f"test_{m}.csv", sample, values)
     return sub
 
 
-def save_blend(b: Blend, path, runs: pd.DataFrame, tta, tta_space: str, class_table: dict) -> Path:
+def save_blend(b: Blend, path, runs: pd.DataFrame, tta, tta_space: str, class_table: dict,
+               refits: pd.DataFrame | None = None) -> Path:
     """The blend as 05_inference needs it to predict a hidden test set from the runs alone: each
     model's runs, weights, space, the test temperature (and the OOF one), the decision offsets per
-    class, TTA ops and space, and the class table. JSON, atomic."""
+    class, TTA ops and space, the class table and the full-data refits mixed in (``refits``). JSON, atomic."""
+    from .refit import refit_plan
     model_runs = {m: sorted(runs.loc[runs["model"] == m, "run_name"]) for m in b.models}
     offsets = None if b.offsets is None else dict(zip(class_table["classes"], map(float, b.offsets)))
     T = b.temperature if b.test_temperature is None else b.test_temperature  # what the test predictions get
@@ -205,7 +208,7 @@ def save_blend(b: Blend, path, runs: pd.DataFrame, tta, tta_space: str, class_ta
                              "space": b.space, "temperature": float(T), "oof_temperature": float(b.temperature),
                              "offsets": offsets,
                              "tta": list([tta] if isinstance(tta, str) else tta), "tta_space": tta_space,
-                             "class_table": class_table})
+                             "class_table": class_table, "refit": refit_plan(refits, b.models)})
 
 
 def load_blend(path) -> dict:

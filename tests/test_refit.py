@@ -13,9 +13,9 @@ from lib.blend import fit_blend
 from lib.config import TrainConfig
 from lib.grid import make_jobs
 from lib.inference import predict_submission
-from lib.refit import cv_epochs, record_refit, refit_tests
+from lib.refit import cv_epochs, refit_tests
 from lib.runs import find_runs, load_test, open_runs
-from lib.submission import write_ensemble
+from lib.submission import load_blend, write_ensemble
 from lib.train import setup_run, train_fold
 
 TINY = dict(backbone="test_resnet", n_folds=3, img_size=16, batch_size=32, epochs=2, lr=3e-3,
@@ -102,11 +102,12 @@ def test_04_refit_reaches_the_submission_and_05_predicts_it_the_same_way(digits_
     full = pd.read_csv(runs / "test_resnet_full" / "test.csv", dtype={"id": str})
     fold_mean = load_test(found, comp.classes)["test_resnet"]
     assert np.allclose(tests["test_resnet"][comp.classes], 0.6 * fold_mean[comp.classes] + 0.4 * full[comp.classes])
-    sub = write_ensemble(b, tests, comp, runs, tmp_path / "sub.csv", found)
-    plan = record_refit(runs, refits)
+    sub = write_ensemble(b, tests, comp, runs, tmp_path / "sub.csv", found, refits=refits)
+    plan = load_blend(runs / "ensemble" / "blend.json")             # written once, the refit with the rest
     assert plan["refit"] == {"test_resnet": {"run": "test_resnet_full", "share": 0.4}}
     again = predict_submission(digits_comp, runs, tmp_path / "again.csv")
     assert np.allclose(again.iloc[:, 1:].to_numpy(), sub.iloc[:, 1:].to_numpy(), atol=1e-5)
-    record_refit(runs, refits.iloc[:0])                              # without it, 05 would predict the fold mean
+    write_ensemble(b, tests, comp, runs, tmp_path / "sub.csv", found)   # without it, 05 would predict the fold mean
+    assert load_blend(runs / "ensemble" / "blend.json")["refit"] == {}
     plain = predict_submission(digits_comp, runs, tmp_path / "plain.csv")
     assert not np.allclose(plain.iloc[:, 1:].to_numpy(), sub.iloc[:, 1:].to_numpy(), atol=1e-3)
