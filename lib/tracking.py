@@ -5,7 +5,8 @@
 
 What a run sends: its recipe (parameters), every epoch's record as it is scored (train_loss,
 valid_loss, log_loss, accuracy, f1_macro, lr, seconds; step = epoch, from 0), and once the run is
-complete its OOF scores (oof_log_loss, oof_accuracy, oof_f1_macro, best_epoch, minutes) and files
+complete its OOF scores (oof_log_loss, oof_accuracy, oof_f1_macro; a full-data run, with no OOF, its
+train_sample_* check instead), best_epoch, minutes and files
 (params.yaml, metrics.json, oof.csv, curves.png, env.json, the executed notebook as far as it ran and
 its log). The runs of one grid share a group: the MLflow experiment, or the W&B group, named
 ``tracker_group`` (default ``<competition folder>-<runs folder>``). The tracker's run id is kept in
@@ -57,6 +58,16 @@ def finish_tracking(cfg, summary: dict) -> bool:
         print(f"{cfg.tracker}: the final scores and files of {cfg.name} were not logged ({type(e).__name__}: {e})",
               file=sys.stderr, flush=True)
         return False
+
+
+def final_metrics(summary: dict) -> dict[str, float]:
+    """What a complete run sends at its end: its OOF scores (``oof_<score>``) or, for a full-data run
+    (no OOF, ``lib.refit``), the check on a sample of its own training images (``train_sample_<score>``);
+    and best_epoch, minutes."""
+    scores = ({f"train_sample_{k}": summary["train_sample"][k] for k in FINAL} if summary.get("full_data")
+              else {f"oof_{k}": summary[k] for k in FINAL})
+    return {k: float(v) for k, v in {**scores, "best_epoch": summary.get("best_epoch"),
+                                     "minutes": summary.get("minutes")}.items() if v is not None}
 
 
 def run_files(cfg) -> list[Path]:
@@ -150,9 +161,8 @@ class MlflowTracker(TrackerCallback):
     def finish(self, summary: dict, files: list[Path]) -> None:
         from mlflow.entities import Metric
         now = int(time.time() * 1000)
-        final = {f"oof_{k}": summary[k] for k in FINAL} | {"best_epoch": summary["best_epoch"],
-                                                          "minutes": summary["minutes"]}
-        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in final.items()])
+        metrics = [Metric(k, v, now, 0) for k, v in final_metrics(summary).items()]
+        self.client.log_batch(self.run_id, metrics=metrics)
         for f in files:
             self.client.log_artifact(self.run_id, str(f))
         self.client.set_terminated(self.run_id, "FINISHED")
@@ -184,8 +194,7 @@ class WandbTracker(TrackerCallback):
         self.run.log({"epoch": epoch, **record})
 
     def finish(self, summary: dict, files: list[Path]) -> None:
-        self.run.summary.update({f"oof_{k}": summary[k] for k in FINAL}
-                                | {"best_epoch": summary["best_epoch"], "minutes": summary["minutes"]})
+        self.run.summary.update(final_metrics(summary))
         for f in files:
             self.run.save(str(f), base_path=str(f.parent), policy="now")
         self.run.finish()

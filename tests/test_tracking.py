@@ -97,6 +97,14 @@ def test_grid_logs_every_epoch_and_the_artifacts_to_mlflow(digits_comp, tmp_path
         assert stored.read_bytes() == (runs / name / "curves.png").read_bytes()   # in the server's artifact root
         assert json.loads((runs / name / "tracker.json").read_text())["mlflow"]["run_id"] == r.info.run_id
 
+    # the recipe's full-data refit (no OOF): its training-sample check is logged instead, and the run finishes
+    res = run_grid([recipe], [0], runs_dir=str(runs), overrides={"tracker": "mlflow", "tracker_uri": uri}, full=True)
+    assert not res["failed"], res["failed"]
+    full = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}["tres_full"]
+    local = json.loads((runs / "tres_full" / "metrics.json").read_text())
+    assert full.info.status == "FINISHED" and not any(k.startswith("oof_") for k in full.data.metrics)
+    assert full.data.metrics["train_sample_log_loss"] == pytest.approx(local["train_sample"]["log_loss"])
+
 
 def _wandb_records(path: Path) -> list:
     """The protobuf records of a W&B run file (.wandb: a 7-byte header, then LevelDB-log chunks in 32 KiB blocks)."""
