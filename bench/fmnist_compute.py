@@ -27,25 +27,18 @@ from lib.config import TrainConfig
 from lib.data import open_competition
 from lib.io import read_json
 from lib.paths import resolve
-from lib.runs import find_runs, full_data_run, load_config
+from lib.runs import find_runs, load_config
 from lib.submission import make_submission, write_submission
 from lib.train import train_fold
 
 from .fmnist_baseline import grid_minutes, run_baseline
 
 
-def fold_runs(runs_dir):
-    """The completed fold runs in ``runs_dir`` (a full-data refit of the grid is left out: it has no OOF
-    to rank by, and its epochs are longer)."""
-    runs = find_runs(runs_dir)
-    return runs[~runs["dir"].map(full_data_run)]
-
-
 def full_epochs(runs_dir, model: str, minutes: float) -> int:
     """Epochs of a full-data run of ``model`` that fit ``minutes``: the model's fold runs' mean
     seconds per epoch (their metrics.json history) times K/(K-1) (a full run sees every image, a
     fold run (K-1)/K of them)."""
-    runs = fold_runs(runs_dir)
+    runs = find_runs(runs_dir, full_data=False)
     g = runs[runs["model"] == model]
     if g.empty:
         raise FileNotFoundError(f"{runs_dir}: no completed fold run of {model} to time an epoch")
@@ -57,7 +50,7 @@ def full_epochs(runs_dir, model: str, minutes: float) -> int:
 
 def best_model(runs_dir) -> str:
     """The grid's model with the lowest mean OOF log loss over its complete fold runs."""
-    runs = fold_runs(runs_dir)
+    runs = find_runs(runs_dir, full_data=False)
     if runs.empty:
         raise FileNotFoundError(f"{runs_dir}: no completed fold run to pick the best recipe from")
     return str(runs.groupby("model")["log_loss"].mean().idxmin())
@@ -67,7 +60,7 @@ def run_full(data_dir: str, runs_dir: str, minutes: float) -> dict:
     """Train the grid's best recipe by CV on every training image for the epochs that fit ``minutes``
     (its fold runs' recorded params.yaml, ``full_data`` on); write its submission."""
     model = best_model(runs_dir)
-    fold_run = fold_runs(runs_dir).query("model == @model")["dir"].iloc[0]
+    fold_run = find_runs(runs_dir, full_data=False).query("model == @model")["dir"].iloc[0]
     out = resolve(runs_dir) / "full_equal_compute"
     cfg = load_config(fold_run).replace(data_dir=data_dir, full_data=True, fold=0,
                                         epochs=full_epochs(runs_dir, model, minutes), runs_dir=str(out),

@@ -118,21 +118,21 @@ def refit_parts(root: Path, runs: Path) -> list[dict]:
     if not refits:
         return []
     from lib.data import open_competition
-    from lib.runs import find_runs, full_data_run
+    from lib.runs import find_runs, load_test
     from lib.submission import make_submission
-    comp, found, rows = open_competition(root), find_runs(runs), []
+    comp, folds, rows = open_competition(root), find_runs(runs, full_data=False), []
+    fold_means = load_test(folds, comp.classes)
 
-    def scored(tables: list[pd.DataFrame]) -> dict:
-        probs = np.mean([t.set_index("id").loc[comp.test["id"], comp.classes].to_numpy(np.float64) for t in tables], 0)
+    def scored(test: pd.DataFrame) -> dict:
+        probs = test.set_index("id").loc[comp.test["id"], comp.classes].to_numpy(np.float64)
         return score_submission(root, make_submission(probs, comp.test["id"].to_numpy(), comp.sample_submission,
                                                       label_values=comp.label_values))
     for m, r in refits.items():
-        folds = [d for d in found[found["model"] == m]["dir"] if not full_data_run(d)]
-        read = lambda d: pd.read_csv(Path(d) / "test.csv", dtype={"id": str})  # noqa: E731
-        rows.append({"entry": f"refit part: {m}, fold runs", "detail": f"mean of {len(folds)} fold models, no TTA, "
-                     "no T", **scored([read(d) for d in folds])})
+        rows.append({"entry": f"refit part: {m}, fold runs",
+                     "detail": f"mean of {(folds['model'] == m).sum()} fold models, no TTA, no T",
+                     **scored(fold_means[m])})
         rows.append({"entry": f"refit part: {r['run']}", "detail": f"one full-data model (share {r['share']:g} in "
-                     "04), no TTA, no T", **scored([read(runs / r["run"])])})
+                     "04), no TTA, no T", **scored(pd.read_csv(runs / r["run"] / "test.csv", dtype={"id": str}))})
     return rows
 
 

@@ -70,7 +70,7 @@ def full_summary(summary: dict) -> dict:
 def cv_epochs(runs_dir, model: str) -> int:
     """The epochs a full-data run of ``model`` trains: the median over its completed fold runs in
     ``runs_dir`` of the epoch whose weights they kept, counted from 1 (metrics.json's weights_epoch + 1)."""
-    runs = find_runs(runs_dir)
+    runs = find_runs(runs_dir, full_data=False)
     runs = runs[runs["model"] == model]
     if runs.empty:
         raise ValueError(f"no completed fold run of {model!r} in {resolve(runs_dir)}: train its folds first "

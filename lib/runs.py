@@ -64,18 +64,20 @@ RUN_COLUMNS = ["run_name", "model", "fold", "complete", "log_loss", "accuracy", 
                "monitor_best", "monitor_last", "weights_epoch", "best_epoch", "last_epoch", "minutes", "dir"]
 
 
-def find_runs(runs_dir="runs", complete_only: bool = True) -> pd.DataFrame:
+def find_runs(runs_dir="runs", complete_only: bool = True, full_data: bool = True) -> pd.DataFrame:
     """One row per run folder, sorted by model then fold: run_name, model, fold, complete, the OOF
     log_loss, accuracy, f1_macro; monitor (the metric that picks the best epoch) and its validation
     score at the best epoch (monitor_best) and at the last (monitor_last); weights_epoch (the epoch whose
     weights made oof.csv), best_epoch, last_epoch (0-based), minutes, dir. What an older metrics.json
-    did not record is NaN."""
+    did not record is NaN. ``full_data=False`` leaves out full-data refits (``lib.refit``: no OOF, no fold)."""
     rows = []
     for d in sorted(resolve(runs_dir).glob("*/")):
         m, p = d / "metrics.json", d / "params.yaml"
         if not p.exists():
             continue
         params = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        if params.get("full_data") and not full_data:
+            continue
         metrics = read_json(m) if m.exists() else {}
         mon = metrics.get("monitor")
         rows.append({"run_name": d.name, "model": model_name(d.name), "fold": params.get("fold"),
@@ -107,8 +109,7 @@ def load_runs(runs_dir, classes: list[str], n_folds: int | None = None,
     """Completed runs (``lib.runs.find_runs``, limited to ``models`` when given) and each model's
     full OOF table. Missing folds are named in a warning; incomplete runs are named and skipped; full-data
     refits (``full_data_run``) are left out."""
-    every = find_runs(runs_dir, complete_only=False)
-    every = every[~every["dir"].map(full_data_run)]  # full-data refits have no OOF: 04 adds them (lib.refit)
+    every = find_runs(runs_dir, complete_only=False, full_data=False)  # refits have no OOF: 04 adds them (lib.refit)
     if models is not None:
         models = [models] if isinstance(models, str) else list(models)
         unknown = sorted(set(models) - set(every["model"]))

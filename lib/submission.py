@@ -16,6 +16,7 @@ from .blend import Blend, blend_test
 from .data import Competition
 from .io import read_json, write_csv, write_json
 from .paths import resolve
+from .refit import refit_plan
 
 
 def _few(values, n: int = 5) -> str:
@@ -200,7 +201,6 @@ def save_blend(b: Blend, path, runs: pd.DataFrame, tta, tta_space: str, class_ta
     """The blend as 05_inference needs it to predict a hidden test set from the runs alone: each
     model's runs, weights, space, the test temperature (and the OOF one), the decision offsets per
     class, TTA ops and space, the class table and the full-data refits mixed in (``refits``). JSON, atomic."""
-    from .refit import refit_plan
     model_runs = {m: sorted(runs.loc[runs["model"] == m, "run_name"]) for m in b.models}
     offsets = None if b.offsets is None else dict(zip(class_table["classes"], map(float, b.offsets)))
     T = b.temperature if b.test_temperature is None else b.test_temperature  # what the test predictions get

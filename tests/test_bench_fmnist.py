@@ -150,10 +150,6 @@ def test_full_data_run_at_equal_compute_gets_the_epochs_that_fit(bench_script, d
     per_epoch = np.mean([h["seconds"] for h in hist]) / 60
     assert compute.full_epochs(runs, "tiny", 4.5 * per_epoch * 1.5) == 4  # 3 folds: a full epoch is 1.5 fold epochs
     assert compute.full_epochs(runs, "tiny", 0.0) == 1
-    (runs / "tiny_full").mkdir()                   # the grid's own full-data refit: not a fold run to time or pick
-    (runs / "tiny_full" / "params.yaml").write_text(yaml.safe_dump({"full_data": True, "fold": 0}))
-    (runs / "tiny_full" / "metrics.json").write_text(json.dumps({"complete": True, "epochs": [{"seconds": 1e6}]}))
-    assert compute.full_epochs(runs, "tiny", 4.5 * per_epoch * 1.5) == 4
     info = compute.run_full(str(digits_comp), str(runs), minutes=3 * per_epoch * 1.5 + 1e-9)
     assert info["model"] == "tiny" and info["epochs"] == 3
     sample = pd.read_csv(digits_comp / "sample_submission.csv", dtype={"ID": str})

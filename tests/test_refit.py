@@ -46,6 +46,7 @@ def test_full_data_run_trains_on_every_image_and_writes_no_oof(digits_comp, tmp_
     comp, found, oofs = open_runs(digits_comp, runs)                 # 03 and 04: the full run is no OOF model
     assert list(found["run_name"]) == [f"test_resnet_f{k}" for k in range(3)] and list(oofs) == ["test_resnet"]
     assert "test_resnet_full" in set(find_runs(runs)["run_name"])
+    assert list(find_runs(runs, full_data=False)["run_name"]) == [f"test_resnet_f{k}" for k in range(3)]
 
 
 def test_cv_epochs_is_the_median_kept_epoch_and_the_grid_launches_the_refit(tmp_path):
