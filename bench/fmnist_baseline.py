@@ -42,6 +42,7 @@ from lib.config import TrainConfig
 from lib.data import open_competition
 from lib.io import write_json
 from lib.paths import resolve
+from lib.precision import choose_precision, cpu_capability
 from lib.submission import make_submission, write_submission
 
 
@@ -96,7 +97,9 @@ def run_baseline(data_dir: str, params: str, out: str, seed: int = 42, minutes: 
     if list(dls.vocab) != comp.classes:  # fastai sorts a vocab unless told not to: columns would shift
         raise RuntimeError(f"fastai's class order {list(dls.vocab)} is not the competition's {comp.classes}")
     learn = vision_learner(dls, cfg.backbone, pretrained=False, n_out=comp.num_classes, **cfg.model_kwargs)
-    if cfg.precision == "bf16":
+    precision = choose_precision("cpu", cfg.precision, verbose=True)
+    print(f"precision: {precision.name} ({precision.reason})", flush=True)
+    if precision.dtype == torch.bfloat16:
         learn.add_cb(CpuAutocast())
     epochs, epoch_s = cfg.epochs, None
     if minutes:
@@ -115,7 +118,8 @@ def run_baseline(data_dir: str, params: str, out: str, seed: int = 42, minutes: 
     info = {"backbone": cfg.backbone, "model_kwargs": cfg.model_kwargs, "img_size": cfg.img_size,
             "epochs": epochs, "budget_minutes": minutes, "measured_epoch_seconds": epoch_s,
             "batch_size": 64, "lr": "fastai default (1e-3, one-cycle)",
-            "augmentation": "aug_transforms()", "precision": cfg.precision, "train_images": len(comp.train),
+            "augmentation": "aug_transforms()", "precision": precision.name, "cpu_capability": cpu_capability(),
+            "train_images": len(comp.train),
             "seconds": round(time.time() - start, 1)}
     write_json(done, info)
     return info

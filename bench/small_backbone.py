@@ -45,6 +45,7 @@ from lib.demo import score_submission
 from lib.device import cpu_name
 from lib.io import write_json
 from lib.paths import relative, resolve
+from lib.precision import amp_dtype
 from lib.train import fit, setup_run, write_predictions
 
 DEFAULT_PARAMS = ["params/fmnist/resnet64.yaml", "params/fmnist/airnet.yaml"]
@@ -87,7 +88,7 @@ def interleaved_throughput(cfgs: list[TrainConfig], num_classes: int, rounds: in
         setups.append((cfg, model, opt, x, y))
 
     def step(cfg, model, opt, x, y):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp_dtype("cpu", cfg.precision) is not None):
             loss = F.cross_entropy(model(x).float(), y)
         opt.zero_grad()
         loss.backward()

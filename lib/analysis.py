@@ -57,8 +57,9 @@ def leaderboard(runs: pd.DataFrame, oofs: dict[str, pd.DataFrame], classes: list
     """One row per run (fold = 0..K-1) and one per model (fold = "cv", scored on its full OOF): model,
     fold, n_oof, the OOF log_loss, accuracy, f1_macro; monitor, its validation score at the best epoch
     (monitor_best) and at the last (monitor_last), monitor_gap (``monitor_gap``); weights_epoch (whose
-    weights made the OOF), best_epoch, last_epoch; minutes; the parameters that differ between runs.
-    cv rows: the folds' mean monitor_best/last/gap (NaN unless all have them), no epochs. What an older
+    weights made the OOF), best_epoch, last_epoch; minutes, min_per_epoch and precision (how fast it
+    trained, and in what); the parameters that differ between runs. cv rows: the folds' mean
+    monitor_best/last/gap (NaN unless all have them) and min_per_epoch, no epochs. What an older
     metrics.json lacks is NaN. Sorted by model; written atomically to ``save`` (CSV) when given."""
     params = run_params(runs).drop(columns=["fold"], errors="ignore")
     if len(runs) < 2:  # nothing differs between one run and itself
@@ -69,14 +70,17 @@ def leaderboard(runs: pd.DataFrame, oofs: dict[str, pd.DataFrame], classes: list
         oof = oofs[model]
         for r in g.itertuples():
             rows.append({"model": model, "fold": int(r.fold), "n_oof": int((oof["fold"] == r.fold).sum()),
-                         **{k: getattr(r, k) for k in METRIC_COLS + EPOCH_COLS + ["minutes"]},
+                         **{k: getattr(r, k) for k in METRIC_COLS + EPOCH_COLS + ["minutes", "min_per_epoch",
+                                                                                  "precision"]},
                          **params.loc[r.run_name].to_dict()})
         y, p = oof_arrays(oof, classes)
         rows.append({"model": model, "fold": "cv", "n_oof": len(oof), "log_loss": log_loss(y, p),
                      "accuracy": accuracy(y, p), "f1_macro": f1_macro(y, p), "monitor": g["monitor"].iloc[0],
                      **{k: g[k].mean(skipna=False) for k in ("monitor_best", "monitor_last", "monitor_gap")},
                      **{k: np.nan for k in ("weights_epoch", "best_epoch", "last_epoch")},
-                     "minutes": g["minutes"].sum(), **params.loc[g["run_name"].iloc[0]].to_dict()})
+                     "minutes": g["minutes"].sum(), "min_per_epoch": g["min_per_epoch"].mean(),
+                     "precision": "/".join(sorted(set(g["precision"].dropna()))) or None,
+                     **params.loc[g["run_name"].iloc[0]].to_dict()})
     lb = pd.DataFrame(rows)
     lb["fold"] = lb["fold"].astype(str)
     if save is not None:

@@ -145,7 +145,7 @@ def finish_averaging(run) -> None:
     """The averaged weights of a trained run, BatchNorm recomputed, to its ``model.safetensors``
     (nothing without averaging, or on a data-parallel rank other than 0). Safe to repeat."""
     from .backbones import save_weights
-    from .device import amp_dtype
+    from .precision import amp_dtype
     avg = find_averager(run.learn)
     if avg is None or rank() != 0:
         return

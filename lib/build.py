@@ -3,7 +3,7 @@
     model, data_cfg = build_model(cfg, comp.num_classes)
     data = build_datasets(cfg, comp, folds, data_cfg)
     learn = build_learner(cfg, model, data, device, run_dir)
-    learn.add_cbs(training_callbacks(cfg, device))
+    learn.add_cbs(training_callbacks(cfg, device, choose_precision(device, cfg.precision).dtype))
 
 Training (``lib.train.setup_run``) and re-prediction (``lib.inference.predict_fold``) both build
 through here, so a run is predicted with exactly the model and the image pipeline it trained with.
@@ -29,7 +29,7 @@ from .callbacks import EMA, CpuAutocast, DeviceSmoothLoss, MixUpCutMix, ReseedEa
 from .config import TrainConfig
 from .data import Competition
 from .dataset import ImageDataset, build_cache
-from .device import amp_dtype, default_num_workers
+from .device import default_num_workers
 from .distributed import DistributedTrainer, NoSyncWhileAccumulating, ShardedDataLoader, StopWhenAsked, rank, world_size
 from .losses import get_loss, inverse_frequency_weights
 from .optim import ScaledLrOptim, compile_model, lr_scales, param_groups
@@ -144,10 +144,11 @@ def build_learner(cfg: TrainConfig, model: torch.nn.Module, data: FoldData, devi
     return learn
 
 
-def training_callbacks(cfg: TrainConfig, device: torch.device) -> list:
+def training_callbacks(cfg: TrainConfig, device: torch.device, dtype: torch.dtype | None) -> list:
     """Reseeding, EMA, MixUp/CutMix, gradient accumulation and clipping, channels_last and mixed
-    precision, stopping, DDP inside a data-parallel worker, and the experiment tracker (on the
-    process that writes: rank 0), as the recipe asks."""
+    precision in ``dtype`` (``lib.precision.choose_precision``; None: fp32), stopping, DDP inside a
+    data-parallel worker, and the experiment tracker (on the process that writes: rank 0), as the
+    recipe asks."""
     cbs = [ReseedEachEpoch(cfg.seed), StopWhenAsked()]
     if cfg.tracker != "none" and rank() == 0:
         from .tracking import tracker_callback
@@ -173,10 +174,9 @@ def training_callbacks(cfg: TrainConfig, device: torch.device) -> list:
         from fastai.callback.channelslast import ChannelsLast
         from fastai.callback.fp16 import AMPMode, MixedPrecision
         cbs.append(ChannelsLast())
-        if cfg.precision != "fp32":
-            bf16 = amp_dtype(device, cfg.precision) == torch.bfloat16  # else fp16 with loss scaling
-            cbs.append(MixedPrecision(amp_mode=AMPMode.BF16 if bf16 else AMPMode.FP16))
-    elif cfg.precision == "bf16":
+        if dtype is not None:  # fp16 with loss scaling
+            cbs.append(MixedPrecision(amp_mode=AMPMode.BF16 if dtype == torch.bfloat16 else AMPMode.FP16))
+    elif dtype == torch.bfloat16:
         from fastai.callback.channelslast import ChannelsLast
         cbs += [ChannelsLast(), CpuAutocast()]
     return cbs

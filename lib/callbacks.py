@@ -15,6 +15,7 @@ from timm.utils import ModelEmaV3
 
 from .config import MONITORS
 from .distributed import unwrap
+from .io import clock
 from .metrics import accuracy, f1_macro, log_loss
 
 
@@ -216,8 +217,12 @@ class RunRecorder(Callback):
             return
         probs, y = torch.cat(self.probs).cpu().numpy().astype(np.float64), torch.cat(self.ys).cpu().numpy()
         if not np.isfinite(probs).all():
+            cpu_bf16 = any(isinstance(cb, CpuAutocast) for cb in self.learn.cbs)
             raise FloatingPointError(f"epoch {self.epoch + 1}: the model's outputs are NaN/inf (the training loss "
-                                     f"diverged); lower lr, add grad_clip, or check the data")
+                                     f"diverged); lower lr, add grad_clip, or check the data"
+                                     + ("; this run trains in bf16 on the CPU, where oneDNN's AMX kernels have given "
+                                        "non-finite gradients for tiny feature maps (a stride-2 conv on 1x1): try "
+                                        "precision fp32 or a larger img_size" if cpu_bf16 else ""))
         rec = {"epoch": self.epoch, "train_loss": _mean(self.train_losses), "valid_loss": _mean(self.valid_losses),
                "log_loss": log_loss(y, probs), "accuracy": accuracy(y, probs), "f1_macro": f1_macro(y, probs),
                "lr": float(self.opt.hypers[-1]["lr"]), "img_size": self.img_size,
@@ -236,10 +241,12 @@ class RunRecorder(Callback):
             self.save_weights(ema.model_ema.module if ema else unwrap(self.learn.model))
         self.save_state(self.epoch + 1, self.history)
         if self.verbose:
+            timed = [h["seconds"] for h in self.history[len(self.history) - (self.epoch + 1 - self.start_epoch):]]
+            eta = (self.n_epoch - self.epoch - 1) * sum(timed) / len(timed)  # this session's epochs
             print(f"epoch {self.epoch + 1}/{self.n_epoch}  train {rec['train_loss']:.4f}  "
                   f"valid {rec['valid_loss']:.4f}  "
                   f"log_loss {rec['log_loss']:.4f}  acc {rec['accuracy']:.4f}  f1 {rec['f1_macro']:.4f}  "
-                  f"{rec['seconds']:.1f}s{'  *' if improved else ''}", flush=True)
+                  f"{rec['seconds']:.1f}s  eta {clock(eta)}{'  *' if improved else ''}", flush=True)
         if self.patience and before is not None and not improved:
             since = self.epoch - self.best["epoch"]
             if since >= self.patience:

@@ -77,7 +77,7 @@ class TrainConfig:
     ema: float | None = None            # or the EMA as a per-step decay, e.g. 0.999 (not both; None = off)
     grad_accum: int = 1                 # batches per optimizer step
     grad_clip: float | None = None      # max gradient norm (None = off)
-    precision: str = "auto"             # auto (CUDA: bf16 if native, else fp16; CPU: fp32) | fp32 | bf16
+    precision: str = "auto"             # auto (bf16 where the GPU or CPU computes it natively) | fp32 | bf16
     monitor: str = "log_loss"           # best epoch and early stopping by: log_loss | accuracy | f1_macro | valid_loss
     best_epoch: str = "last"            # weights kept and predicted: last (epoch) | monitor (its best epoch)
     patience: int | None = None         # early stopping after this many epochs without gain

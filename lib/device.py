@@ -64,21 +64,6 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
-def amp_dtype(dev: torch.device | str, precision: str = "auto") -> torch.dtype | None:
-    """The autocast dtype a run trains and predicts in (None: fp32). ``auto``: on CUDA bf16 where the
-    GPU computes it natively (compute capability 8.0 and up: Ampere, Hopper...), else fp16 (with loss
-    scaling in training; T4, V100, P100 emulate bf16 slower than fp32), fp32 elsewhere; ``bf16``: bf16
-    on CUDA and on the CPU (fast with AMX); ``fp32``: None."""
-    dev = torch.device(dev)
-    if precision == "fp32" or dev.type not in ("cuda", "cpu"):
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if dev.type == "cuda":
-        return torch.bfloat16 if torch.cuda.get_device_capability(dev)[0] >= 8 else torch.float16
-    return None
-
-
 def device_list(devices: int | list, device: str | None = None) -> list[str]:
     """The devices of a data-parallel run, one per process (``TrainConfig.device_list``): ``devices``
     as a list ("cuda:1", "cpu"...; integers are GPU ids), or a count of GPUs (of CPU processes where

@@ -23,16 +23,22 @@ import dataclasses
 import json
 import os
 import queue
+import re
+import statistics
 import subprocess
 import sys
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import yaml
 from tqdm import tqdm
 
 from .config import TrainConfig
+from .io import clock
 from .paths import repo_root, resolve
 from .runs import recorded_config, run_complete
 
@@ -96,7 +102,7 @@ class GridJob:
         cmd = [sys.executable, "-m", "papermill", here(notebook), str(self.notebook),
                "-f", here(self.params_file), "-p", "fold", str(self.cfg.fold), "-p", "run_name", self.cfg.name,
                "-p", "runs_dir", str(resolve(self.cfg.runs_dir)), "-p", "progress", "False", "--cwd", str(root),
-               "-k", KERNEL]
+               "-k", KERNEL, "--log-output", "--no-progress-bar"]
         if self.overrides:
             cmd += ["-y", yaml.safe_dump(self.overrides, default_flow_style=True, allow_unicode=True)]
         if self.cfg.force:
@@ -155,16 +161,55 @@ def _gpu_count() -> int:
         return 0
 
 
-def run_command(cmd: list[str], log: Path, env_extra: dict | None = None, cwd: str | None = None) -> tuple[int, str]:
-    """Run one papermill command, its output streamed to ``log``; returns (exit code, its last lines).
-    On Linux the command dies with the process that started it (a lost Ray worker leaves no orphan
-    training on)."""
+def run_command(cmd: list[str], log: Path, env_extra: dict | None = None, cwd: str | None = None,
+                on_line=None) -> tuple[int, str]:
+    """Run one papermill command, its output streamed line by line to ``log`` (``tail -f`` it), each
+    line followed by what ``on_line(line)`` returns, if anything (the grid's ETA after an epoch line);
+    returns (exit code, its last lines). On Linux the command dies with the process that started it
+    (a lost Ray worker leaves no orphan training on)."""
     env = {**os.environ, **(env_extra or {}), "PYTHONUNBUFFERED": "1"}
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w", encoding="utf-8") as out:
-        code = subprocess.run(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                              preexec_fn=_die_with_parent).returncode
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, errors="replace", bufsize=1, preexec_fn=_die_with_parent)
+        for line in proc.stdout:
+            extra = on_line(line) if on_line else None
+            out.write(line + (f"{extra}\n" if extra else ""))
+            out.flush()
+        code = proc.wait()
     return code, "\n".join(log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-15:])
+
+
+EPOCH_LINE = re.compile(r"epoch (\d+)/(\d+)\s.*?([\d.]+)s  eta ")
+
+
+class GridClock:
+    """The grid's ETA from its runs' epoch lines (``lib.callbacks.RunRecorder``): epochs left over
+    all runs x the median epoch's seconds so far / runs at once. Shared by the grid's threads."""
+
+    def __init__(self, jobs: list[GridJob], parallel: int = 1):
+        self.total = {j.run_name: j.cfg.epochs for j in jobs}
+        self.done = dict.fromkeys(self.total, 0)
+        self.seconds: list[float] = []
+        self.parallel, self.lock = max(1, parallel), threading.Lock()
+
+    def finished(self, run: str) -> None:
+        with self.lock:
+            self.done[run] = self.total[run]  # early stopping ends a run before its last epoch
+
+    def line(self, run: str, text: str) -> str | None:
+        """A grid line for a run's epoch line, else None."""
+        m = EPOCH_LINE.search(text)
+        if not m:
+            return None
+        with self.lock:
+            self.done[run], self.total[run] = int(m[1]), int(m[2])
+            self.seconds.append(float(m[3]))
+            left = sum(self.total.values()) - sum(self.done.values())
+            runs = sum(self.done[r] >= self.total[r] for r in self.total)
+            eta = left * statistics.median(self.seconds) / min(self.parallel, max(1, len(self.total) - runs))
+            return (f"grid: {sum(self.done.values())}/{sum(self.total.values())} epochs, {runs}/{len(self.total)} "
+                    f"runs trained, eta {clock(eta)} (at {time.strftime('%H:%M', time.localtime(time.time() + eta))})")
 
 
 def _die_with_parent() -> None:
@@ -220,8 +265,10 @@ def run_grid(params_files, folds, runs_dir="runs", jobs: int = 1, backend: str =
         return result
     check_kernel()
     bar = tqdm(total=len(todo), desc="grid", mininterval=1)
+    grid_clock = GridClock(todo, jobs if backend == "local" else 1)
 
     def record(job: GridJob, code: int, tail: str):
+        grid_clock.finished(job.run_name)
         if code == 0 and job.complete:
             result["done"].append(job.run_name)
         else:
@@ -239,7 +286,8 @@ def run_grid(params_files, folds, runs_dir="runs", jobs: int = 1, backend: str =
             slot = slots.get()
             try:
                 env = {"CUDA_VISIBLE_DEVICES": str(slot % gpus)} if gpus else {}
-                return run_command(job.command(notebook), job.log, env, str(repo_root()))
+                return run_command(job.command(notebook), job.log, env, str(repo_root()),
+                                   partial(grid_clock.line, job.run_name))
             finally:
                 slots.put(slot)
 

@@ -24,9 +24,10 @@ from tqdm import tqdm
 from .backbones import load_weights
 from .build import build_model, image_dataset
 from .data import Competition, open_competition, open_test_set
-from .device import amp_dtype, default_num_workers, pick_device
+from .device import default_num_workers, pick_device
 from .metrics import accuracy, f1_macro, log_loss
 from .paths import resolve
+from .precision import amp_dtype
 from .runs import fold_mean, load_config
 from .tta import get_tta
 

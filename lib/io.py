@@ -77,3 +77,9 @@ def _jsonable(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def clock(seconds: float) -> str:
+    """A duration for logs, H:MM:SS (ETAs of runs and grids)."""
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"

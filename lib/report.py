@@ -47,5 +47,6 @@ def environment(seed: int, device: str) -> dict:
         commit = None
     return {"python": platform.python_version(), "platform": platform.platform(), "torch": torch.__version__,
             "timm": timm.__version__, "fastai": fastai.__version__, "albumentations": albumentations.__version__,
-            "device": device, "cpu": cpu_name(), "cuda": torch.version.cuda, "threads": torch.get_num_threads(),
+            "device": device, "cpu": cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cuda": torch.version.cuda, "threads": torch.get_num_threads(),
             "git_commit": commit, "seed": seed}

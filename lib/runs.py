@@ -61,14 +61,17 @@ def load_config(run_dir) -> TrainConfig:
 
 
 RUN_COLUMNS = ["run_name", "model", "fold", "complete", "log_loss", "accuracy", "f1_macro", "monitor",
-               "monitor_best", "monitor_last", "weights_epoch", "best_epoch", "last_epoch", "minutes", "dir"]
+               "monitor_best", "monitor_last", "weights_epoch", "best_epoch", "last_epoch", "minutes",
+               "min_per_epoch", "precision", "dir"]
 
 
 def find_runs(runs_dir="runs", complete_only: bool = True, full_data: bool = True) -> pd.DataFrame:
     """One row per run folder, sorted by model then fold: run_name, model, fold, complete, the OOF
     log_loss, accuracy, f1_macro; monitor (the metric that picks the best epoch) and its validation
     score at the best epoch (monitor_best) and at the last (monitor_last); weights_epoch (the epoch whose
-    weights made oof.csv), best_epoch, last_epoch (0-based), minutes, dir. What an older metrics.json
+    weights made oof.csv), best_epoch, last_epoch (0-based), minutes, min_per_epoch (the mean epoch's
+    training minutes: a slow machine shows at once), precision (what it computed in, env.json), dir.
+    What an older metrics.json
     did not record is NaN. ``full_data=False`` leaves out full-data refits (``lib.refit``: no OOF, no fold)."""
     rows = []
     for d in sorted(resolve(runs_dir).glob("*/")):
@@ -80,14 +83,18 @@ def find_runs(runs_dir="runs", complete_only: bool = True, full_data: bool = Tru
             continue
         metrics = read_json(m) if m.exists() else {}
         mon = metrics.get("monitor")
+        secs = [e["seconds"] for e in metrics.get("epochs", []) if e.get("seconds") is not None]
+        env = read_json(d / "env.json") if (d / "env.json").exists() else {}
         rows.append({"run_name": d.name, "model": model_name(d.name), "fold": params.get("fold"),
                      "complete": bool(metrics.get("complete")),
                      **{k: metrics.get(k) for k in ("log_loss", "accuracy", "f1_macro", "monitor", "weights_epoch",
                                                     "best_epoch", "last_epoch", "minutes")},
                      "monitor_best": (metrics.get("valid_best") or {}).get(mon),
-                     "monitor_last": (metrics.get("valid_last") or {}).get(mon), "dir": str(d)})
+                     "monitor_last": (metrics.get("valid_last") or {}).get(mon),
+                     "min_per_epoch": sum(secs) / len(secs) / 60 if secs else None,
+                     "precision": env.get("precision"), "dir": str(d)})
     df = pd.DataFrame(rows, columns=RUN_COLUMNS)
-    for c in ("monitor_best", "monitor_last", "weights_epoch", "last_epoch"):
+    for c in ("monitor_best", "monitor_last", "weights_epoch", "last_epoch", "min_per_epoch"):
         df[c] = pd.to_numeric(df[c]).astype(float)  # None (not recorded) -> NaN
     if complete_only:
         df = df[df["complete"]]

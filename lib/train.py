@@ -32,11 +32,12 @@ from .callbacks import RunRecorder, best_record, find_ema
 from .checkpoint import CheckpointWriter, backup, load_state
 from .config import TrainConfig
 from .data import Competition, open_competition
-from .device import amp_dtype, pick_device
+from .device import pick_device
 from .distributed import launch, rank, world_size
 from .folds import make_folds
 from .io import read_json, write_csv, write_json
 from .paths import resolve
+from .precision import Precision, choose_precision
 from .report import environment, plot_curves
 from .runs import recorded_config, run_complete
 from .stages import schedule_callbacks, stage_callbacks
@@ -56,6 +57,7 @@ class Run:
     data: FoldData | None = None
     start_epoch: int = 0
     history: list | None = None
+    precision: Precision | None = None  # the dtype it trains and predicts in, and why
 
     @property
     def complete(self) -> bool:
@@ -92,7 +94,10 @@ def setup_run(cfg: TrainConfig) -> Run:
     model, data_cfg = build_model(cfg, comp.num_classes, pretrained="none" if cfg.init_from else None)
     run.data = build_datasets(cfg, comp, folds, data_cfg)
     run.learn = build_learner(cfg, model, run.data, device, run_dir, comp.num_classes)
-    run.learn.add_cbs(training_callbacks(cfg, device))
+    run.precision = choose_precision(device, cfg.precision, verbose=cfg.verbose)
+    if cfg.verbose:
+        print(f"precision: {run.precision.name} ({run.precision.reason})")
+    run.learn.add_cbs(training_callbacks(cfg, device, run.precision.dtype))
     run.learn.add_cbs(stage_callbacks(cfg, comp, folds, run.data, data_cfg, model) + averaging_callbacks(cfg))
     run.history = []
     if cfg.resume and (run_dir / "state.pt").exists():
@@ -187,7 +192,8 @@ def write_predictions(run: Run, progress: bool | None = None) -> dict:
     show = cfg.progress if progress is None else progress
     mk = partial(torch.utils.data.DataLoader, batch_size=cfg.batch_size * 2,
                  num_workers=learn.dls.train.num_workers, pin_memory=dev.type == "cuda")
-    dtype = amp_dtype(dev, cfg.precision)  # the dtype it trained in
+    precision = run.precision or choose_precision(dev, cfg.precision)
+    dtype = precision.dtype  # the dtype it trained in
     oof = predict_loader(learn.model, mk(run.data.valid), ["identity"], dev, dtype=dtype, progress=show)
     test = (predict_loader(learn.model, mk(run.data.test), ["identity"], dev, dtype=dtype, progress=show)
             if len(run.data.test) else np.zeros((0, comp.num_classes)))
@@ -216,7 +222,7 @@ def write_predictions(run: Run, progress: bool | None = None) -> dict:
         summary = full_summary(summary)
     import matplotlib.pyplot as plt
     plt.close(plot_curves(run.history, save=run.dir / "curves.png"))  # saved only; the notebook draws its own
-    write_json(run.dir / "env.json", environment(cfg.seed, str(dev)))
+    write_json(run.dir / "env.json", {**environment(cfg.seed, str(dev)), **precision.record()})
     write_json(run.dir / "metrics.json", summary)  # last: marks the run complete
     if cfg.tracker != "none":
         from .tracking import finish_tracking

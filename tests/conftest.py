@@ -248,7 +248,7 @@ def png_run(png_comp, tmp_path_factory):
     """A completed fold-0 run of test_resnet (random weights) with shuffled oof.csv rows."""
     d = tmp_path_factory.mktemp("runs") / "tiny_f0"
     d.mkdir()
-    params = {"data_dir": str(png_comp.root), "backbone": "test_resnet", "fold": 0, "n_folds": 2,
+    params = {"data_dir": str(png_comp.root), "backbone": "test_resnet", "fold": 0, "n_folds": 2, "precision": "fp32",
               "img_size": 16, "batch_size": 4, "pool": "avg", "cache": False, "run_name": "tiny_f0"}
     (d / "params.yaml").write_text(yaml.safe_dump(params))
     torch.manual_seed(0)

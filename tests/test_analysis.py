@@ -42,7 +42,9 @@ def _write_run(runs_dir, name, fold, oof, lr=1e-3, complete=True, epochs=None):
                "minutes": 1.5}
     if epochs:
         metrics |= {"monitor": "log_loss", "weights_from": "last", "weights_epoch": 4, "last_epoch": 4,
-                    "valid_best": {"log_loss": epochs[0], "accuracy": 0.6}, "valid_last": {"log_loss": epochs[1]}}
+                    "valid_best": {"log_loss": epochs[0], "accuracy": 0.6}, "valid_last": {"log_loss": epochs[1]},
+                    "epochs": [{"epoch": 0, "seconds": 30.0 * (fold + 1)}, {"epoch": 1, "seconds": 90.0 * (fold + 1)}]}
+        (d / "env.json").write_text(json.dumps({"precision": "bf16" if fold else "fp32"}))
     (d / "metrics.json").write_text(json.dumps(metrics))
     oof.to_csv(d / "oof.csv", index=False)
 
@@ -133,6 +135,10 @@ def test_leaderboard_with_missing_fold(tmp_path):
     assert list(beta["monitor_last"]) == pytest.approx([0.5, 0.6, 0.7, 0.6])
     assert (beta.loc["1", "weights_epoch"], beta.loc["1", "best_epoch"], beta.loc["1", "last_epoch"]) == (4, 2, 4)
     assert beta.loc["cv", "monitor"] == "log_loss" and np.isnan(beta.loc["cv", "weights_epoch"])
+    # how fast each run trained, and in what: a slow machine or an emulated dtype shows at once
+    assert list(beta["min_per_epoch"]) == pytest.approx([1.0, 2.0, 3.0, 2.0])
+    assert list(beta["precision"]) == ["fp32", "bf16", "bf16", "bf16/fp32"]
+    assert lb[lb["model"] == "alpha"]["min_per_epoch"].isna().all()             # an older run: not recorded
     alpha = lb[lb["model"] == "alpha"]                                                # older metrics.json: NaN
     assert alpha[["monitor_best", "monitor_last", "monitor_gap", "weights_epoch", "last_epoch"]].isna().all().all()
     assert cv.loc["beta", "monitor_gap"] == pytest.approx(0.1) and np.isnan(cv.loc["alpha", "monitor_gap"])

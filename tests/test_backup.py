@@ -20,6 +20,7 @@ from lib.train import train_fold
 
 TINY = dict(backbone="test_resnet", n_folds=3, fold=0, img_size=24, batch_size=32, epochs=4, lr=3e-3,
             progress=False, verbose=False, num_workers=0, run_name="tres_f0")
+TINY["precision"] = "fp32"  # figures that must not depend on whether this CPU computes bf16 natively (lib.precision)
 
 CHILD = """
 import sys, time

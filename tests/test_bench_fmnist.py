@@ -29,7 +29,7 @@ def test_baseline_trains_on_all_images_and_writes_a_submission(bench_script, dig
 def test_equal_compute_baseline_takes_as_many_epochs_as_fit_the_budget(bench_script, digits_comp, tmp_path):
     base = bench_script("fmnist_baseline")
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(yaml.safe_dump({"backbone": "test_resnet", "img_size": 16, "epochs": 1}))
+    recipe.write_text(yaml.safe_dump({"backbone": "test_resnet", "img_size": 16, "epochs": 1, "precision": "fp32"}))
     info = base.run_baseline(str(digits_comp), str(recipe), str(tmp_path / "base"), minutes=0.1)
     assert info["budget_minutes"] == 0.1 and info["measured_epoch_seconds"] > 0
     assert info["epochs"] == max(1, int(6 // info["measured_epoch_seconds"]))
@@ -141,7 +141,7 @@ def test_full_data_run_at_equal_compute_gets_the_epochs_that_fit(bench_script, d
     compute = bench_script("fmnist_compute")
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text(yaml.safe_dump({"backbone": "test_resnet", "img_size": 16, "epochs": 2, "n_folds": 3,
-                                      "batch_size": 32, "progress": False, "verbose": False}))
+                                      "precision": "fp32", "batch_size": 32, "progress": False, "verbose": False}))
     runs = tmp_path / "runs"
     for fold in (0, 1):
         train_fold(TrainConfig.from_yaml(recipe, data_dir=str(digits_comp), fold=fold, runs_dir=str(runs),

@@ -37,8 +37,8 @@ def trained(_digits_source, tmp_path_factory):
     runs = tmp / "runs"
     for fold in (0, 1):
         train_fold(TrainConfig(data_dir=str(data), backbone="test_resnet", img_size=16, batch_size=32, epochs=1,
-                               n_folds=2, fold=fold, run_name=f"tres_f{fold}", runs_dir=str(runs), progress=False,
-                               verbose=False))
+                               precision="fp32", n_folds=2, fold=fold, run_name=f"tres_f{fold}", runs_dir=str(runs),
+                               progress=False, verbose=False))
     comp, found, oofs = open_runs(data, runs)
     with pytest.warns(UserWarning, match="TTA .* on test only"):
         tests, _ = tta_predictions(found, comp.classes, TTA)

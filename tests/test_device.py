@@ -39,17 +39,6 @@ def test_cpu_name_is_the_model_name_from_proc_cpuinfo():
             assert name == models[0]
 
 
-def test_amp_dtype_follows_what_the_gpu_computes_natively(monkeypatch):
-    from lib.device import amp_dtype
-    assert amp_dtype("cpu", "auto") is None and amp_dtype("cpu", "bf16") is torch.bfloat16
-    assert amp_dtype("cuda", "fp32") is None and amp_dtype("mps", "bf16") is None
-    for capability, want in (((7, 5), torch.float16), ((7, 0), torch.float16), ((8, 0), torch.bfloat16),
-                             ((9, 0), torch.bfloat16)):     # T4, V100 emulate bf16; A100, H100 have it
-        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda dev=None, c=capability: c)
-        assert amp_dtype("cuda", "auto") is want, capability
-        assert amp_dtype("cuda", "bf16") is torch.bfloat16
-
-
 def test_predictions_run_in_the_training_dtype():
     from torch.utils.data import DataLoader, TensorDataset
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 
 import pytest
@@ -10,10 +11,11 @@ import yaml
 from conftest import start_and_kill
 
 from lib.config import TrainConfig
-from lib.grid import main, make_jobs, parse_folds, parse_value, run_grid
+from lib.grid import GridClock, main, make_jobs, parse_folds, parse_value, run_grid
 from lib.train import train_fold
 
 TINY = {"backbone": "test_resnet", "img_size": 24, "batch_size": 32, "epochs": 1, "lr": 0.003, "n_folds": 2}
+TINY["precision"] = "fp32"  # figures that must not depend on whether this CPU computes bf16 natively (lib.precision)
 
 
 def _params(tmp_path, name, **kw):
@@ -37,8 +39,24 @@ def test_grid_skips_complete_and_reports_broken(digits_comp, tmp_path):
     name, nb, err = res["failed"][0]
     assert "img_size 8 does not fit test_convnext" in err and os.path.exists(nb)   # says what is wrong
     assert (runs / "good_f0.ipynb").exists() and json.loads((runs / "good_f1" / "metrics.json").read_text())["complete"]
+    # `tail -f runs/<run>.log`: the run's epoch line with its ETA, then the grid's
+    log = (runs / "good_f0.log").read_text()
+    assert re.search(r"epoch 1/1 .*s  eta 0:00:00", log), log[-2000:]
+    assert re.search(r"\ngrid: [1-4]/4 epochs, [0-3]/4 runs trained, eta \d:\d\d:\d\d \(at \d\d:\d\d\)\n", log)
     again = run_grid([good], [0, 1], runs_dir=str(runs))
     assert sorted(again["skipped"]) == ["good_f0", "good_f1"] and not again["done"]
+
+
+def test_grid_eta_counts_the_epochs_left_over_all_runs(tmp_path):
+    jobs = make_jobs([_params(tmp_path, "a", epochs=4)], [0, 1], runs_dir=str(tmp_path / "runs"))
+    clock = GridClock(jobs, parallel=2)
+    assert clock.line("a_f0", "[I] papermill: Executing Cell 3") is None
+    line = clock.line("a_f0", "epoch 1/4  train 0.5  valid 0.4  log_loss 0.4  acc 0.9  f1 0.9  60.0s  eta 0:03:00")
+    assert line.startswith("grid: 1/8 epochs, 0/2 runs trained, eta 0:03:30")   # 7 epochs x 60 s / 2 at once
+    clock.line("a_f1", "epoch 4/4  train 0.5  valid 0.4  log_loss 0.4  acc 0.9  f1 0.9  120.0s  eta 0:00:00  *")
+    clock.finished("a_f1")
+    line = clock.line("a_f0", "epoch 2/4  train 0.5  valid 0.4  log_loss 0.4  acc 0.9  f1 0.9  60.0s  eta 0:02:00")
+    assert line.startswith("grid: 6/8 epochs, 1/2 runs trained, eta 0:02:00")   # 2 left x median 60 s, one at a time
 
 
 def test_bad_recipes_are_refused_before_anything_runs(tmp_path):

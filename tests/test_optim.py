@@ -14,6 +14,7 @@ from lib.train import fit, setup_run, train_fold
 
 TINY = dict(backbone="test_convnext", n_folds=3, fold=0, img_size=32, batch_size=32, epochs=1, lr=3e-3,
             progress=False, verbose=False, num_workers=0)
+TINY["precision"] = "fp32"  # figures that must not depend on whether this CPU computes bf16 natively (lib.precision)
 
 
 def test_layer_decay_scales_fall_from_the_head():

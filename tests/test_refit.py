@@ -20,6 +20,7 @@ from lib.train import setup_run, train_fold
 
 TINY = dict(backbone="test_resnet", n_folds=3, img_size=16, batch_size=32, epochs=2, lr=3e-3,
             progress=False, verbose=False, num_workers=0)
+TINY["precision"] = "fp32"  # figures that must not depend on whether this CPU computes bf16 natively (lib.precision)
 
 
 def _fake_run(d, metrics: dict, test: pd.DataFrame | None = None, **params) -> None:

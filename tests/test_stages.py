@@ -15,6 +15,7 @@ from lib.train import fit, setup_run, train_fold, write_predictions
 
 TINY = dict(backbone="test_resnet", n_folds=3, fold=0, batch_size=32, lr=3e-3, progress=False, verbose=False,
             num_workers=0)
+TINY["precision"] = "fp32"  # figures that must not depend on whether this CPU computes bf16 natively (lib.precision)
 SCORES = ("train_loss", "valid_loss", "log_loss", "accuracy", "lr", "img_size")
 
 

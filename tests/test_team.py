@@ -17,6 +17,7 @@ from lib.team import read_member, team_blend, write_team_submission
 from lib.train import train_fold
 
 TINY = dict(img_size=16, batch_size=32, epochs=1, n_folds=2, fold=0, progress=False, verbose=False, num_workers=0)
+TINY["precision"] = "fp32"  # figures that must not depend on whether this CPU computes bf16 natively (lib.precision)
 
 
 @pytest.fixture(scope="module")

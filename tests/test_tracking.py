@@ -23,6 +23,7 @@ from lib.grid import run_grid
 from lib.train import fit, setup_run, train_fold
 
 TINY = dict(backbone="test_resnet", img_size=24, batch_size=32, epochs=2, lr=3e-3, n_folds=2, num_workers=0)
+TINY["precision"] = "fp32"  # figures that must not depend on whether this CPU computes bf16 natively (lib.precision)
 LOGGED = ("train_loss", "valid_loss", "log_loss", "accuracy", "f1_macro", "lr", "seconds")
 
 

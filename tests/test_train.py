@@ -16,6 +16,7 @@ from lib.train import fit, setup_run, train_fold, write_predictions
 
 TINY = dict(backbone="test_resnet", n_folds=3, fold=0, img_size=24, batch_size=32, epochs=3, lr=3e-3,
             progress=False, verbose=False, num_workers=0)
+TINY["precision"] = "fp32"  # figures that must not depend on whether this CPU computes bf16 natively (lib.precision)
 
 
 def test_run_writes_every_artifact(digits_comp, tmp_path):
@@ -53,6 +54,9 @@ def test_run_writes_every_artifact(digits_comp, tmp_path):
     assert m["log_loss"] == pytest.approx(log_loss(oof["target"].to_numpy(), oof[classes].to_numpy()), rel=1e-9)
     env = json.loads((d / "env.json").read_text())
     assert env["seed"] == 42 and env["torch"] == torch.__version__ and env["cpu"]
+    # the precision chosen for this machine and why, beside the CPU it was chosen for
+    assert env["precision"] == "fp32" and env["precision_reason"] == "asked"
+    assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
 
 
 
@@ -174,12 +178,20 @@ def test_ema_skips_accumulated_micro_batches(digits_comp, tmp_path):
     assert calls == list(range(1, len(calls) + 1))                         # numbered by optimizer step
 
 
+class PoisonWeights(Callback):
+    """NaN in every weight once the epoch has trained: the validation outputs are NaN."""
+    def after_train(self):
+        with torch.no_grad():
+            for p in self.learn.model.parameters():
+                p.fill_(float("nan"))
+
+
 def test_bf16_on_cpu_trains_and_predicts(digits_comp, tmp_path):
     """precision="bf16" autocasts forward and loss on the CPU; OOF probabilities stay float64-clean."""
     from lib.callbacks import CpuAutocast
 
-    run = setup_run(TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path), precision="bf16", device="cpu",
-                    **{**TINY, "epochs": 1}))
+    run = setup_run(TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path), device="cpu",
+                    **{**TINY, "epochs": 1, "precision": "bf16"}))
     assert any(isinstance(cb, CpuAutocast) for cb in run.learn.cbs)
     seen = []
 
@@ -196,5 +208,12 @@ def test_bf16_on_cpu_trains_and_predicts(digits_comp, tmp_path):
     assert not torch.is_autocast_enabled("cpu")  # left on no batch
     oof = pd.read_csv(tmp_path / "test_resnet_f0" / "oof.csv")
     assert np.allclose(oof.iloc[:, 3:].sum(axis=1), 1, atol=1e-4) and np.isfinite(m["log_loss"])
+    # a diverged bf16 run on the CPU says which precision it ran in and what to try
+    run = setup_run(TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path), device="cpu", run_name="nan",
+                                **{**TINY, "epochs": 1, "precision": "bf16"}))
+    run.learn.add_cb(PoisonWeights())
+    with pytest.raises(FloatingPointError, match="NaN/inf.*trains in bf16 on the CPU.*try precision fp32"):
+        fit(run)
     with pytest.raises(ValueError, match="precision 'fp8'"):
-        setup_run(TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path), precision="fp8", run_name="x", **TINY))
+        setup_run(TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path), run_name="x",
+                              **{**TINY, "precision": "fp8"}))

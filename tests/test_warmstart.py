@@ -15,6 +15,7 @@ from lib.warmstart import folds_hash
 
 TINY = dict(backbone="test_resnet", n_folds=3, img_size=16, batch_size=32, epochs=1, lr=3e-3, progress=False,
             verbose=False, num_workers=0)
+TINY["precision"] = "fp32"  # figures that must not depend on whether this CPU computes bf16 natively (lib.precision)
 
 
 @pytest.fixture()
