@@ -10,7 +10,7 @@ KERNEL_SPEC := $(VENV)/share/jupyter/kernels/$(KERNEL)/kernel.json
 # the demo competition: fashion-mnist when Debian's files are there, else scikit-learn's digits
 DEMO_SOURCE ?= auto
 DEMO_ARGS   ?= --max-train-per-class 300 --max-test 1000
-# the folder lib.demo builds: data/fmnist or data/digits
+# the folder lib.ops.demo builds: data/fmnist or data/digits
 DEMO_NAME   := $(if $(filter auto,$(DEMO_SOURCE)),$(shell [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && echo fmnist || echo digits),$(if $(filter digits,$(DEMO_SOURCE)),digits,fmnist))
 DEMO_DATA   ?= data/$(DEMO_NAME)
 DEMO_PARAMS ?= params/demo/resnet.yaml params/demo/convnext.yaml
@@ -63,21 +63,21 @@ $(STAMP): pyproject.toml
 
 demo: env
 	@start=$$(date +%s); \
-	$(PY) -m lib.demo --source $(DEMO_SOURCE) $(DEMO_ARGS) && \
+	$(PY) -m lib.ops.demo --source $(DEMO_SOURCE) $(DEMO_ARGS) && \
 	$(PAPERMILL) notebooks/01_eda.ipynb runs/01_eda.ipynb -p data_dir $(DEMO_DATA) -p n_folds 3 && \
-	$(PY) -m lib.grid --params $(DEMO_PARAMS) --folds $(DEMO_FOLDS) -p data_dir $(DEMO_DATA) -p n_folds 3 $(DEMO_FLIPS) --force && \
+	$(PY) -m lib.ops.grid --params $(DEMO_PARAMS) --folds $(DEMO_FOLDS) -p data_dir $(DEMO_DATA) -p n_folds 3 $(DEMO_FLIPS) --force && \
 	$(PAPERMILL) notebooks/03_oof_analysis.ipynb runs/03_oof_analysis.ipynb -p data_dir $(DEMO_DATA) && \
 	$(PAPERMILL) notebooks/04_ensemble_tta.ipynb runs/04_ensemble_tta.ipynb -p data_dir $(DEMO_DATA) -p progress False && \
-	$(PY) -m lib.summary --data-dir $(DEMO_DATA) --runs-dir runs --score && \
+	$(PY) -m lib.ops.summary --data-dir $(DEMO_DATA) --runs-dir runs --score && \
 	echo "make demo: $$(( $$(date +%s) - start )) s"
 
 # every step resumes: a rerun after an interruption skips finished runs (start afresh: rm -rf $(FM_RUNS))
 bench-fmnist: env
 	@start=$$(date +%s); mkdir -p $(FM_RUNS) && \
-	$(PY) -m lib.demo --source fashion-mnist --name $(notdir $(FM_DATA)) --out $(dir $(FM_DATA)) && \
+	$(PY) -m lib.ops.demo --source fashion-mnist --name $(notdir $(FM_DATA)) --out $(dir $(FM_DATA)) && \
 	$(PAPERMILL) notebooks/01_eda.ipynb $(FM_RUNS)/01_eda.ipynb -p data_dir $(FM_DATA) -p n_folds 5 && \
-	$(PY) -m lib.grid --params $(FM_PARAMS) --folds 0-4 --runs-dir $(FM_RUNS) -p data_dir $(FM_DATA) -p n_folds 5 && \
-	$(PY) -m lib.grid --params $(FM_PARAMS) --full --runs-dir $(FM_RUNS) -p data_dir $(FM_DATA) -p n_folds 5 && \
+	$(PY) -m lib.ops.grid --params $(FM_PARAMS) --folds 0-4 --runs-dir $(FM_RUNS) -p data_dir $(FM_DATA) -p n_folds 5 && \
+	$(PY) -m lib.ops.grid --params $(FM_PARAMS) --full --runs-dir $(FM_RUNS) -p data_dir $(FM_DATA) -p n_folds 5 && \
 	$(PAPERMILL) notebooks/03_oof_analysis.ipynb $(FM_RUNS)/03_oof_analysis.ipynb -p data_dir $(FM_DATA) \
 		-p runs_dir $(FM_RUNS) && \
 	$(PAPERMILL) notebooks/04_ensemble_tta.ipynb $(FM_RUNS)/04_ensemble_tta.ipynb -p data_dir $(FM_DATA) \
@@ -94,29 +94,31 @@ bench-fmnist-compute: env
 test: env
 	$(PY) -m pytest -q
 
-# ruff: pyflakes, pycodestyle, import order, bugbear (settings in pyproject.toml), notebooks included
+# ruff: pyflakes, pycodestyle, import order, bugbear (settings in pyproject.toml), notebooks included;
+# import-linter: lib's floors import only downward (docs/architecture.md)
 lint: env
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 lab: env
 	$(VENV)/bin/jupyter lab --notebook-dir=$(CURDIR)$(if $(filter 0,$(shell id -u)), --allow-root)
 
 grid: env
-	$(PY) -m lib.grid --params $(PARAMS) --folds $(FOLDS) --jobs $(JOBS) --runs-dir $(RUNS) -p data_dir $(DATA) -p n_folds $(N_FOLDS)
+	$(PY) -m lib.ops.grid --params $(PARAMS) --folds $(FOLDS) --jobs $(JOBS) --runs-dir $(RUNS) -p data_dir $(DATA) -p n_folds $(N_FOLDS)
 
 # an offline bundle of 04's blend for code competitions (wheel + runs + 05_inference.ipynb)
 OUT  ?= bundle
 bundle: env
-	$(PY) -m lib.bundle --runs $(RUNS) --out $(OUT) --force
+	$(PY) -m lib.ops.bundle --runs $(RUNS) --out $(OUT) --force
 
 # mirror runs/ to SYNC_TO (changed files only; nothing deleted there), or bring it back after a lost machine
 sync: env
 	@test -n "$(SYNC_TO)" || { echo "make sync: give SYNC_TO=s3://bucket/prefix (or gs://..., or a mounted folder)"; exit 2; }
-	$(PY) -m lib.backup sync --runs-dir $(RUNS) --to $(SYNC_TO)
+	$(PY) -m lib.core.backup sync --runs-dir $(RUNS) --to $(SYNC_TO)
 
 restore: env
 	@test -n "$(SYNC_TO)" || { echo "make restore: give SYNC_TO=s3://bucket/prefix (where make sync wrote)"; exit 2; }
-	$(PY) -m lib.backup restore --from $(SYNC_TO) --runs-dir $(RUNS)
+	$(PY) -m lib.core.backup restore --from $(SYNC_TO) --runs-dir $(RUNS)
 
 clean-runs:
 	rm -rf runs/*/ runs/*.ipynb

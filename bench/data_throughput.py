@@ -31,9 +31,9 @@ import torch
 from PIL import Image
 
 from bench.eda_speed import sample_photos  # the real sample photos
-from lib.augment import get_augment
-from lib.dataset import ImageDataset, build_cache
-from lib.images import CV_REDUCED_FLAGS
+from lib.data.augment import get_augment
+from lib.data.dataset import ImageDataset, build_cache
+from lib.data.images import CV_REDUCED_FLAGS
 
 
 def make_photos(folder: Path, n: int, w: int = 1280, h: int = 960, seed: int = 0, quality: int = 90) -> list[str]:
@@ -94,7 +94,7 @@ def decode_floor(paths: list[str], size: int, seconds: float = 2.0) -> dict:
     data = [np.fromfile(p, np.uint8) for p in paths]
     with Image.open(paths[0]) as im:
         short = min(im.size)
-    scale = max(s for s in (1, 2, 4, 8) if short // s >= size)  # as lib.images.read_image picks it
+    scale = max(s for s in (1, 2, 4, 8) if short // s >= size)  # as lib.data.images.read_image picks it
     flags = {scale: CV_REDUCED_FLAGS[scale], 8: CV_REDUCED_FLAGS[8]}
     out = {}
     for s, flag in flags.items():

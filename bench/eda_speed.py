@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from lib.io import read_json, write_json
+from lib.core.io import read_json, write_json
 
 BRANDS = ["현대", "기아", "제네시스", "쌍용", "르노코리아", "BMW", "Benz", "Audi", "Toyota", "Volvo"]
 SIZES = [(640, 480), (800, 600), (1024, 768), (1280, 960), (1280, 720), (960, 720), (480, 640), (768, 1024)]
@@ -131,8 +131,8 @@ def build(out="data/bench_eda", n_train=33_000, n_test=3_000, n_classes=100, see
 
 def run_eda(root: Path, workers=None) -> dict:
     """The notebook's computations in order; returns seconds per step."""
-    from lib import duplicates, eda, image_stats, shift
-    from lib.data import scan_competition
+    from lib.data.competition import scan_competition
+    from lib.insight import duplicates, eda, image_stats, shift
     t, times = time.perf_counter(), {}
 
     def lap(name):

@@ -37,18 +37,18 @@ from fastai.vision.all import (
     vision_learner,
 )
 
-from lib.callbacks import CpuAutocast
-from lib.config import TrainConfig
-from lib.data import open_competition
-from lib.io import write_json
-from lib.paths import resolve
-from lib.precision import choose_precision, cpu_capability
-from lib.submission import make_submission, write_submission
+from lib.core.config import TrainConfig
+from lib.core.io import write_json
+from lib.core.paths import resolve
+from lib.core.precision import choose_precision, cpu_capability
+from lib.data.competition import open_competition
+from lib.predict.submission import make_submission, write_submission
+from lib.train.callbacks import CpuAutocast
 
 
 def grid_minutes(runs_dir) -> float:
     """The summed training minutes of the completed runs in ``runs_dir`` (their metrics.json)."""
-    from lib.runs import find_runs
+    from lib.core.rundir import find_runs
     runs = find_runs(runs_dir)
     if runs.empty:
         raise FileNotFoundError(f"{runs_dir}: no completed run to take the compute budget from")

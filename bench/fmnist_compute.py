@@ -11,7 +11,7 @@ metrics.json). Spent on:
   backbone and size) with the epochs that fit the budget (from a timed pass);
 - ``full_equal_compute/``: the grid's best recipe by CV (lowest mean OOF log loss, chosen without the
   test labels: the recipe its fold runs recorded) trained once on all training images (``full_data``,
-  lib.refit) with the epochs that fit the budget: its fold runs' measured seconds per epoch, scaled by the
+  lib.predict.refit) with the epochs that fit the budget: its fold runs' measured seconds per epoch, scaled by the
   full run's share of images (K/(K-1)). Its ``submission.csv`` is its test.csv in the competition's format.
 
 ``bench.fmnist_report`` then lists both. Each step is skipped when its folder holds a finished result.
@@ -23,13 +23,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from lib.config import TrainConfig
-from lib.data import open_competition
-from lib.io import read_json
-from lib.paths import resolve
-from lib.runs import find_runs, load_config
-from lib.submission import make_submission, write_submission
-from lib.train import train_fold
+from lib.core.config import TrainConfig
+from lib.core.io import read_json
+from lib.core.paths import resolve
+from lib.core.rundir import find_runs, load_config
+from lib.data.competition import open_competition
+from lib.predict.submission import make_submission, write_submission
+from lib.train.loop import train_fold
 
 from .fmnist_baseline import grid_minutes, run_baseline
 

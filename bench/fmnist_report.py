@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lib.demo import score_submission
-from lib.device import cpu_name
-from lib.io import read_json, write_json, write_text
-from lib.paths import repo_root, resolve
+from lib.core.device import cpu_name
+from lib.core.io import read_json, write_json, write_text
+from lib.core.paths import repo_root, resolve
+from lib.ops.demo import score_submission
 
 PUBLISHED_README = Path("/usr/share/doc/dataset-fashion-mnist/README.md.gz")
 PUBLISHED_ROWS = ("Google AutoML", "ResNet18", "MobileNet", "2 Conv+2 FC")  # rows of its benchmark table
@@ -117,9 +117,10 @@ def refit_parts(root: Path, runs: Path) -> list[dict]:
     refits = read_json(plan).get("refit", {}) if plan.exists() else {}
     if not refits:
         return []
-    from lib.data import open_competition
-    from lib.runs import find_runs, load_test
-    from lib.submission import make_submission
+    from lib.core.rundir import find_runs
+    from lib.data.competition import open_competition
+    from lib.predict.oof import load_test
+    from lib.predict.submission import make_submission
     comp, folds, rows = open_competition(root), find_runs(runs, full_data=False), []
     fold_means = load_test(folds, comp.classes)
 

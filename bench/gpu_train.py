@@ -3,13 +3,13 @@
     python -m bench.gpu_train [--backbone convnext_tiny] [--size 224] [--batch 128] [--n-train 12000]
 
 Builds a photo competition (JPEGs of 640x480 to 1280x960 from the sample photos that scikit-learn
-and scikit-image ship; see eda_speed.py), then trains fold 0 with ``lib.train`` (AMP in bf16,
+and scikit-image ship; see eda_speed.py), then trains fold 0 with ``lib.train.loop`` (AMP in bf16,
 channels_last, AdamW, `light` augmentation, DataLoader workers as the kit picks them) twice: from
 the pre-resized cache and decoding JPEGs on the fly. GPU utilisation is sampled through NVML every
 50 ms during the training phases after the first epoch. The baseline, timed in the same run, is the
 same model, optimizer and batch on one batch kept on the GPU (no data loading at all): the ceiling.
 The last line prints kit/ceiling and the GPU-busy percentage with the cache. With ``--devices N``
-(N > 1 GPUs) it then trains the same fold data-parallel on 1 and on N GPUs (``lib.distributed``) and
+(N > 1 GPUs) it then trains the same fold data-parallel on 1 and on N GPUs (``lib.train.distributed``) and
 prints images/s of each, from the epochs after the first, and the scaling efficiency
 rate_N / (N x rate_1).
 """
@@ -24,9 +24,9 @@ import torch
 from fastai.callback.core import Callback
 
 from bench.eda_speed import build
-from lib.config import TrainConfig
-from lib.data import open_competition
-from lib.train import fit, setup_run, train_fold
+from lib.core.config import TrainConfig
+from lib.data.competition import open_competition
+from lib.train.loop import fit, setup_run, train_fold
 
 
 class PhaseTimer(Callback):

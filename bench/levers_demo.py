@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lib.config import TrainConfig
-from lib.metrics import accuracy, log_loss
-from lib.paths import resolve
-from lib.train import train_fold
+from lib.core.config import TrainConfig
+from lib.core.metrics import accuracy, log_loss
+from lib.core.paths import resolve
+from lib.train.loop import train_fold
 
 
 def test_scores(data_dir, run_dir) -> tuple[float, float]:

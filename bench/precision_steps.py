@@ -6,7 +6,7 @@
 One forward + backward + AdamW step of the recipe's model (built as training builds it, random
 images at its ``img_size`` and ``batch_size``, 10 classes) in fp32 and under bf16 autocast, timed
 in alternating rounds so both see the same load; the median round of each, the ratio bf16 / fp32,
-and ``lib.precision.choose_precision("cpu", "auto")`` with its reason, beside the CPU model, PyTorch's
+and ``lib.core.precision.choose_precision("cpu", "auto")`` with its reason, beside the CPU model, PyTorch's
 CPU capability and the thread count. The two variables above make PyTorch dispatch AVX2 kernels and
 oneDNN stop at AVX2, as on a CPU without AVX512-BF16 or AMX. Results: bench/README.md.
 """
@@ -19,10 +19,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from lib.build import build_model
-from lib.config import TrainConfig
-from lib.device import cpu_name
-from lib.precision import choose_precision, cpu_capability
+from lib.core.config import TrainConfig
+from lib.core.device import cpu_name
+from lib.core.precision import choose_precision, cpu_capability
+from lib.model.factory import build_model
 
 
 def step_ms(cfg: TrainConfig, rounds: int = 5, steps: int = 3) -> dict:

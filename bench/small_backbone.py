@@ -5,9 +5,9 @@ Fashion-MNIST fold 0, both trained by the kit's own path.
     python -m bench.small_backbone --max-samples 12000 --epochs 2     # a quick look (both cut alike)
 
 What it runs: each recipe of ``--params`` (default ``params/fmnist/resnet64.yaml``, timm ``test_resnet``
-widened at 64 px, and ``params/fmnist/airnet.yaml``, ``lib.smallnet``'s ``airnet_tiny`` at 28 px) on
-fold 0 of ``--data-dir`` (default ``data/fmnist_full``: build it with ``python -m lib.demo --source
-fashion-mnist --name fmnist_full --out data``), through ``lib.train`` (``setup_run``, ``fit``,
+widened at 64 px, and ``params/fmnist/airnet.yaml``, ``lib.model.smallnet``'s ``airnet_tiny`` at 28 px) on
+fold 0 of ``--data-dir`` (default ``data/fmnist_full``: build it with ``python -m lib.ops.demo --source
+fashion-mnist --name fmnist_full --out data``), through ``lib.train.loop`` (``setup_run``, ``fit``,
 ``write_predictions``) with ``force`` in a scratch runs folder (``--runs-dir``, default
 ``/tmp/small_bench_runs``), back to back in one process with the same number of torch threads. The
 folds are those of ``make bench-fmnist`` (5 folds keeping 01_eda's duplicate groups together): when the
@@ -39,14 +39,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from lib.build import build_model
-from lib.config import TrainConfig
-from lib.demo import score_submission
-from lib.device import cpu_name
-from lib.io import write_json
-from lib.paths import relative, resolve
-from lib.precision import amp_dtype
-from lib.train import fit, setup_run, write_predictions
+from lib.core.config import TrainConfig
+from lib.core.device import cpu_name
+from lib.core.io import write_json
+from lib.core.paths import relative, resolve
+from lib.core.precision import amp_dtype
+from lib.model.factory import build_model
+from lib.ops.demo import score_submission
+from lib.train.loop import fit, setup_run, write_predictions
 
 DEFAULT_PARAMS = ["params/fmnist/resnet64.yaml", "params/fmnist/airnet.yaml"]
 
@@ -54,9 +54,9 @@ DEFAULT_PARAMS = ["params/fmnist/resnet64.yaml", "params/fmnist/airnet.yaml"]
 def prepare_folds(data_dir: str, n_folds: int = 5) -> None:
     """folds.csv as `make bench-fmnist` makes it: 01_eda's image pass writes the duplicate groups, then
     the folds keep each group together. Nothing happens when the folds exist."""
-    from lib import duplicates, image_stats
-    from lib.data import open_competition
-    from lib.folds import make_folds
+    from lib.data.competition import open_competition
+    from lib.data.folds import make_folds
+    from lib.insight import duplicates, image_stats
     comp = open_competition(data_dir)
     if (comp.work / "folds.csv").exists():
         return
@@ -160,7 +160,7 @@ def main(argv=None) -> dict:
     started = time.time()
     data_dir = resolve(a.data_dir)
     if not (data_dir / "demo.json").exists():
-        raise SystemExit(f"{a.data_dir} is missing: python -m lib.demo --source fashion-mnist "
+        raise SystemExit(f"{a.data_dir} is missing: python -m lib.ops.demo --source fashion-mnist "
                          f"--name {data_dir.name} --out {relative(data_dir.parent)}")
     prepare_folds(str(data_dir))
     overrides = {k: v for k, v in (("epochs", a.epochs), ("max_samples", a.max_samples)) if v is not None}

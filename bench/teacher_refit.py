@@ -8,7 +8,7 @@
 
     python -m bench.teacher_refit --runs-dir /tmp/toolbox --seeds 42 43
 
-The teachers follow the fold rule of ``lib.teacher``: student fold 0 learns only from fold-0 teachers
+The teachers follow the fold rule of ``lib.predict.teacher``: student fold 0 learns only from fold-0 teachers
 (which never saw fold 0's images): the recipe's own fold-0 run (seed 42), and the recipe trained
 twice as long on fold 0; their predictions of their training images (distillation) and of the test
 images (pseudo-labels), ``teacher_table``. Pseudo-label students train fewer epochs, so that their
@@ -26,15 +26,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lib.config import TrainConfig
-from lib.demo import score_submission
-from lib.io import read_json, write_json
-from lib.metrics import accuracy, log_loss
-from lib.paths import resolve
-from lib.refit import cv_epochs, refit_tests
-from lib.runs import fold_mean
-from lib.teacher import teacher_table
-from lib.train import train_fold
+from lib.core.config import TrainConfig
+from lib.core.io import read_json, write_json
+from lib.core.metrics import accuracy, log_loss
+from lib.core.paths import resolve
+from lib.core.rundir import cv_epochs
+from lib.ops.demo import score_submission
+from lib.predict.oof import fold_mean
+from lib.predict.refit import refit_tests
+from lib.predict.teacher import teacher_table
+from lib.train.loop import train_fold
 
 MODEL = "resnet"  # the recipe's fold runs: resnet_f0 (seed 42: also the teacher), resnet_f1, resnet_f2
 
@@ -132,7 +133,7 @@ def main(argv=None) -> pd.DataFrame:
     rows.append(row("(the teachers)", "the recipe at 16 epochs, fold 0, seed 42: the second teacher", long_s,
                     long_m["accuracy"], long_m["log_loss"], *test_scores(a.data_dir, long_test)))
 
-    # full-data refit against the 3-fold mean, per seed, the way 04 does it (lib.refit.refit_tests)
+    # full-data refit against the 3-fold mean, per seed, the way 04 does it (lib.predict.refit.refit_tests)
     refit_rows = ([], [], [])
     for seed in a.seeds:
         model = MODEL if seed == 42 else f"cv{seed}"

@@ -6,7 +6,7 @@ them, at equal training time, on the demo competition (issue #19, items 2, 3 and
 
 What it runs: ``params/demo/resnet.yaml`` (timm ``test_resnet`` from scratch, 32 px, 8 epochs) on
 fold 0 of ``data/fmnist`` (3,000 Fashion-MNIST training images in 3 folds, its folds.csv; 1,000 test
-images) through ``lib.train`` (``setup_run``, ``fit``, ``write_predictions``) with ``force`` in a
+images) through ``lib.train.loop`` (``setup_run``, ``fit``, ``write_predictions``) with ``force`` in a
 scratch runs folder (``--runs-dir``, default ``/tmp/d_runs``), every variant back to back in one
 process, seed by seed, so they share the machine's load. A variant changes only its own settings
 (``VARIANTS``); where it makes epochs cheaper (smaller images) it gets more of them, so that its
@@ -17,7 +17,7 @@ variants train 7 epochs, as their BatchNorm pass over the training images costs 
 its BatchNorm pass; not the one-time image cache nor the final predictions; the JSON has the
 process's CPU seconds too, though torch's threads spin while they wait, so those grow with the load
 as well). Scores: OOF (the 1,000 fold-0 images) and test (the held-back ``solution.csv``, read only
-here, through ``lib.demo.score_submission``), accuracy and log loss, averaged over the seeds
+here, through ``lib.ops.demo.score_submission``), accuracy and log loss, averaged over the seeds
 (training seconds: their median). Writes ``<runs-dir>/toolbox_demo.json`` and prints a markdown
 table whose ``gain?`` names the scores where a variant's mean differs from the baseline's by more
 than twice the standard error of that difference (from both seed-to-seed spreads); the rest is noise.
@@ -35,12 +35,12 @@ import time
 import numpy as np
 import pandas as pd
 
-from lib.config import TrainConfig
-from lib.demo import score_submission
-from lib.device import cpu_name
-from lib.io import write_json
-from lib.paths import resolve
-from lib.train import fit, setup_run, write_predictions
+from lib.core.config import TrainConfig
+from lib.core.device import cpu_name
+from lib.core.io import write_json
+from lib.core.paths import resolve
+from lib.ops.demo import score_submission
+from lib.train.loop import fit, setup_run, write_predictions
 
 RECIPE = "params/demo/resnet.yaml"
 # name -> (item of the issue, what it changes)
@@ -79,7 +79,7 @@ def step_cost(sizes=(16, 32), rounds: int = 7, batch: int = 64) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from lib.build import build_model
+    from lib.model.factory import build_model
     cfg = TrainConfig.from_yaml(RECIPE)
     model, _ = build_model(cfg, 10)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)

@@ -6,7 +6,7 @@ optimizer and batch size, both timed in this run.
 Both sides: fold 0 of a demo competition of 1,000 images per class (built once under
 data/bench_train), the same ``ImageDataset`` (pre-resized cache, `light` augmentation), batch 64,
 AdamW with decoupled weight decay under a one-cycle schedule, one validation pass per epoch,
-no EMA/MixUp, main-process data loading. The kit side is ``lib.train.setup_run`` + ``fit``
+no EMA/MixUp, main-process data loading. The kit side is ``lib.train.loop.setup_run`` + ``fit``
 (fastai Learner, its callbacks, per-epoch scoring, the atomic resumable checkpoint each epoch:
 ~60 MB for resnet10t, a fixed ~0.15 s per epoch here); the plain side is the loop a competitor
 writes by hand. Rounds alternate kit and plain so that machine load falls on both alike. The last
@@ -21,9 +21,9 @@ import time
 import numpy as np
 import torch
 
-from lib.config import TrainConfig
-from lib.demo import build_demo
-from lib.train import fit, setup_run
+from lib.core.config import TrainConfig
+from lib.ops.demo import build_demo
+from lib.train.loop import fit, setup_run
 
 
 def plain_epochs(run, epochs: int, lr: float, wd: float, bs: int) -> float:

@@ -1,4 +1,4 @@
-"""Shared fixtures, all tiny real data: the digits demo competition (through lib.demo), two photo
+"""Shared fixtures, all tiny real data: the digits demo competition (through lib.ops.demo), two photo
 competitions with planted duplicates and a shifted test set (EDA), and a 3-class PNG competition with a
 completed run (OOF analysis, re-prediction, blending)."""
 from __future__ import annotations
@@ -17,9 +17,9 @@ from fastai.callback.core import Callback
 from PIL import Image, ImageEnhance
 from sklearn.datasets import load_digits
 
-from lib.backbones import create_backbone, save_weights
-from lib.data import scan_competition
-from lib.folds import make_folds
+from lib.data.competition import scan_competition
+from lib.data.folds import make_folds
+from lib.model.backbones import create_backbone, save_weights
 
 PHOTO_CLASSES = ["고양이", "로켓", "커피 잔"]
 PNG_CLASSES = ["영", "일", "칠 번"]  # a space and Hangul, as in real competitions
@@ -29,7 +29,7 @@ matplotlib.use("Agg")  # this process only: notebook kernels keep their inline b
 
 @pytest.fixture(scope="session")
 def _digits_source(tmp_path_factory):
-    from lib.demo import build_demo
+    from lib.ops.demo import build_demo
 
     return build_demo("digits", out=str(tmp_path_factory.mktemp("data")), max_train_per_class=20,
                       max_test=60, verbose=False)

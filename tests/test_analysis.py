@@ -9,10 +9,10 @@ from conftest import PNG_CLASSES as CLASSES
 from conftest import oof_table
 from matplotlib.figure import Figure
 
-import lib.analysis as analysis
-from lib.dataset import load_resized
-from lib.metrics import log_loss
-from lib.runs import load_runs
+import lib.insight.analysis as analysis
+from lib.core.metrics import log_loss
+from lib.data.dataset import load_resized
+from lib.predict.oof import load_runs
 
 
 @pytest.fixture(autouse=True, scope="module")

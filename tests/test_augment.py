@@ -1,4 +1,4 @@
-"""lib.augment: every preset by name, normalised with the backbone's statistics, with the flips asked for."""
+"""lib.data.augment: every preset by name, normalised with the backbone's statistics, with the flips asked for."""
 from __future__ import annotations
 
 import albumentations as A
@@ -6,7 +6,7 @@ import pytest
 import torch
 from sklearn.datasets import load_sample_images
 
-from lib.augment import AUGMENTATIONS, get_augment
+from lib.data.augment import AUGMENTATIONS, get_augment
 
 
 @pytest.fixture(scope="module")

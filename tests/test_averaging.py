@@ -1,4 +1,4 @@
-"""lib.averaging: SWA and top-k weights are the mean of the right epochs' weights, BatchNorm is
+"""lib.train.averaging: SWA and top-k weights are the mean of the right epochs' weights, BatchNorm is
 recomputed for them, OOF and test come from them, a resume gives the same average, bad mixes are refused."""
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ import torch
 from conftest import Interrupt, SpoilEpoch
 from fastai.callback.core import Callback
 
-from lib.averaging import recompute_batchnorm
-from lib.backbones import create_backbone
-from lib.config import TrainConfig
-from lib.inference import predict_fold
-from lib.train import fit, setup_run, write_predictions
+from lib.core.config import TrainConfig
+from lib.model.backbones import create_backbone
+from lib.predict.inference import predict_fold
+from lib.train.averaging import recompute_batchnorm
+from lib.train.loop import fit, setup_run, write_predictions
 
 TINY = dict(backbone="test_resnet", n_folds=3, fold=0, img_size=24, batch_size=32, epochs=3, lr=3e-3,
             progress=False, verbose=False, num_workers=0)
-TINY["precision"] = "fp32"  # figures that must not depend on whether this CPU computes bf16 natively (lib.precision)
+TINY["precision"] = "fp32"  # figures that must not depend on whether this CPU has native bf16 (lib.core.precision)
 
 
 class _Snapshots(Callback):
@@ -129,7 +129,7 @@ def test_top_k_averages_the_best_epochs_by_monitor_and_resumes(digits_comp, tmp_
     assert all(torch.allclose(a[k].float(), b[k].float(), rtol=1e-5, atol=1e-6) for k in a)
     assert got["averaging"] == ref["averaging"]
     oof = pd.read_csv(run.dir / "oof.csv", dtype={"id": str})
-    from lib.metrics import log_loss
+    from lib.core.metrics import log_loss
     assert log_loss(oof["target"].to_numpy(), oof.iloc[:, 3:].to_numpy()) == pytest.approx(got["log_loss"], rel=1e-9)
 
 

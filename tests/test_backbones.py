@@ -2,7 +2,7 @@ import pytest
 import timm
 import torch
 
-from lib.backbones import GeM, create_backbone, load_weights, save_weights
+from lib.model.backbones import GeM, create_backbone, load_weights, save_weights
 
 NAMES = ["test_resnet", "test_convnext", "test_efficientnet"]
 POOLS = ["avg", "max", "avgmax", "catavgmax", "gem"]

@@ -1,4 +1,4 @@
-"""lib.backup against a real S3-compatible server (moto's, on a loopback port the test picks): a run killed
+"""lib.core.backup against a real S3-compatible server (moto's, on a loopback port the test picks): a run killed
 mid-training while it mirrors every epoch, the machine's runs/ lost, restored from the bucket and resumed,
 ending with the metrics of an uninterrupted run; and the mirror's rules on a mounted folder."""
 from __future__ import annotations
@@ -13,20 +13,20 @@ import time
 import pandas as pd
 import pytest
 
-from lib import backup
-from lib.config import TrainConfig
-from lib.distributed import free_port
-from lib.train import train_fold
+from lib.core import backup
+from lib.core.config import TrainConfig
+from lib.train.distributed import free_port
+from lib.train.loop import train_fold
 
 TINY = dict(backbone="test_resnet", n_folds=3, fold=0, img_size=24, batch_size=32, epochs=4, lr=3e-3,
             progress=False, verbose=False, num_workers=0, run_name="tres_f0")
-TINY["precision"] = "fp32"  # figures that must not depend on whether this CPU computes bf16 natively (lib.precision)
+TINY["precision"] = "fp32"  # figures that must not depend on whether this CPU has native bf16 (lib.core.precision)
 
 CHILD = """
 import sys, time
 from fastai.callback.core import Callback
-from lib.config import TrainConfig
-from lib.train import fit, setup_run, write_predictions
+from lib.core.config import TrainConfig
+from lib.train.loop import fit, setup_run, write_predictions
 
 class SlowMachine(Callback):  # a slow epoch from the third on: time for the test to kill the run in the middle
     def before_epoch(self):
@@ -129,7 +129,7 @@ def test_mirror_to_a_folder_sends_changes_only_and_never_loses_a_file(tmp_path):
     (run / "metrics.json").write_text(json.dumps({"complete": False, "epochs": [{"epoch": 0}]}))
     (runs / "m_f0.ipynb").write_text("{}")
     (runs / "browse").mkdir()
-    (runs / "browse" / "img.png").symlink_to(run / "params.yaml")  # exports of lib.browse stay local
+    (runs / "browse" / "img.png").symlink_to(run / "params.yaml")  # exports of lib.insight.browse stay local
     (run / ".state.pt.abc.tmp").write_bytes(b"half")                # an atomic write in flight
     first = backup.sync_runs(runs, str(dest))
     assert first.set_index("what").loc["m_f0", "uploaded"] == 3
@@ -162,7 +162,7 @@ def test_bad_destinations_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing there to restore"):
         backup.restore_runs(str(tmp_path / "empty"), tmp_path / "runs")
     with pytest.raises(FileNotFoundError, match="sync_to .nosuch://x.: fsspec knows no protocol"):
-        from lib.grid import make_jobs
+        from lib.ops.jobs import make_jobs
         recipe = tmp_path / "r.yaml"
         recipe.write_text("backbone: test_resnet\n")
         make_jobs([recipe], [0], overrides={"sync_to": "nosuch://x"})

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from lib.submission import make_submission, validate_submission
+from lib.predict.submission import make_submission, validate_submission
 
 
 def test_baseline_trains_on_all_images_and_writes_a_submission(bench_script, digits_comp, tmp_path, capsys):
@@ -99,7 +99,7 @@ def test_report_scores_entries_and_judges_targets(bench_script, digits_comp, tmp
 
 
 def test_report_shows_the_parts_of_a_full_data_refit(bench_script, digits_comp, tmp_path):
-    from lib.data import open_competition
+    from lib.data.competition import open_competition
     comp, runs = open_competition(digits_comp), tmp_path / "runs"
     y = pd.read_csv(digits_comp / "solution.csv", dtype={"ID": str}).set_index("ID").loc[comp.test["id"], "target"]
     onehot = np.eye(len(comp.classes))[y.to_numpy()]
@@ -135,9 +135,9 @@ def test_published_rows_come_from_the_dataset_readme(bench_script):
 
 
 def test_full_data_run_at_equal_compute_gets_the_epochs_that_fit(bench_script, digits_comp, tmp_path):
-    from lib.config import TrainConfig
-    from lib.io import read_json
-    from lib.train import train_fold
+    from lib.core.config import TrainConfig
+    from lib.core.io import read_json
+    from lib.train.loop import train_fold
     compute = bench_script("fmnist_compute")
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text(yaml.safe_dump({"backbone": "test_resnet", "img_size": 16, "epochs": 2, "n_folds": 3,

@@ -1,4 +1,4 @@
-"""lib.blend: OOF-fitted weights (the informative model wins, never worse than equal or single), the
+"""lib.predict.blend: OOF-fitted weights (the informative model wins, never worse than equal or single), the
 blend's maths and report, and fit_blend / write_ensemble on a real competition."""
 import numpy as np
 import pandas as pd
@@ -7,10 +7,10 @@ from conftest import PNG_CLASSES as CLASSES
 from conftest import oof_table
 from scipy.special import softmax
 
-from lib import blend
-from lib.blend import fit_blend
-from lib.metrics import log_loss, score
-from lib.submission import validate_submission, write_ensemble
+from lib.core.metrics import log_loss, score
+from lib.predict import blend
+from lib.predict.crossfit import fit_blend
+from lib.predict.submission import validate_submission, write_ensemble
 
 
 def _sample_labels(rng, probs):

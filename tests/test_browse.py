@@ -1,4 +1,4 @@
-"""lib.browse: OOF mistakes, test predictions and noisy-label candidates exported into one folder per
+"""lib.insight.browse: OOF mistakes, test predictions and noisy-label candidates exported into one folder per
 class (symbolic links, or copies), with a manifest; re-exports leave nothing stale; the competition
 folder and foreign folders are never written to."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib import browse
+from lib.insight import browse
 
 
 def test_oof_mistakes_by_true_and_predicted_class(png_comp, png_run, tmp_path):
@@ -68,7 +68,7 @@ def test_never_writes_into_the_competition_or_a_foreign_folder(png_comp, png_run
     assert sorted(p for p in png_comp.root.rglob("*")) == before
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
-    with pytest.raises(ValueError, match="not an export of lib.browse"):
+    with pytest.raises(ValueError, match="not an export of lib.insight.browse"):
         browse.export_oof_mistakes(oof, png_comp, tmp_path / "mine")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
     assert browse.folder_name(3, 'a/b:c?') == "03 a_b_c_"

@@ -1,4 +1,4 @@
-"""Label competitions end to end, a hidden test set, and the offline bundle (lib.inference, lib.bundle).
+"""Label competitions end to end, a hidden test set, and the offline bundle (lib.predict.inference, lib.ops.bundle).
 
 A document-style competition (flat folders, train.csv ID,target, meta.csv, sample ID,target) is made
 read-only, trained (2 folds), blended to a label submission; then a hidden test set replaces the
@@ -18,13 +18,14 @@ import pandas as pd
 import pytest
 from conftest import as_document_competition
 
-from lib.blend import fit_blend
-from lib.bundle import make_bundle
-from lib.config import TrainConfig
-from lib.inference import predict_submission, tta_predictions
-from lib.runs import open_runs
-from lib.submission import write_ensemble
-from lib.train import train_fold
+from lib.core.config import TrainConfig
+from lib.ops.bundle import make_bundle
+from lib.predict.crossfit import fit_blend
+from lib.predict.inference import tta_predictions
+from lib.predict.oof import open_runs
+from lib.predict.pipeline import predict_submission
+from lib.predict.submission import write_ensemble
+from lib.train.loop import train_fold
 
 TTA = ["identity", "hflip"]
 

@@ -1,4 +1,4 @@
-"""lib.calibrate: the submitted fold mean is made as sharp as one calibrated fold model on the same
+"""lib.predict.calibrate: the submitted fold mean is made as sharp as one calibrated fold model on the same
 test images (no test label read), with the evidence; the expected score and its interval."""
 import numpy as np
 import pandas as pd
@@ -7,9 +7,10 @@ from conftest import PNG_CLASSES as CLASSES
 from conftest import oof_table
 from scipy.special import softmax
 
-from lib.blend import blend_test, fit_blend
-from lib.calibrate import calibrate_test, expected_score, mean_entropy
-from lib.metrics import fit_temperature, log_loss, probs_to_logits
+from lib.core.metrics import fit_temperature, log_loss, probs_to_logits
+from lib.predict.blend import blend_test
+from lib.predict.calibrate import calibrate_test, expected_score, mean_entropy
+from lib.predict.crossfit import fit_blend
 
 K = 3
 

@@ -1,11 +1,11 @@
-"""lib.callbacks: the EMA's decay from a horizon in epochs, and what timm's warm-up makes of a decay."""
+"""lib.train.callbacks: the EMA's decay from a horizon in epochs, and what timm's warm-up makes of a decay."""
 from __future__ import annotations
 
 import pytest
 import torch
 from timm.utils import ModelEmaV3
 
-from lib.callbacks import EMA, best_record, ema_decay, ema_horizon
+from lib.train.callbacks import EMA, best_record, ema_decay, ema_horizon
 
 
 def test_ema_decay_from_a_horizon_and_back():

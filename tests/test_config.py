@@ -1,4 +1,4 @@
-"""lib.config: one home for every training default; recipes, the 02_train cell and the dataclass agree;
+"""lib.core.config: one home for every training default; recipes, the 02_train cell and the dataclass agree;
 a bad setting fails before anything is written, naming the valid ones."""
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 import timm
 import yaml
 
-from lib.config import RUNTIME, TrainConfig, defaults, field_names
-from lib.paths import repo_root
+from lib.core.config import RUNTIME, TrainConfig, defaults, field_names
+from lib.core.paths import repo_root
 
 RECIPES = sorted((repo_root() / "params").rglob("*.yaml"))
 NOTEBOOK_ONLY = {"find_lr"}
@@ -119,7 +119,7 @@ def test_papermill_settings_reach_the_run_and_a_typo_writes_nothing(digits_comp,
 def test_runs_recorded_before_the_new_settings_read_back_as_they_trained(tmp_path):
     """An older run's params.yaml has ``ema:`` and no best_epoch, ema_epochs or flips: it loads, and the
     missing settings say what it did (best epoch kept; its preset's flips of then)."""
-    from lib.runs import load_config, recorded_config
+    from lib.core.rundir import load_config, recorded_config
     asked = TrainConfig.from_yaml(repo_root() / "params" / "doc_convnext_tiny.yaml", data_dir="data/docs",
                                   run_name="doc_convnext_tiny_f0")
     new = {"best_epoch", "ema_epochs", "hflip", "vflip", "rot90"}

@@ -1,4 +1,4 @@
-"""lib.crossfit: strategies compared on held-out folds; fitted weights are used only when they win
+"""lib.predict.crossfit: strategies compared on held-out folds; fitted weights are used only when they win
 there, and fit_blend reports the cross-fitted score beside the in-sample one."""
 import warnings
 
@@ -8,8 +8,7 @@ from conftest import PNG_CLASSES as CLASSES
 from conftest import oof_table
 from scipy.special import softmax
 
-from lib.blend import fit_blend
-from lib.crossfit import cross_predict, crossfit_blend
+from lib.predict.crossfit import cross_predict, crossfit_blend, fit_blend
 
 
 def _labels(rng, p):

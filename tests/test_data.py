@@ -1,4 +1,4 @@
-"""lib.data on real images and on a folder of everything that goes wrong in real competitions."""
+"""lib.data.competition on real images and on a folder of everything that goes wrong in real competitions."""
 from __future__ import annotations
 
 import json
@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.data import scan_competition
-from lib.folds import make_folds
-from lib.images import BadImageError
+from lib.data.competition import scan_competition
+from lib.data.folds import make_folds
+from lib.data.images import BadImageError
 
 
 def test_messy_folder_reports_every_problem(messy):
@@ -93,7 +93,7 @@ def test_small_class_warning(digits_comp):
 
 
 def test_document_competition_is_a_label_submission_with_named_classes(doc_comp):
-    from lib.data import open_competition
+    from lib.data.competition import open_competition
     comp = open_competition(doc_comp)
     assert comp.submission == "label" and comp.classes == [str(k) for k in range(10)]
     assert comp.label_values == list(range(10))                       # the sample holds integers
@@ -131,8 +131,8 @@ def test_read_only_folder_gets_nothing_written(digits_comp, tmp_path, monkeypatc
     """A read-only bind mount, as /kaggle/input: every derived file goes to the work folder."""
     import subprocess
 
-    from lib.data import open_competition
-    from lib.folds import make_folds
+    from lib.data.competition import open_competition
+    from lib.data.folds import make_folds
     mnt = tmp_path / "ro"
     mnt.mkdir()
     for f in ("classes.json", "scan.csv"):
@@ -151,7 +151,7 @@ def test_read_only_folder_gets_nothing_written(digits_comp, tmp_path, monkeypatc
         assert {"classes.json", "scan.csv", "scan_settings.json", "folds.csv"} <= {p.name for p in comp.work.iterdir()}
         assert sorted(str(p.relative_to(mnt)) for p in mnt.rglob("*")) == before
         monkeypatch.delenv("FOLDBOOK_WORK")
-        from lib.paths import repo_root, work_dir
+        from lib.core.paths import repo_root, work_dir
         assert work_dir(mnt).parent == repo_root() / "work"                  # the default for read-only input
     finally:
         subprocess.run(["umount", str(mnt)], check=False)

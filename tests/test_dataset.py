@@ -1,12 +1,12 @@
-"""lib.dataset: the pre-resized cache (build, reuse, resume, rebuild) and ImageDataset's seeding."""
+"""lib.data.dataset: the pre-resized cache (build, reuse, resume, rebuild) and ImageDataset's seeding."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from lib.augment import get_augment
-from lib.data import scan_competition
-from lib.dataset import CHUNK, ImageDataset, build_cache, load_resized
+from lib.data.augment import get_augment
+from lib.data.competition import scan_competition
+from lib.data.dataset import CHUNK, ImageDataset, build_cache, load_resized
 
 
 @pytest.fixture()
@@ -29,7 +29,7 @@ def test_cache_matches_decoding_and_is_reused(comp, tmp_path):
 
 
 def test_interrupted_cache_build_resumes(comp, tmp_path, monkeypatch):
-    import lib.dataset as D
+    import lib.data.dataset as D
 
     paths = (comp.train["path"].tolist() * 6)[: CHUNK + 40]           # two chunks
     calls = []

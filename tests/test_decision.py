@@ -1,10 +1,10 @@
-"""lib.decision: per-class offsets move the argmax where a label metric gains, and only then."""
+"""lib.predict.decision: per-class offsets move the argmax where a label metric gains, and only then."""
 import numpy as np
 from scipy.special import softmax
 
-from lib.crossfit import crossfit_blend
-from lib.decision import apply_offsets, fit_offsets
-from lib.metrics import f1_macro
+from lib.core.metrics import f1_macro
+from lib.predict.crossfit import crossfit_blend
+from lib.predict.decision import apply_offsets, fit_offsets
 
 
 def _under_predicted_minority(seed=0, n=900):

@@ -1,11 +1,11 @@
-"""lib.demo: the demo competition has the shape real competitions ship, and only scoring reads the solution."""
+"""lib.ops.demo: the demo competition has the shape real competitions ship, and only scoring reads the solution."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
-from lib.demo import DIGIT_CLASSES, build_demo, score_submission
+from lib.ops.demo import DIGIT_CLASSES, build_demo, score_submission
 
 
 def test_layout_like_a_real_competition(digits_comp):

@@ -1,9 +1,9 @@
-"""lib.device: device choice and worker counts."""
+"""lib.core.device: device choice and worker counts."""
 from __future__ import annotations
 
 import torch
 
-from lib.device import default_num_workers, pick_device
+from lib.core.device import default_num_workers, pick_device
 
 
 def test_pick_device(capsys):
@@ -29,7 +29,7 @@ def test_asking_for_a_missing_device_says_so():
 def test_cpu_name_is_the_model_name_from_proc_cpuinfo():
     from pathlib import Path
 
-    from lib.device import cpu_name
+    from lib.core.device import cpu_name
     name = cpu_name()
     assert isinstance(name, str) and name and "\n" not in name
     info = Path("/proc/cpuinfo")
@@ -42,7 +42,7 @@ def test_cpu_name_is_the_model_name_from_proc_cpuinfo():
 def test_predictions_run_in_the_training_dtype():
     from torch.utils.data import DataLoader, TensorDataset
 
-    from lib.inference import predict_loader
+    from lib.model.forward import predict_loader
     seen = []
 
     class Probe(torch.nn.Module):

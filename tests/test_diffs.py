@@ -1,4 +1,4 @@
-"""lib.diffs: two or more submissions (files, a run folder) that differ in known rows: the pair table,
+"""lib.insight.diffs: two or more submissions (files, a run folder) that differ in known rows: the pair table,
 the differing rows with each one's class and probability, the confusion table and the image gallery."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.diffs import diff_gallery, diff_submissions
+from lib.insight.diffs import diff_gallery, diff_submissions
 
 
 def _probs_submission(comp, labels, path, p_top=0.8):

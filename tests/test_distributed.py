@@ -1,4 +1,4 @@
-"""lib.distributed: one run on 2 processes (gloo on this CPU): one set of artifacts, OOF with each
+"""lib.train.distributed: one run on 2 processes (gloo on this CPU): one set of artifacts, OOF with each
 validation image once, metrics within the seed-to-seed noise of one process with the same global
 batch, and a kill -9 of the whole job followed by a rerun that resumes and finishes."""
 from __future__ import annotations
@@ -15,14 +15,15 @@ import torch
 import yaml
 from conftest import start_and_kill
 
-from lib.config import TrainConfig
-from lib.distributed import ShardedDataLoader
-from lib.grid import make_jobs, run_grid
-from lib.train import train_fold
+from lib.core.config import TrainConfig
+from lib.ops.grid import run_grid
+from lib.ops.jobs import make_jobs
+from lib.train.distributed import ShardedDataLoader
+from lib.train.loop import train_fold
 
 TINY = dict(backbone="test_resnet", img_size=24, batch_size=32, epochs=10, lr=1e-2, n_folds=2, progress=False,
             verbose=False, num_workers=0)
-TINY["precision"] = "fp32"  # figures that must not depend on whether this CPU computes bf16 natively (lib.precision)
+TINY["precision"] = "fp32"  # figures that must not depend on whether this CPU has native bf16 (lib.core.precision)
 
 
 def test_sharded_loader_splits_each_epoch_between_ranks():

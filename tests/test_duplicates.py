@@ -1,8 +1,8 @@
-"""lib.duplicates: planted exact/near duplicates, label conflicts and leaks; hamming_pairs."""
+"""lib.insight.duplicates: planted exact/near duplicates, label conflicts and leaks; hamming_pairs."""
 import numpy as np
 import pandas as pd
 
-from lib import duplicates, image_stats
+from lib.insight import duplicates, image_stats
 
 
 def test_finds_every_planted_duplicate_conflict_and_leak(comps):

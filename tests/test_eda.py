@@ -1,11 +1,11 @@
-"""lib.eda and lib.eda_plots on ``comps`` (conftest: two small competitions built from real photos)."""
+"""lib.insight.eda and lib.insight.eda_plots on ``comps`` (conftest: two small competitions built from real photos)."""
 import io
 import warnings
 
 import pytest
 from conftest import PHOTO_CLASSES as CLASSES
 
-from lib import duplicates, eda, eda_plots, image_stats, shift, viz
+from lib.insight import duplicates, eda, eda_plots, image_stats, shift, viz
 
 
 def test_class_table_and_plots_draw_without_glyph_warnings(comps):

@@ -1,4 +1,4 @@
-"""lib.export: a test_resnet and a test_convnext run as ONNX files that onnxruntime runs with any
+"""lib.ops.export: a test_resnet and a test_convnext run as ONNX files that onnxruntime runs with any
 batch size and that agree with PyTorch to 1e-4 on the competition's test images; a blend exports
 one file per run and its blend file."""
 from __future__ import annotations
@@ -10,12 +10,12 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from lib.blend import fit_blend
-from lib.config import TrainConfig
-from lib.export import check_onnx, export_blend, export_onnx, main
-from lib.runs import load_test, open_runs
-from lib.submission import write_ensemble
-from lib.train import train_fold
+from lib.core.config import TrainConfig
+from lib.ops.export import check_onnx, export_blend, export_onnx, main
+from lib.predict.crossfit import fit_blend
+from lib.predict.oof import load_test, open_runs
+from lib.predict.submission import write_ensemble
+from lib.train.loop import train_fold
 
 
 @pytest.fixture(scope="module")

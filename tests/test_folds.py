@@ -1,4 +1,4 @@
-"""lib.folds: folds made once and fixed; 01_eda's duplicate groups keep every copy in its twin's fold."""
+"""lib.data.folds: folds made once and fixed; 01_eda's duplicate groups keep every copy in its twin's fold."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,9 +6,9 @@ import pandas as pd
 from conftest import _jpeg, _near, _tiles
 from PIL import Image
 
-from lib import duplicates, image_stats
-from lib.data import scan_competition
-from lib.folds import fold_settings, make_folds
+from lib.data.competition import scan_competition
+from lib.data.folds import fold_settings, make_folds
+from lib.insight import duplicates, image_stats
 
 
 def test_planted_duplicates_land_in_one_fold(tmp_path, capsys):

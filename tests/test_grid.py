@@ -1,4 +1,4 @@
-"""lib.grid: the backbone x fold grid through papermill, skipping, failure reports, kill -9 resume, Ray."""
+"""lib.ops.grid: the backbone x fold grid through papermill, skipping, failure reports, kill -9 resume, Ray."""
 from __future__ import annotations
 
 import json
@@ -10,12 +10,13 @@ import pytest
 import yaml
 from conftest import start_and_kill
 
-from lib.config import TrainConfig
-from lib.grid import GridClock, main, make_jobs, parse_folds, parse_value, run_grid
-from lib.train import train_fold
+from lib.core.config import TrainConfig
+from lib.ops.grid import main, run_grid
+from lib.ops.jobs import GridClock, make_jobs, parse_folds, parse_value
+from lib.train.loop import train_fold
 
 TINY = {"backbone": "test_resnet", "img_size": 24, "batch_size": 32, "epochs": 1, "lr": 0.003, "n_folds": 2}
-TINY["precision"] = "fp32"  # figures that must not depend on whether this CPU computes bf16 natively (lib.precision)
+TINY["precision"] = "fp32"  # figures that must not depend on whether this CPU has native bf16 (lib.core.precision)
 
 
 def _params(tmp_path, name, **kw):

@@ -1,9 +1,9 @@
-"""lib.image_stats: the CSVs of the EDA pass carry ids, and the stats cache is reused, not rewritten."""
+"""lib.insight.image_stats: the CSVs of the EDA pass carry ids, and the stats cache is reused, not rewritten."""
 import os
 
 import pandas as pd
 
-from lib import duplicates, eda, image_stats, shift
+from lib.insight import duplicates, eda, image_stats, shift
 
 
 def test_writes_csvs_with_ids_and_reuses_the_cache(comps):

@@ -1,11 +1,11 @@
-"""lib.images: every image mode to RGB, EXIF orientation, reduced-scale decoding, clear errors."""
+"""lib.data.images: every image mode to RGB, EXIF orientation, reduced-scale decoding, clear errors."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from lib.images import BadImageError, probe_image, read_image
+from lib.data.images import BadImageError, probe_image, read_image
 
 
 @pytest.mark.parametrize("name", ["cmyk.jpg", "deep16.png", "palette.png"])

@@ -1,4 +1,4 @@
-"""lib.inference: TTA-averaged predictions of a loader, a run re-predicted from its files."""
+"""lib.predict.inference: TTA-averaged predictions of a loader, a run re-predicted from its files."""
 import numpy as np
 import pandas as pd
 import pytest
@@ -7,11 +7,12 @@ from conftest import PNG_CLASSES as CLASSES
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lib.augment import get_augment
-from lib.backbones import create_backbone, load_weights
-from lib.dataset import load_resized
-from lib.inference import predict_fold, predict_loader, tta_predictions
-from lib.runs import find_runs
+from lib.core.rundir import find_runs
+from lib.data.augment import get_augment
+from lib.data.dataset import load_resized
+from lib.model.backbones import create_backbone, load_weights
+from lib.model.forward import predict_loader
+from lib.predict.inference import predict_fold, tta_predictions
 
 
 def _images(b=4, h=12, w=12, seed=0):

@@ -1,4 +1,4 @@
-"""lib.io: a write either lands whole or leaves the old file."""
+"""lib.core.io: a write either lands whole or leaves the old file."""
 from __future__ import annotations
 
 import os
@@ -6,7 +6,7 @@ import os
 import pandas as pd
 import pytest
 
-from lib.io import atomic_path, read_json, write_csv, write_json
+from lib.core.io import atomic_path, read_json, write_csv, write_json
 
 
 def test_failed_write_keeps_the_old_file(tmp_path):

@@ -29,8 +29,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from lib.grid import KERNEL, check_kernel, run_grid
-from lib.paths import repo_root
+from lib.core.paths import repo_root
+from lib.ops.grid import run_grid
+from lib.ops.jobs import KERNEL, check_kernel
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 LIMIT_S = 120  # hard limit of the whole test (it takes about 35 s on 2 CPU cores)
@@ -55,8 +56,8 @@ def hard_limit():
 
 def _runs(digits_comp, tmp_path) -> Path:
     """A tiny demo's runs: test_resnet on 2 folds, 1 epoch, through the grid as `make demo` does."""
-    from lib.data import open_competition
-    from lib.folds import make_folds
+    from lib.data.competition import open_competition
+    from lib.data.folds import make_folds
 
     make_folds(open_competition(digits_comp, verbose=False), n_folds=2)
     recipe = tmp_path / "tres.yaml"

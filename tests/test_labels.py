@@ -1,11 +1,11 @@
-"""lib.labels: labels tables in the shapes competitions ship, class-name tables, submission kinds."""
+"""lib.data.labels: labels tables in the shapes competitions ship, class-name tables, submission kinds."""
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 from PIL import Image
 
-from lib.labels import find_images, read_class_names, read_labels_table, submission_kind
+from lib.data.labels import find_images, read_class_names, read_labels_table, submission_kind
 
 
 def _img(path):

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lib.losses import LOSSES, get_loss, inverse_frequency_weights, tempered_softmax
+from lib.model.losses import LOSSES, get_loss, inverse_frequency_weights, tempered_softmax
 
 B, C = 8, 5
 

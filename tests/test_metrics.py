@@ -4,7 +4,7 @@ import pytest
 import sklearn.metrics as skm
 from scipy.special import softmax
 
-from lib import metrics as M
+from lib.core import metrics as M
 
 
 def _random(seed, n=300, c=7, classes=None):

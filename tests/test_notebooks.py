@@ -15,9 +15,10 @@ import pandas as pd
 import papermill as pm
 import yaml
 
-from lib import summary
-from lib.grid import KERNEL, run_grid
-from lib.paths import repo_root
+from lib.core.paths import repo_root
+from lib.ops import summary
+from lib.ops.grid import run_grid
+from lib.ops.jobs import KERNEL
 
 NB = repo_root() / "notebooks"
 

@@ -1,4 +1,4 @@
-"""lib.optim: layer-wise learning-rate decay reaches the optimizer's groups through fastai's
+"""lib.model.optim: layer-wise learning-rate decay reaches the optimizer's groups through fastai's
 scheduler, and a compiled model trains with its compiled graphs cached on disk."""
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import timm
 import torch
 from safetensors.torch import load_file
 
-from lib.config import TrainConfig
-from lib.optim import lr_scales, param_groups
-from lib.train import fit, setup_run, train_fold
+from lib.core.config import TrainConfig
+from lib.model.optim import lr_scales, param_groups
+from lib.train.loop import fit, setup_run, train_fold
 
 TINY = dict(backbone="test_convnext", n_folds=3, fold=0, img_size=32, batch_size=32, epochs=1, lr=3e-3,
             progress=False, verbose=False, num_workers=0)
-TINY["precision"] = "fp32"  # figures that must not depend on whether this CPU computes bf16 natively (lib.precision)
+TINY["precision"] = "fp32"  # figures that must not depend on whether this CPU has native bf16 (lib.core.precision)
 
 
 def test_layer_decay_scales_fall_from_the_head():

@@ -1,4 +1,4 @@
-"""lib.precision: the dtype a run computes in, chosen for the hardware, and the cached probe."""
+"""lib.core.precision: the dtype a run computes in, chosen for the hardware, and the cached probe."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from lib import precision as P
+from lib.core import precision as P
 
 
 def no_probe(*a, **k):

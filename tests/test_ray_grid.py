@@ -1,4 +1,4 @@
-"""lib.ray_grid on a real two-node Ray cluster on this machine (a head and a worker, each started
+"""lib.ops.ray_grid on a real two-node Ray cluster on this machine (a head and a worker, each started
 with `ray start` as its own processes, each with a custom resource so every run goes to a given
 node): the worker node is killed during a run, a new worker node joins, and the grid ends with every
 run complete, the interrupted one resumed from its last saved epoch."""
@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lib.distributed import free_port
-from lib.grid import run_grid
-from lib.ray_grid import _run_job
+from lib.ops.grid import run_grid
+from lib.ops.ray_grid import _run_job
+from lib.train.distributed import free_port
 
 RAY = Path(sys.executable).with_name("ray")
 
@@ -93,7 +93,7 @@ def test_grid_survives_a_lost_worker_node(digits_comp, tmp_path):
 
 
 class _Job:
-    """What ``_run_job`` uses of a ``lib.grid.GridJob``."""
+    """What ``_run_job`` uses of a ``lib.ops.jobs.GridJob``."""
     def __init__(self, log: Path):
         self.cfg, self.log = type("Cfg", (), {"name": "r_f0"})(), log
 
@@ -110,13 +110,13 @@ def test_a_task_whose_code_was_removed_during_the_run_raises_so_ray_retries_it(t
         shutil.rmtree(cwd)
         (Path(cwd) / "lib").mkdir(parents=True)
         return 1, "FileNotFoundError: [Errno 2] No such file or directory"
-    monkeypatch.setattr("lib.grid.run_command", code_replaced_under_the_run)
+    monkeypatch.setattr("lib.ops.jobs.run_command", code_replaced_under_the_run)
     with pytest.raises(RuntimeError, match="r_f0: the code Ray unpacked .* was removed during the run"):
         _run_job(_Job(tmp_path / "r_f0.log"), "notebooks/02_train.ipynb")
 
     # the retry, in the same worker: its cwd is gone, the copy unpacked again at the same path is used
     seen = []
-    monkeypatch.setattr("lib.grid.run_command",
+    monkeypatch.setattr("lib.ops.jobs.run_command",
                         lambda cmd, log, env, cwd: seen.append(cwd) or (1, "a failing notebook"))
     assert _run_job(_Job(tmp_path / "r_f0.log"), "nb") == (1, "a failing notebook")   # a notebook's own failure
     assert seen == [str(work)] and Path.cwd() == work

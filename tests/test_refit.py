@@ -1,4 +1,4 @@
-"""lib.refit: a full-data run trains on every image and writes test.csv but no OOF, the runs tables leave it
+"""lib.predict.refit: a full-data run trains on every image and writes test.csv but no OOF, the runs tables leave it
 out, the epochs the CV chose, 04's replace / blend math, and 05 predicting the refit blend the same way."""
 from __future__ import annotations
 
@@ -9,18 +9,19 @@ import pandas as pd
 import pytest
 import yaml
 
-from lib.blend import fit_blend
-from lib.config import TrainConfig
-from lib.grid import make_jobs
-from lib.inference import predict_submission
-from lib.refit import cv_epochs, refit_tests
-from lib.runs import find_runs, load_test, open_runs
-from lib.submission import load_blend, write_ensemble
-from lib.train import setup_run, train_fold
+from lib.core.config import TrainConfig
+from lib.core.rundir import cv_epochs, find_runs
+from lib.ops.jobs import make_jobs
+from lib.predict.crossfit import fit_blend
+from lib.predict.oof import load_test, open_runs
+from lib.predict.pipeline import predict_submission
+from lib.predict.refit import refit_tests
+from lib.predict.submission import load_blend, write_ensemble
+from lib.train.loop import setup_run, train_fold
 
 TINY = dict(backbone="test_resnet", n_folds=3, img_size=16, batch_size=32, epochs=2, lr=3e-3,
             progress=False, verbose=False, num_workers=0)
-TINY["precision"] = "fp32"  # figures that must not depend on whether this CPU computes bf16 natively (lib.precision)
+TINY["precision"] = "fp32"  # figures that must not depend on whether this CPU has native bf16 (lib.core.precision)
 
 
 def _fake_run(d, metrics: dict, test: pd.DataFrame | None = None, **params) -> None:

@@ -1,11 +1,11 @@
-"""lib.review: the marks file, the views, and the reviewer widget driven as a front end would."""
+"""lib.insight.review: the marks file, the views, and the reviewer widget driven as a front end would."""
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import PNG_CLASSES as CLASSES
 from conftest import oof_table
 
-from lib import analysis, review
+from lib.insight import analysis, review
 
 
 def _onehot(pred, conf=0.8):

@@ -1,5 +1,5 @@
-"""lib.shift: a rotated, noisy test set is flagged, one drawn like train is not."""
-from lib import image_stats, shift
+"""lib.insight.shift: a rotated, noisy test set is flagged, one drawn like train is not."""
+from lib.insight import image_stats, shift
 
 
 def test_flags_a_rotated_noisy_test_set_and_not_a_like_one(comps):

@@ -1,4 +1,4 @@
-"""lib.smallnet: the airnet_* models in timm's registry, through the kit's build, weights and training paths."""
+"""lib.model.smallnet: the airnet_* models in timm's registry, through the kit's build, weights and training paths."""
 from __future__ import annotations
 
 import json
@@ -10,11 +10,11 @@ import torch.nn.functional as F
 import yaml
 from safetensors.torch import load_file
 
-import lib.backbones  # noqa: F401  (the kit's import registers the models)
-from lib.backbones import GeM, create_backbone, save_weights
-from lib.build import build_model
-from lib.config import TrainConfig
-from lib.smallnet import AirNet, WhiteningStem
+import lib.model.backbones  # noqa: F401  (the kit's import registers the models)
+from lib.core.config import TrainConfig
+from lib.model.backbones import GeM, create_backbone, save_weights
+from lib.model.factory import build_model
+from lib.model.smallnet import AirNet, WhiteningStem
 
 NAMES = ["airnet_tiny", "airnet_small"]
 
@@ -129,10 +129,10 @@ def test_local_safetensors_round_trip_through_timm(tmp_path, name):
 
 
 def test_tiny_training_run_learns_and_exports(digits_comp, tmp_path):
-    """The kit's own path: train_fold on the digits demo (10 classes), then ONNX through lib.export."""
+    """The kit's own path: train_fold on the digits demo (10 classes), then ONNX through lib.ops.export."""
     ort = pytest.importorskip("onnxruntime")
-    from lib.export import check_onnx, export_onnx
-    from lib.train import train_fold
+    from lib.ops.export import check_onnx, export_onnx
+    from lib.train.loop import train_fold
     m = train_fold(TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path), backbone="airnet_tiny", n_folds=3,
                                fold=0, img_size=28, batch_size=16, epochs=5, lr=8e-3, pool="max", ema=0.9,
                                progress=False, verbose=False, num_workers=0))

@@ -1,4 +1,4 @@
-"""lib.stages: the lr schedule phase by phase, progressive resizing (each size in order, OOF at the
+"""lib.train.stages: the lr schedule phase by phase, progressive resizing (each size in order, OOF at the
 last, resume mid-stage), the plateau schedule (a drop after a stall, the same after a resume)."""
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import pytest
 from conftest import Interrupt, SpoilEpoch
 from fastai.callback.core import Callback
 
-from lib.config import TrainConfig
-from lib.inference import predict_fold
-from lib.stages import LrSchedule, lr_phases, plateau_drops
-from lib.train import fit, setup_run, train_fold, write_predictions
+from lib.core.config import TrainConfig
+from lib.predict.inference import predict_fold
+from lib.train.loop import fit, setup_run, train_fold, write_predictions
+from lib.train.stages import LrSchedule, lr_phases, plateau_drops
 
 TINY = dict(backbone="test_resnet", n_folds=3, fold=0, batch_size=32, lr=3e-3, progress=False, verbose=False,
             num_workers=0)
-TINY["precision"] = "fp32"  # figures that must not depend on whether this CPU computes bf16 natively (lib.precision)
+TINY["precision"] = "fp32"  # figures that must not depend on whether this CPU has native bf16 (lib.core.precision)
 SCORES = ("train_loss", "valid_loss", "log_loss", "accuracy", "lr", "img_size")
 
 

@@ -1,9 +1,9 @@
-"""lib.submission: every malformed submission is refused with its reason; rows and columns follow the sample."""
+"""lib.predict.submission: every malformed submission is refused with its reason; rows and columns follow the sample."""
 import numpy as np
 import pandas as pd
 import pytest
 
-from lib import submission
+from lib.predict import submission
 
 
 def _sample(n=6, classes=("cat", "dog", "fox")):

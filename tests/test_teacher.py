@@ -1,4 +1,4 @@
-"""lib.teacher: soft targets reach the loss, the fold rule refuses teachers that saw the validation fold,
+"""lib.predict.teacher: soft targets reach the loss, the fold rule refuses teachers that saw the validation fold,
 pseudo-labels by threshold, and fold-safe teacher tables built from real fold runs."""
 from __future__ import annotations
 
@@ -7,15 +7,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.config import TrainConfig
-from lib.teacher import main as teacher_main
-from lib.teacher import select_pseudo, soften, teacher_table
-from lib.train import fit, setup_run, train_fold, write_predictions
-from lib.viz import show_batch
+from lib.core.config import TrainConfig
+from lib.data.soft_targets import select_pseudo, soften
+from lib.insight.viz import show_batch
+from lib.predict.teacher import main as teacher_main
+from lib.predict.teacher import teacher_table
+from lib.train.loop import fit, setup_run, train_fold, write_predictions
 
 TINY = dict(backbone="test_resnet", n_folds=3, img_size=16, batch_size=32, epochs=1, lr=3e-3,
             progress=False, verbose=False, num_workers=0)
-TINY["precision"] = "fp32"  # figures that must not depend on whether this CPU computes bf16 natively (lib.precision)
+TINY["precision"] = "fp32"  # figures that must not depend on whether this CPU has native bf16 (lib.core.precision)
 
 
 def _classes(comp_dir) -> list[str]:
@@ -65,7 +66,7 @@ def test_the_fold_rule_refuses_teachers_that_saw_the_validation_fold(digits_comp
     oof = pd.concat([pd.read_csv(d / "oof.csv", dtype={"id": str}) for d in dirs])
     oof.to_csv(tmp_path / "oof.csv", index=False)
     oof.drop(columns="fold").to_csv(tmp_path / "oof_blend.csv", index=False)  # 04's: id, target, classes
-    teacher_main(["--runs", *map(str, dirs), "--out", str(tmp_path)])  # python -m lib.teacher: both tables
+    teacher_main(["--runs", *map(str, dirs), "--out", str(tmp_path)])  # python -m lib.predict.teacher: both tables
     train_t, test_t = (pd.read_csv(tmp_path / f"teacher_{s}.csv", dtype={"id": str}) for s in ("train", "test"))
     again = teacher_table(dirs, "train")
     assert list(again["id"]) == list(train_t["id"]) and np.allclose(again[classes], train_t[classes])

@@ -1,4 +1,4 @@
-"""lib.team: two local runs blended with a teammate's probability submission (with its OOF) and another's
+"""lib.predict.team: two local runs blended with a teammate's probability submission (with its OOF) and another's
 label submission on a document-style label competition; the vote and its tie-break on known rows, given
 weights, the agreement table, the written submission, and bad files refused by name."""
 from __future__ import annotations
@@ -8,16 +8,16 @@ import pandas as pd
 import pytest
 from conftest import as_document_competition
 
-from lib.blend import blend_tests
-from lib.config import TrainConfig
-from lib.data import open_competition
-from lib.runs import load_test, open_runs
-from lib.submission import validate_submission
-from lib.team import read_member, team_blend, write_team_submission
-from lib.train import train_fold
+from lib.core.config import TrainConfig
+from lib.data.competition import open_competition
+from lib.predict.blend import blend_tests
+from lib.predict.oof import load_test, open_runs
+from lib.predict.submission import validate_submission
+from lib.predict.team import read_member, team_blend, write_team_submission
+from lib.train.loop import train_fold
 
 TINY = dict(img_size=16, batch_size=32, epochs=1, n_folds=2, fold=0, progress=False, verbose=False, num_workers=0)
-TINY["precision"] = "fp32"  # figures that must not depend on whether this CPU computes bf16 natively (lib.precision)
+TINY["precision"] = "fp32"  # figures that must not depend on whether this CPU has native bf16 (lib.core.precision)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""lib.tracking: a 2-run grid logged to a real MLflow server the test starts (sqlite store, local artifact
+"""lib.train.tracking: a 2-run grid logged to a real MLflow server the test starts (sqlite store, local artifact
 folder, a loopback port), a run logged by W&B in offline mode and resumed after an interruption, and
 neither package imported unless chosen."""
 from __future__ import annotations
@@ -17,13 +17,13 @@ import pytest
 import yaml
 from fastai.callback.core import Callback
 
-from lib.config import TrainConfig
-from lib.distributed import free_port
-from lib.grid import run_grid
-from lib.train import fit, setup_run, train_fold
+from lib.core.config import TrainConfig
+from lib.ops.grid import run_grid
+from lib.train.distributed import free_port
+from lib.train.loop import fit, setup_run, train_fold
 
 TINY = dict(backbone="test_resnet", img_size=24, batch_size=32, epochs=2, lr=3e-3, n_folds=2, num_workers=0)
-TINY["precision"] = "fp32"  # figures that must not depend on whether this CPU computes bf16 natively (lib.precision)
+TINY["precision"] = "fp32"  # figures that must not depend on whether this CPU has native bf16 (lib.core.precision)
 LOGGED = ("train_loss", "valid_loss", "log_loss", "accuracy", "f1_macro", "lr", "seconds")
 
 
@@ -179,7 +179,7 @@ def test_trackers_are_imported_only_when_chosen(digits_comp, tmp_path):
     """Trains with tracker "none" where neither package can be imported (as on a machine without them;
     timm itself tries ``import wandb`` when it is installed), and names the package when one is chosen."""
     probe = ("import sys\nsys.modules['mlflow'] = sys.modules['wandb'] = None  # not installed\n"
-             "from lib.config import TrainConfig\nfrom lib.train import train_fold\n"
+             "from lib.core.config import TrainConfig\nfrom lib.train.loop import train_fold\n"
              f"train_fold(TrainConfig(data_dir={str(digits_comp)!r}, runs_dir={str(tmp_path)!r}, progress=False, "
              f"verbose=False, max_samples=40, **{dict(TINY, epochs=1)!r}))\n"
              "print(TrainConfig(tracker='mlflow').missing_files())")

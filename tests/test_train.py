@@ -1,4 +1,4 @@
-"""lib.train: a real (tiny) run, its artifacts, the epoch whose weights it keeps, the EMA's decay, exact
+"""lib.train.loop: a real (tiny) run, its artifacts, the epoch whose weights it keeps, the EMA's decay, exact
 resume, skip when complete, guarded params."""
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import torch
 from conftest import Interrupt, SpoilEpoch
 from fastai.callback.core import Callback
 
-from lib.config import TrainConfig
-from lib.train import fit, setup_run, train_fold, write_predictions
+from lib.core.config import TrainConfig
+from lib.train.loop import fit, setup_run, train_fold, write_predictions
 
 TINY = dict(backbone="test_resnet", n_folds=3, fold=0, img_size=24, batch_size=32, epochs=3, lr=3e-3,
             progress=False, verbose=False, num_workers=0)
-TINY["precision"] = "fp32"  # figures that must not depend on whether this CPU computes bf16 natively (lib.precision)
+TINY["precision"] = "fp32"  # figures that must not depend on whether this CPU has native bf16 (lib.core.precision)
 
 
 def test_run_writes_every_artifact(digits_comp, tmp_path):
@@ -50,7 +50,7 @@ def test_run_writes_every_artifact(digits_comp, tmp_path):
     sample = pd.read_csv(digits_comp / "sample_submission.csv", dtype={"ID": str})
     assert list(test["id"]) == list(sample["ID"]) and list(test.columns[1:]) == classes
     # the score in metrics.json is the one of the saved best weights on the OOF file
-    from lib.metrics import log_loss
+    from lib.core.metrics import log_loss
     assert m["log_loss"] == pytest.approx(log_loss(oof["target"].to_numpy(), oof[classes].to_numpy()), rel=1e-9)
     env = json.loads((d / "env.json").read_text())
     assert env["seed"] == 42 and env["torch"] == torch.__version__ and env["cpu"]
@@ -88,7 +88,7 @@ def test_resume_matches_uninterrupted_run(digits_comp, tmp_path, keep):
 def test_best_epoch_keeps_the_last_or_the_monitored_epoch(digits_comp, tmp_path):
     """The saved weights are the epoch's that best_epoch names: their OOF log loss is that epoch's
     validation log loss in the history, and oof.csv / metrics.json say so."""
-    from lib.metrics import log_loss
+    from lib.core.metrics import log_loss
     got = {}
     for keep in ("monitor", "last"):
         run = setup_run(TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path / keep), best_epoch=keep,
@@ -148,7 +148,7 @@ def test_exclude_ids_and_bad_arguments(digits_comp, tmp_path):
 
 def test_group_col_keeps_groups_in_one_fold(digits_comp, tmp_path):
     """A labels table with a group column (e.g. 01_eda's duplicate groups) splits folds by group."""
-    from lib.data import scan_competition
+    from lib.data.competition import scan_competition
     comp = scan_competition(digits_comp, verbose=False)
     table = pd.DataFrame({"id": comp.train["id"], "img_path": comp.train["path"], "label": comp.train["label"],
                           "grp": np.arange(len(comp.train)) // 5})
@@ -165,7 +165,7 @@ def test_diverging_run_says_what_to_do(digits_comp, tmp_path):
 
 
 def test_ema_skips_accumulated_micro_batches(digits_comp, tmp_path):
-    from lib.callbacks import EMA
+    from lib.train.callbacks import EMA
     run = setup_run(TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path), ema=0.5, grad_accum=2,
                     **{**TINY, "epochs": 1, "batch_size": 16}))
     ema = next(cb for cb in run.learn.cbs if isinstance(cb, EMA))
@@ -188,7 +188,7 @@ class PoisonWeights(Callback):
 
 def test_bf16_on_cpu_trains_and_predicts(digits_comp, tmp_path):
     """precision="bf16" autocasts forward and loss on the CPU; OOF probabilities stay float64-clean."""
-    from lib.callbacks import CpuAutocast
+    from lib.train.callbacks import CpuAutocast
 
     run = setup_run(TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path), device="cpu",
                     **{**TINY, "epochs": 1, "precision": "bf16"}))

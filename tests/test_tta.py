@@ -1,4 +1,4 @@
-"""lib.tta: the ops on image batches, and which of them a run's training makes safe to use."""
+"""lib.model.tta: the ops on image batches, and which of them a run's training makes safe to use."""
 import json
 
 import numpy as np
@@ -8,9 +8,9 @@ import torch
 import yaml
 from conftest import PNG_CLASSES, oof_table
 
-from lib.inference import tta_gain
-from lib.runs import find_runs
-from lib.tta import TTA_OPS, check_tta_ops, get_tta
+from lib.core.rundir import find_runs
+from lib.model.tta import TTA_OPS, get_tta
+from lib.predict.inference import check_tta_ops, tta_gain
 
 
 def _images(b=4, h=12, w=12, seed=0):

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from conftest import PNG_CLASSES, oof_table
 
-from lib import analysis, duplicates, eda_plots, image_stats, report, shift, viz
+from lib.insight import analysis, duplicates, eda_plots, image_stats, shift, viz
+from lib.train import report
 
 matplotlib.use("Agg")
 

@@ -1,4 +1,4 @@
-"""lib.warmstart: a run starts from another run's weights only when that run trained on the same split:
+"""lib.train.warmstart: a run starts from another run's weights only when that run trained on the same split:
 same fold, same folds.csv (its recorded folds hash, or for older runs its oof.csv ids)."""
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import pytest
 import safetensors.torch
 import torch
 
-from lib.config import TrainConfig
-from lib.train import fit, setup_run, train_fold
-from lib.warmstart import folds_hash
+from lib.core.config import TrainConfig
+from lib.data.folds import folds_hash
+from lib.train.loop import fit, setup_run, train_fold
 
 TINY = dict(backbone="test_resnet", n_folds=3, img_size=16, batch_size=32, epochs=1, lr=3e-3, progress=False,
             verbose=False, num_workers=0)
-TINY["precision"] = "fp32"  # figures that must not depend on whether this CPU computes bf16 natively (lib.precision)
+TINY["precision"] = "fp32"  # figures that must not depend on whether this CPU has native bf16 (lib.core.precision)
 
 
 @pytest.fixture()

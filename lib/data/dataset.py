@@ -1,0 +1,158 @@
+"""Images into tensors: the pre-resized cache and the torch Dataset that trains from it.
+
+The cache holds every image of a competition squashed to ``size x size`` RGB in one ``uint8``
+memory-mapped array per split (``<root>/cache/<size>px/<split>.u8``), so every fold and backbone at
+that size shares it and later epochs decode nothing. It is keyed by the list of files and their
+sizes; a changed list or another size builds a new one. Building is resumable: finished chunks are
+kept and the completion marker (``<split>.json``) is written last.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import random
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from lib.core.config import TrainConfig
+from lib.core.device import pool_workers
+from lib.core.io import file_signature, read_json, write_json
+from lib.data.augment import get_augment
+from lib.data.competition import Competition
+from lib.data.images import read_image
+
+CHUNK = 512  # images per unit of work (and of resumable progress)
+
+
+def resize_square(img: np.ndarray, size: int) -> np.ndarray:
+    """``uint8[H, W, 3]`` -> ``uint8[size, size, 3]``; area interpolation when shrinking 2x or more."""
+    if img.shape[0] == size and img.shape[1] == size:
+        return img
+    # area averaging only where it matters (shrinking by 2x or more); bilinear otherwise is 3x cheaper
+    big = img.shape[0] >= 2 * size or img.shape[1] >= 2 * size
+    return cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA if big else cv2.INTER_LINEAR)
+
+
+def load_resized(path: str, size: int) -> np.ndarray:
+    """Decode (at reduced JPEG scale) and squash to ``uint8[size, size, 3]``."""
+    return resize_square(read_image(path, size=size), size)
+
+
+def _cache_chunk(args) -> int:
+    file, paths, start, size, n = args
+    arr = np.memmap(file, dtype=np.uint8, mode="r+", shape=(n, size, size, 3))
+    for i, p in enumerate(paths):
+        arr[start + i] = load_resized(p, size)
+    arr.flush()
+    return len(paths)
+
+
+def build_cache(paths: list[str], size: int, cache_dir, split: str, workers: int | None = None,
+                progress: bool = True) -> np.ndarray:
+    """Return ``uint8[N, size, size, 3]`` (read-only memmap) of ``paths`` resized, building it if needed.
+
+    Safe to call from several runs at once: a file lock makes the later ones wait and reuse it.
+    """
+    cache_dir = Path(cache_dir) / f"{size}px"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    signatures = "\n".join(f"{p}|{'|'.join(map(str, file_signature(p)))}" for p in paths)
+    key = hashlib.sha1(signatures.encode()).hexdigest()[:16]
+    data, marker, done_file = cache_dir / f"{split}.u8", cache_dir / f"{split}.json", cache_dir / f"{split}.chunks"
+    shape = (len(paths), size, size, 3)
+    with open(cache_dir / f"{split}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.exists() and read_json(marker).get("key") == key:
+            return np.memmap(data, dtype=np.uint8, mode="r", shape=shape)
+        marker.unlink(missing_ok=True)  # another file list or size: the old cache is being replaced
+        done = set()
+        if done_file.exists() and data.exists() and data.stat().st_size == int(np.prod(shape)):
+            lines = done_file.read_text().split()
+            if lines and lines[0] == key:
+                done = {int(s) for s in lines[1:]}
+            else:
+                done_file.write_text(key + "\n")
+        else:
+            marker.unlink(missing_ok=True)
+            np.memmap(data, dtype=np.uint8, mode="w+", shape=shape).flush()
+            done_file.write_text(key + "\n")
+        todo = [(str(data), paths[s:s + CHUNK], s, size, len(paths))
+                for s in range(0, len(paths), CHUNK) if s not in done]
+        workers = pool_workers(workers)
+        bar = tqdm(total=len(paths), initial=len(paths) - sum(len(t[1]) for t in todo),
+                   desc=f"cache {split} {size}px", mininterval=5, disable=not progress or not todo)
+        with ProcessPoolExecutor(workers) if workers > 1 and len(todo) > 1 else nullcontext() as ex:
+            for t, n in zip(todo, (ex.map if ex else map)(_cache_chunk, todo)):
+                with open(done_file, "a") as f:
+                    f.write(f"{t[2]}\n")
+                bar.update(n)
+        bar.close()
+        write_json(marker, {"key": key, "n": len(paths), "size": size})
+        done_file.unlink(missing_ok=True)
+    return np.memmap(data, dtype=np.uint8, mode="r", shape=shape)
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """``(image FloatTensor[3, S, S], target)`` pairs: target int64 (-1 for unlabelled images), or
+    with ``soft`` (``float[N, C]``, rows of class probabilities: a teacher's, ``lib.predict.teacher``) the
+    image's row as FloatTensor[C]; ``targets`` then still holds the hard labels.
+
+    Images come from ``cache`` (``uint8[M, S, S, 3]``, a memmap left on disk) at rows ``cache_rows``
+    (``int[N]``, default 0..N-1) when given, else are decoded from ``paths`` at reduced scale.
+    ``tfm`` is an albumentations Compose ending in ToTensorV2. Augmentation randomness is a function
+    of (seed, epoch, index) only: set ``epoch`` before each epoch and a run replays identically after
+    a resume and with any worker count.
+    """
+
+    def __init__(self, paths, targets=None, tfm=None, size: int = 224, cache: np.ndarray | None = None,
+                 cache_rows=None, seed: int = 0, soft: np.ndarray | None = None):
+        self.paths = list(paths)
+        self.targets = np.full(len(self.paths), -1, np.int64) if targets is None else np.asarray(targets, np.int64)
+        if len(self.targets) != len(self.paths):
+            raise ValueError(f"{len(self.paths)} paths but {len(self.targets)} targets")
+        self.soft = None if soft is None else np.asarray(soft, np.float32)
+        if self.soft is not None and (self.soft.ndim != 2 or len(self.soft) != len(self.paths)):
+            raise ValueError(f"soft targets must be [N={len(self.paths)}, C], got shape {self.soft.shape}")
+        self.tfm, self.size, self.cache, self.seed, self.epoch = tfm, size, cache, seed, 0
+        self.cache_rows = np.arange(len(self.paths)) if cache_rows is None else np.asarray(cache_rows, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def image(self, i: int) -> np.ndarray:
+        """The un-augmented ``uint8[S, S, 3]`` image ``i``."""
+        if self.cache is not None:
+            return np.asarray(self.cache[self.cache_rows[i]])
+        return load_resized(self.paths[i], self.size)
+
+    def __getitem__(self, i: int):
+        img = self.image(i)
+        if self.tfm is not None:
+            s = (self.seed * 1_000_003 + self.epoch * 100_003 + int(i)) % 2**32
+            # one generator shared by every transform (set_random_seed would give each its own copy of
+            # the same stream, so that e.g. two p=0.5 transforms always fire together), 4x cheaper too
+            self.tfm.set_random_state(np.random.default_rng(s), random.Random(s))
+            img = self.tfm(image=img)["image"]
+        else:
+            img = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float() / 255.0
+        return img, torch.from_numpy(self.soft[i]) if self.soft is not None else torch.tensor(self.targets[i])
+
+
+def image_dataset(cfg: TrainConfig, comp: Competition, split: str, rows: pd.DataFrame, aug: str,
+                  data_cfg: dict, targets: bool = True) -> ImageDataset:
+    """The images of ``rows`` (a subset of ``comp.train`` or ``comp.test``, by ``split``) at the
+    recipe's size, normalised for the backbone, augmented by preset ``aug`` with the recipe's flips;
+    read from the split's pre-resized cache when ``cfg.cache``, else decoded each time."""
+    table = comp.train if split == "train" else comp.test
+    cache = (build_cache(table["path"].tolist(), cfg.img_size, comp.work / "cache", split, progress=cfg.progress)
+             if cfg.cache else None)
+    pos = pd.Series(np.arange(len(table)), index=table["id"].to_numpy()).loc[rows["id"]].to_numpy()
+    tfm = get_augment(aug, cfg.img_size, data_cfg["mean"], data_cfg["std"], cfg.hflip, cfg.vflip, cfg.rot90)
+    return ImageDataset(rows["path"], rows["target"] if targets else None, tfm, cfg.img_size,
+                        cache, pos if cache is not None else None, cfg.seed)

@@ -1,0 +1,6 @@
+"""Insight floor: what the notebooks show a person about the data and the runs.
+
+eda, eda_plots, image_stats (one cached pass over the images), duplicates, shift (train vs test),
+viz (image grids, class names in any script), analysis (03: leaderboard, confusions, calibration),
+review (03's reviewer), browse (images in a folder per class), diffs (where submissions disagree).
+"""

@@ -1,0 +1,37 @@
+"""Command line of lib.core.backup: mirror runs/ to a bucket, or bring it back after a lost machine.
+
+    python -m lib.ops.backup sync --runs-dir runs --to s3://team/cars/runs        # make sync
+    python -m lib.ops.backup restore --from s3://team/cars/runs --runs-dir runs    # make restore
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import pandas as pd
+
+from lib.core.backup import restore_runs, sync_runs
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="Back up runs/ to an fsspec URL, or restore it from there.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("sync", help="mirror runs/ to the URL (changed files only)")
+    s.add_argument("--runs-dir", default="runs")
+    s.add_argument("--to", required=True, help="s3://bucket/prefix, gs://bucket/prefix or a mounted folder")
+    r = sub.add_parser("restore", help="bring runs back from the URL (then `make grid` resumes them)")
+    r.add_argument("--from", dest="source", required=True)
+    r.add_argument("--runs-dir", default="runs")
+    a = ap.parse_args(argv)
+    try:
+        table = sync_runs(a.runs_dir, a.to) if a.command == "sync" else restore_runs(a.source, a.runs_dir)
+    except (ValueError, FileNotFoundError, PermissionError) as e:
+        print(f"backup {a.command}: {e}", file=sys.stderr)
+        return 2
+    with pd.option_context("display.width", 160, "display.max_rows", 500):
+        print(table.astype(object).where(table.notna(), "").to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

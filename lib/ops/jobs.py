@@ -1,0 +1,210 @@
+"""One job of the grid: a recipe x fold, the papermill command that runs it, its streamed log and ETA.
+
+    jobs = make_jobs(["params/demo/resnet.yaml"], [0, 1, 2], "runs")   # each recipe checked first
+    code, tail = run_command(jobs[0].command(), jobs[0].log)          # `tail -f runs/<run>.log`
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+import torch
+import yaml
+from jupyter_client.kernelspec import KernelSpecManager
+
+from lib.core.config import TrainConfig
+from lib.core.io import clock
+from lib.core.paths import repo_root, resolve
+from lib.core.rundir import cv_epochs, recipe_changes, run_complete
+
+NOTEBOOK = "notebooks/02_train.ipynb"
+KERNEL = "foldbook"  # the project's kernel: ``make env`` registers it, the notebooks declare it
+
+
+def check_kernel(name: str = KERNEL) -> None:
+    """Raise, saying how to register it, when this environment's Jupyter has no kernel ``name``."""
+
+    if name not in KernelSpecManager().find_kernel_specs():
+        raise RuntimeError(f"no Jupyter kernel named {name!r} here (see `jupyter kernelspec list`); `make env` "
+                           f"registers it, or: {sys.executable} -m ipykernel install --sys-prefix --name {name}")
+
+
+@dataclass
+class GridJob:
+    """One backbone x fold: its recipe (the params file with the grid's overrides, checked), the
+    papermill command that runs it, and where its outputs go."""
+    params_file: Path
+    cfg: TrainConfig
+    overrides: dict  # the grid's settings for every job (typed), passed to papermill as YAML
+
+    @property
+    def run_name(self) -> str:
+        return self.cfg.name
+
+    @property
+    def run_dir(self) -> Path:
+        return resolve(self.cfg.runs_dir) / self.cfg.name
+
+    @property
+    def notebook(self) -> Path:
+        return resolve(self.cfg.runs_dir) / f"{self.cfg.name}.ipynb"
+
+    @property
+    def log(self) -> Path:
+        """Everything the run printed, streamed as it runs."""
+        return resolve(self.cfg.runs_dir) / f"{self.cfg.name}.log"
+
+    @property
+    def complete(self) -> bool:
+        return run_complete(self.run_dir)
+
+    def changed(self) -> dict:
+        """{setting: (now, recorded)} when the run folder holds training of another recipe, else {}."""
+        return recipe_changes(self.run_dir, self.cfg)
+
+    def command(self, notebook: str = NOTEBOOK, root: Path | None = None) -> list[str]:
+        """The papermill command, for this interpreter and a copy of the repo at ``root`` (default this
+        one; on a Ray node, the copy Ray unpacked): paths inside the repo are taken relative to it."""
+        root = Path(root or repo_root())
+
+        def here(path) -> str:
+            path = resolve(path)
+            return str(root / path.relative_to(repo_root())) if path.is_relative_to(repo_root()) else str(path)
+        cmd = [sys.executable, "-m", "papermill", here(notebook), str(self.notebook),
+               "-f", here(self.params_file), "-p", "fold", str(self.cfg.fold), "-p", "run_name", self.cfg.name,
+               "-p", "runs_dir", str(resolve(self.cfg.runs_dir)), "-p", "progress", "False", "--cwd", str(root),
+               "-k", KERNEL, "--log-output", "--no-progress-bar"]
+        if self.overrides:
+            cmd += ["-y", yaml.safe_dump(self.overrides, default_flow_style=True, allow_unicode=True)]
+        if self.cfg.force:
+            cmd += ["-p", "force", "True"]
+        return cmd
+
+
+def parse_folds(spec: str) -> list[int]:
+    """"0-4" -> [0..4], "0,2,3" -> [0, 2, 3]."""
+    out = []
+    for part in str(spec).split(","):
+        a, _, b = part.partition("-")
+        out += list(range(int(a), int(b) + 1)) if b else [int(a)]
+    return out
+
+
+def parse_value(text: str):
+    """A ``-p`` value as papermill reads it: True/False/None, an int, a float, else the text."""
+    consts = {"True": True, "False": False, "None": None}
+    if text in consts:
+        return consts[text]
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def make_jobs(params_files, folds, runs_dir="runs", overrides: dict | None = None, full: bool = False) -> list[GridJob]:
+    """A job per params file x fold, each recipe checked (names, choices, files) before anything runs. With
+    ``full``, one full-data refit per params file instead (``<stem>_full``, ``lib.predict.refit``), for the epochs
+    its completed fold runs chose (``cv_epochs``) unless ``-p epochs`` says otherwise."""
+    overrides = {k: parse_value(v) if isinstance(v, str) else v for k, v in (overrides or {}).items()}
+    jobs = []
+    for pf in params_files:
+        pf = resolve(pf)
+        extra = {"full_data": True, "epochs": overrides.get("epochs") or cv_epochs(runs_dir, pf.stem)} if full else {}
+        for f in [0] if full else folds:
+            cfg = TrainConfig.from_yaml(pf, **{**overrides, **extra, "fold": f, "runs_dir": str(runs_dir),
+                                               "run_name": f"{pf.stem}_full" if full else f"{pf.stem}_f{f}",
+                                               "progress": False})
+            missing = cfg.missing_files()
+            if missing:
+                raise FileNotFoundError(f"{pf}: " + "; ".join(missing))
+            jobs.append(GridJob(pf, cfg, {**overrides, **extra}))
+    return jobs
+
+
+def _gpu_count() -> int:
+    try:
+        return torch.cuda.device_count()
+    except Exception:  # noqa: BLE001
+        return 0
+
+
+def run_command(cmd: list[str], log: Path, env_extra: dict | None = None, cwd: str | None = None,
+                on_line=None) -> tuple[int, str]:
+    """Run one papermill command, its output streamed line by line to ``log`` (``tail -f`` it), each
+    line followed by what ``on_line(line)`` returns, if anything (the grid's ETA after an epoch line);
+    returns (exit code, its last lines). On Linux the command dies with the process that started it
+    (a lost Ray worker leaves no orphan training on)."""
+    env = {**os.environ, **(env_extra or {}), "PYTHONUNBUFFERED": "1"}
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w", encoding="utf-8") as out:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, errors="replace", bufsize=1, preexec_fn=_die_with_parent)
+        for line in proc.stdout:
+            extra = on_line(line) if on_line else None
+            out.write(line + (f"{extra}\n" if extra else ""))
+            out.flush()
+        code = proc.wait()
+    return code, "\n".join(log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-15:])
+
+
+EPOCH_LINE = re.compile(r"epoch (\d+)/(\d+)\s.*?([\d.]+)s  eta ")
+
+
+class GridClock:
+    """The grid's ETA from its runs' epoch lines (``lib.train.callbacks.RunRecorder``): epochs left over
+    all runs x the median epoch's seconds so far / runs at once. Shared by the grid's threads."""
+
+    def __init__(self, jobs: list[GridJob], parallel: int = 1):
+        self.total = {j.run_name: j.cfg.epochs for j in jobs}
+        self.done = dict.fromkeys(self.total, 0)
+        self.seconds: list[float] = []
+        self.parallel, self.lock = max(1, parallel), threading.Lock()
+
+    def finished(self, run: str) -> None:
+        with self.lock:
+            self.done[run] = self.total[run]  # early stopping ends a run before its last epoch
+
+    def line(self, run: str, text: str) -> str | None:
+        """A grid line for a run's epoch line, else None."""
+        m = EPOCH_LINE.search(text)
+        if not m:
+            return None
+        with self.lock:
+            self.done[run], self.total[run] = int(m[1]), int(m[2])
+            self.seconds.append(float(m[3]))
+            left = sum(self.total.values()) - sum(self.done.values())
+            runs = sum(self.done[r] >= self.total[r] for r in self.total)
+            eta = left * statistics.median(self.seconds) / min(self.parallel, max(1, len(self.total) - runs))
+            return (f"grid: {sum(self.done.values())}/{sum(self.total.values())} epochs, {runs}/{len(self.total)} "
+                    f"runs trained, eta {clock(eta)} (at {time.strftime('%H:%M', time.localtime(time.time() + eta))})")
+
+
+def _die_with_parent() -> None:
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _error_of(nb_path: Path, tail: str) -> str:
+    """The error a failed notebook recorded (ename: evalue), else the command's last output line."""
+    try:
+        nb = nbformat.read(nb_path, as_version=4)
+        for c in nb.cells:
+            for o in c.get("outputs", []):
+                if o.get("output_type") == "error":
+                    return f"{o['ename']}: {o['evalue']}"
+    except Exception:  # noqa: BLE001 - no notebook written: fall back to the output
+        pass
+    lines = [line for line in tail.splitlines() if line.strip()]
+    return lines[-1] if lines else "unknown error"

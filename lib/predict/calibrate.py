@@ -1,0 +1,132 @@
+"""Calibrating what is submitted, and the score to expect from it.
+
+The temperature of a blend is fitted on OOF predictions, where every row comes from one fold model.
+A test row is the mean of K fold models (and of TTA views): where the fold models disagree the mean
+is softer than any of them, so the OOF temperature leaves the submission less sharp than the
+predictions it was fitted on. ``calibrate_test`` puts that right without reading a test label: the
+reference is one fold model's prediction *of the same test images*, built exactly as the OOF rows
+were (each fold's runs blended with the blend's weights, the OOF temperature applied), and the test
+temperature is the one at which the submitted predictions are as sharp (mean entropy, in nats) as
+that reference. ``sharpness`` shows the evidence: mean max-probability and entropy of each.
+
+``expected_score`` turns the cross-fitted OOF predictions (``lib.predict.crossfit``) into the score to expect
+on a test set of the submission's size, with an interval.
+
+    b, evidence = calibrate_test(b, tests, runs, comp.classes)     # Blend with test_temperature set
+    expected_score(b, n_test=len(comp.test))
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import brentq
+from scipy.stats import norm
+
+from lib.core.metrics import TEMPERATURE_BOUNDS, apply_temperature, get_metric, probs_to_logits, score
+from lib.core.rundir import RunDir
+from lib.predict.blend import Blend, blend, blend_tests
+
+
+def mean_entropy(probs) -> float:
+    """Mean entropy in nats of probs [N, C] (0: one-hot rows; log C: uniform rows)."""
+    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-15, 1.0)
+    return float(-(p * np.log(p)).sum(axis=1).mean())
+
+
+def fold_members(b: Blend, runs: pd.DataFrame, run_tests: dict, classes: list[str], ids) -> list[np.ndarray]:
+    """Per fold k, the test predictions [N, C] of fold k's runs blended with ``b``'s weights and space
+    (rows in ``ids`` order): what one OOF row of the blend is, but on the test images. Folds where a
+    weighted model has no run are left out."""
+    used = [m for m, w in zip(b.models, b.weights) if w > 0]
+    out = []
+    for _, g in runs[runs["model"].isin(used)].groupby("fold"):
+        by_model = dict(zip(g["model"], g["run_name"]))
+        if set(by_model) != set(used):
+            continue
+        arrs = [run_tests[by_model[m]].set_index("id").loc[ids, classes].to_numpy(np.float64) for m in used]
+        out.append(blend(arrs, [w for w in b.weights if w > 0], b.space))
+    return out
+
+
+def calibrate_test(b: Blend, tests: dict, runs: pd.DataFrame, classes: list[str],
+                   run_tests: dict | None = None) -> tuple[Blend, pd.DataFrame]:
+    """(blend with ``test_temperature`` set, evidence table).
+
+    tests: each model's fold-mean test predictions (``tta_predictions``); run_tests: each run's own
+    test predictions built like the OOF the blend was fitted on ({run_name: id + classes}; None: the
+    runs' test.csv, which is right unless the OOF was re-predicted with TTA). The test temperature
+    makes the submitted predictions' mean entropy equal that of one fold model calibrated with the
+    OOF temperature (mean over folds); with the OOF temperature off (T = 1, ``temperature=False``)
+    nothing changes.
+    """
+    if run_tests is None:
+        run_tests = {r.run_name: pd.read_csv(Path(r.dir) / RunDir.TEST, dtype={"id": str}) for r in runs.itertuples()}
+    ids, submitted = blend_tests(tests, b.models, b.weights, b.space, 1.0, classes)  # before any temperature
+    members = fold_members(b, runs, run_tests, classes, ids)
+    if not members or b.temperature == 1.0:
+        return b, sharpness(b, None, None, None)
+    z = probs_to_logits(submitted)
+    target = float(np.mean([mean_entropy(apply_temperature(probs_to_logits(p), b.temperature)) for p in members]))
+
+    def gap(log_t: float) -> float:
+        return mean_entropy(apply_temperature(z, float(np.exp(log_t)))) - target
+    lo, hi = np.log(TEMPERATURE_BOUNDS[0]), np.log(TEMPERATURE_BOUNDS[1])
+    if gap(lo) < 0 < gap(hi):  # entropy grows with T: one root
+        T = float(np.exp(brentq(gap, lo, hi, xtol=1e-6)))
+    else:  # the target is out of reach: the nearest bound
+        T = float(np.exp(lo if gap(lo) >= 0 else hi))
+    out = dataclasses.replace(b, test_temperature=T)
+    return out, sharpness(out, members, z, target)
+
+
+def sharpness(b: Blend, members, z, target) -> pd.DataFrame:
+    """Mean max-probability and mean entropy (nats) of: the OOF blend at the OOF temperature; one fold
+    model on the test images at the OOF temperature (mean over folds); the submitted fold mean at the
+    OOF temperature and at the test temperature. Before offsets."""
+    oof = apply_temperature(probs_to_logits(b.uncalibrated), b.temperature)
+    rows = [("OOF: one fold model per row", b.temperature, oof)]
+    if members is not None:
+        rows += [(f"test: one fold model ({len(members)} folds, mean)", b.temperature,
+                  [apply_temperature(probs_to_logits(p), b.temperature) for p in members]),
+                 ("test: fold mean, OOF temperature", b.temperature, apply_temperature(z, b.temperature)),
+                 ("test: fold mean, test temperature (submitted)", b.test_temperature,
+                  apply_temperature(z, b.test_temperature))]
+
+    def stats(p):
+        ps = p if isinstance(p, list) else [p]
+        return float(np.mean([q.max(axis=1).mean() for q in ps])), float(np.mean([mean_entropy(q) for q in ps]))
+    keys = ("mean_max_prob", "mean_entropy")
+    return pd.DataFrame([{"predictions": name, "T": round(T, 4), **dict(zip(keys, stats(p)))} for name, T, p in rows])
+
+
+def expected_score(b: Blend, metric: str | None = None, n_test: int | None = None, n_boot: int = 1000,
+                   level: float = 0.9, seed: int = 0) -> dict:
+    """The score to expect on a test set of ``n_test`` rows, from the cross-fitted OOF predictions
+    ``b.cross_probs`` [N, C] (in-sample ``b.probs`` when the OOF had no folds, said in ``basis``).
+
+    expected: the metric over all OOF rows. The ``level`` interval adds two spreads: the test set's
+    own sampling (the metric of ``n_test`` rows drawn with replacement, ``n_boot`` times) and the
+    spread between models trained on other rows (the standard deviation of the per-fold scores);
+    the submission averages fold models, which usually scores a little better than one of them.
+    Normal approximation, clipped to the metric's range.
+    """
+    metric = metric or b.metric
+    fn, _ = get_metric(metric)
+    cross = b.cross_probs is not None
+    probs, y = (b.cross_probs if cross else b.probs), np.asarray(b.y, dtype=np.int64)
+    n = int(n_test or len(y))
+    rng = np.random.default_rng(seed)
+    boots = np.array([fn(y[i], probs[i]) for i in (rng.integers(0, len(y), n) for _ in range(n_boot))])
+    folds = np.unique(b.folds) if b.folds is not None else []
+    per_fold = [fn(y[b.folds == k], probs[b.folds == k]) for k in folds]
+    fold_sd = float(np.std(per_fold, ddof=1)) if len(per_fold) > 1 else 0.0
+    z = float(norm.ppf((1 + level) / 2))
+    half = z * float(np.hypot(boots.std(ddof=1), fold_sd))
+    expected = score(metric, y, probs)
+    top = np.inf if metric == "log_loss" else 1.0  # the metric's range: the interval stays inside it
+    return {"metric": metric, "expected": expected, "low": max(expected - half, 0.0), "high": min(expected + half, top),
+            "level": level, "test_sampling_sd": float(boots.std(ddof=1)), "fold_sd": fold_sd, "n_test": n,
+            "n_oof": len(y), "basis": "cross-fitted OOF" if cross else "in-sample OOF (no folds: optimistic)"}

@@ -1,0 +1,281 @@
+"""One backbone on one fold with fastai: the run, its artifacts, resume.
+
+    cfg = TrainConfig.from_yaml("params/convnext_tiny.yaml", fold=0)    # lib.core.config
+    run = setup_run(cfg)           # opens the competition, builds model, datasets and Learner
+    fit(run)                       # trains (or resumes after the last completed epoch)
+    write_predictions(run)         # OOF and test probabilities of the kept weights, metrics.json
+
+A run lives in ``runs/<run_name>/``: params.yaml (the recipe), state.pt (resumable: weights,
+optimizer, EMA, history), model.safetensors (the kept weights: the last epoch's, or with
+``best_epoch: monitor`` the best epoch's by ``monitor``; EMA's when on; the average of epochs with
+``swa_epochs`` / ``average_top_k``: ``lib.train.averaging``), metrics.json, oof.csv,
+test.csv, curves.png, env.json. ``metrics.json`` with ``"complete": true`` is written last: it marks
+the run done, and a done run is reused only while the recipe asked for is the one it recorded.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from fastai.learner import Learner
+
+from lib.core.config import TrainConfig
+from lib.core.device import device_list, pick_device
+from lib.core.io import read_json, write_csv, write_json
+from lib.core.metrics import scores
+from lib.core.paths import resolve
+from lib.core.precision import Precision, choose_precision
+from lib.core.rundir import RunDir, recipe_changes, run_complete
+from lib.data.competition import Competition, open_competition
+from lib.data.folds import folds_hash, make_folds
+from lib.model.backbones import load_weights
+from lib.model.factory import build_model
+from lib.model.forward import predict_loader
+from lib.train.averaging import averaging_callbacks, find_averager, finish_averaging
+from lib.train.build import FoldData, build_datasets, build_learner, training_callbacks
+from lib.train.callbacks import RunRecorder, best_record, find_ema
+from lib.train.checkpoint import CheckpointWriter, backup, load_state
+from lib.train.distributed import free_port, rank, world_size
+from lib.train.report import environment, plot_curves
+from lib.train.stages import schedule_callbacks, stage_callbacks
+from lib.train.tracking import finish_tracking
+from lib.train.warmstart import init_weights_file
+
+
+def full_summary(summary: dict) -> dict:
+    """metrics.json of a full-data run: ``write_predictions``' summary with its scores (of its own
+    training images) moved under ``train_sample``, ``fold`` None and ``full_data`` true."""
+    scores = {k: summary.pop(k) for k in ("log_loss", "accuracy", "f1_macro")}
+    return {**summary, "full_data": True, "fold": None, "train_sample": scores}
+
+
+def launch(cfg, devices: list) -> None:
+    """Train ``cfg`` in one process per entry of ``devices`` ("cuda:1", "cpu", ...) and wait; a
+    failed worker's error is raised here."""
+    mp.start_processes(_worker, args=(cfg, devices, free_port()), nprocs=len(devices), start_method="spawn",
+                       join=True)
+
+
+def _worker(local_rank: int, cfg, devices: list, port: int) -> None:
+    """One rank: join the group, rebuild the run from the recipe, train; rank 0 then predicts."""
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    device = torch.device(devices[local_rank])
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    else:  # share the cores: N processes x all threads would oversubscribe them
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // len(devices)))
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=local_rank, world_size=len(devices))
+    try:
+        run = setup_run(cfg.replace(device=str(device), verbose=cfg.verbose and local_rank == 0,
+                                    progress=cfg.progress and local_rank == 0))
+        fit(run)
+        dist.barrier()
+        if local_rank == 0:
+            write_predictions(run)
+    finally:
+        dist.destroy_process_group()
+
+VALID_SCORES = ("log_loss", "accuracy", "f1_macro", "valid_loss")  # an epoch's validation scores in metrics.json
+
+
+@dataclass
+class Run:
+    """Everything one training run holds. ``dir`` is ``runs/<run_name>/``."""
+    dir: Path
+    cfg: TrainConfig
+    comp: Competition
+    folds: pd.DataFrame
+    learn: Learner | None = None
+    data: FoldData | None = None
+    start_epoch: int = 0
+    history: list | None = None
+    precision: Precision | None = None  # the dtype it trains and predicts in, and why
+
+    @property
+    def complete(self) -> bool:
+        return run_complete(self.dir)
+
+
+def setup_run(cfg: TrainConfig) -> Run:
+    """Open the competition, make or read its folds, and build model, datasets and Learner for
+    ``cfg.fold``; resume from ``state.pt`` when there is one. A complete run with the same recipe
+    is returned as it is (``fit`` and ``write_predictions`` then do nothing)."""
+    cfg = cfg.replace(run_name=cfg.name)
+    run_dir = resolve(cfg.runs_dir) / cfg.name
+    if cfg.force and run_dir.exists():
+        shutil.rmtree(run_dir)
+    check_same_recipe(run_dir, cfg)
+    missing = [] if run_complete(run_dir) else cfg.missing_files()
+    if missing:
+        raise FileNotFoundError("; ".join(missing))
+    comp = open_competition(cfg.data_dir, cfg.scan_args, cfg.group_col, verbose=cfg.verbose)
+    folds = make_folds(comp, n_folds=cfg.n_folds, seed=42, group_col=cfg.group_col, verbose=cfg.verbose)
+    run = Run(run_dir, cfg, comp, folds)
+    if run.complete:
+        if cfg.verbose:
+            print(f"{run_dir}: already complete (force=True retrains)")
+        return run
+    init = init_weights_file(cfg, run_dir, folds)  # init_from, checked before anything is written
+    if rank() == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cfg.to_yaml(run_dir / RunDir.PARAMS)
+        write_json(run_dir / RunDir.CLASSES, comp.class_table())  # what re-prediction needs, without the data
+    # a data-parallel run trains in worker processes (``fit``); this one keeps its model on the CPU
+    device = torch.device("cpu") if _launches_workers(cfg) else pick_device(cfg.device, verbose=cfg.verbose)
+    torch.manual_seed(cfg.seed)
+    model, data_cfg = build_model(cfg, comp.num_classes, pretrained="none" if cfg.init_from else None)
+    run.data = build_datasets(cfg, comp, folds, data_cfg)
+    run.learn = build_learner(cfg, model, run.data, device, run_dir, comp.num_classes)
+    run.precision = choose_precision(device, cfg.precision, verbose=cfg.verbose)
+    if cfg.verbose:
+        print(f"precision: {run.precision.name} ({run.precision.reason})")
+    run.learn.add_cbs(training_callbacks(cfg, device, run.precision.dtype))
+    run.learn.add_cbs(stage_callbacks(cfg, comp, folds, run.data, data_cfg, model) + averaging_callbacks(cfg))
+    run.history = []
+    if cfg.resume and (run_dir / RunDir.STATE).exists():
+        run.start_epoch, run.history = load_state(run.learn, run_dir / RunDir.STATE)
+        if cfg.verbose:
+            print(f"resuming {cfg.name} after epoch {run.start_epoch}/{cfg.epochs}")
+    elif init:
+        load_weights(model, init)
+        if cfg.verbose:
+            print(f"starting from {init}")
+    return run
+
+
+def check_same_recipe(run_dir: Path, cfg: TrainConfig) -> None:
+    """A run folder holds one recipe: resuming or reusing it with another would mix two runs."""
+    diff = recipe_changes(run_dir, cfg)
+    if diff:
+        raise ValueError(f"{run_dir} was trained with another recipe: "
+                         + ", ".join(f"{k} {b!r} there, {a!r} now" for k, (a, b) in diff.items())
+                         + "; pass force=True to train it again, or another run_name or runs_dir")
+
+
+def _launches_workers(cfg: TrainConfig) -> bool:
+    """A data-parallel recipe seen from outside its workers."""
+    return len(device_list(cfg.devices, cfg.device)) > 1 and world_size() == 1
+
+
+def fit(run: Run) -> pd.DataFrame:
+    """Train (resuming after the last completed epoch); returns the per-epoch metrics table. With
+    ``devices`` > 1, one worker process per device trains and predicts (``lib.train.distributed``)."""
+    cfg = run.cfg
+    if run.complete:
+        return pd.DataFrame(read_json(run.dir / RunDir.METRICS)["epochs"])
+    if _launches_workers(cfg):
+        launch(cfg, device_list(cfg.devices, cfg.device))
+        run.history = read_json(run.dir / RunDir.METRICS)["epochs"]
+        return pd.DataFrame(run.history)
+    writer = CheckpointWriter(run.dir, cfg.sync_to)
+    rec = RunRecorder(run.comp.num_classes, cfg.monitor, partial(writer.save_state, run.learn), writer.save_weights,
+                      run.history, run.start_epoch, cfg.patience, cfg.verbose, keep=cfg.best_epoch)
+    done = run.start_epoch >= cfg.epochs or _stopped_early(run)
+    try:
+        if not done:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*upsample.*|.*lr_scheduler.*")
+                run.learn.fit(cfg.epochs, cfg.lr, cbs=schedule_callbacks(cfg) + [rec], start_epoch=run.start_epoch)
+    except KeyboardInterrupt:
+        writer.flush()
+        print(f"interrupted: epochs up to {len(rec.history)} are saved in {run.dir / 'state.pt'}; "
+              "rerun the same command to resume", flush=True)
+        raise
+    finally:
+        writer.close()
+    run.history = rec.history
+    finish_averaging(run)  # swa_epochs / average_top_k: the averaged weights to model.safetensors
+    return pd.DataFrame(rec.history)
+
+
+def _stopped_early(run: Run) -> bool:
+    pat, hist = run.cfg.patience, run.history or []
+    if not pat or not hist:
+        return False
+    return hist[-1]["epoch"] - best_record(hist, run.cfg.monitor)["epoch"] >= pat
+
+
+def write_predictions(run: Run, progress: bool | None = None) -> dict:
+    """Predict the validation fold (OOF) and the test set with the kept weights (model.safetensors);
+    write oof.csv (not for a full-data refit: ``lib.predict.refit``), test.csv, curves.png, env.json and, last,
+    metrics.json, which it returns. Then the
+    tracker gets the scores and files (``tracker``) and the run is backed up (``sync_to``).
+
+    metrics.json: the OOF log_loss, accuracy, f1_macro of the kept weights; weights_from (the
+    ``best_epoch`` setting, or the averaging: swa, top_k) and weights_epoch (the epoch they are from; the
+    last with averaging); averaging (method, the epochs averaged, bn_updated, swa_lr or k and monitor;
+    None when off: ``lib.train.averaging``); folds_sha1 (``lib.data.folds.folds_hash``); best_epoch (the best by
+    ``monitor``), last_epoch, and their validation scores valid_best and valid_last (log_loss,
+    accuracy, f1_macro, valid_loss, as in the history: picking the best epoch on the fold it is then
+    scored on makes valid_best optimistic); ema (decay, horizon_epochs, steps_per_epoch as set; None
+    when off); minutes; epochs (the per-epoch history, each epoch's img_size the size it trained at;
+    with EMA each epoch's ema_decay and ema_horizon_epochs, at its last update). Epochs count from 0."""
+
+    if run.complete:
+        return read_json(run.dir / RunDir.METRICS)
+    learn, comp, cfg = run.learn, run.comp, run.cfg
+    load_weights(learn.model, run.dir / RunDir.WEIGHTS)
+    dev = next(learn.model.parameters()).device
+    show = cfg.progress if progress is None else progress
+    mk = partial(torch.utils.data.DataLoader, batch_size=cfg.batch_size * 2,
+                 num_workers=learn.dls.train.num_workers, pin_memory=dev.type == "cuda")
+    precision = run.precision or choose_precision(dev, cfg.precision)
+    dtype = precision.dtype  # the dtype it trained in
+    oof = predict_loader(learn.model, mk(run.data.valid), ["identity"], dev, dtype=dtype, progress=show)
+    test = (predict_loader(learn.model, mk(run.data.test), ["identity"], dev, dtype=dtype, progress=show)
+            if len(run.data.test) else np.zeros((0, comp.num_classes)))
+    rows = run.data.valid_rows
+    y = rows["target"].to_numpy()
+    oof_df = pd.DataFrame(oof, columns=comp.classes)
+    oof_df.insert(0, "target", y), oof_df.insert(0, "fold", cfg.fold), oof_df.insert(0, "id", rows["id"].to_numpy())
+    test_df = pd.DataFrame(test, columns=comp.classes)
+    test_df.insert(0, "id", comp.test["id"].to_numpy())
+    if not cfg.full_data:  # a full-data refit has no OOF: its scored rows are training images (lib.predict.refit)
+        write_csv(run.dir / RunDir.OOF, oof_df)
+    write_csv(run.dir / RunDir.TEST, test_df)
+    best, last = best_record(run.history, cfg.monitor), run.history[-1]
+    ema, avg = find_ema(learn), find_averager(learn)
+    summary = {"complete": True, "run_name": cfg.name, "backbone": cfg.backbone, "fold": cfg.fold,
+               **scores(y, oof), "weights_from": avg.method if avg else cfg.best_epoch,
+               "weights_epoch": (last if cfg.best_epoch == "last" else best)["epoch"],
+               "monitor": cfg.monitor, "best_epoch": best["epoch"], "last_epoch": last["epoch"],
+               "valid_best": {k: best[k] for k in VALID_SCORES}, "valid_last": {k: last[k] for k in VALID_SCORES},
+               "ema": ema.describe() if ema else None, "averaging": avg.describe(learn.model) if avg else None,
+               "folds_sha1": folds_hash(run.folds),
+               "minutes": round(sum(h["seconds"] for h in run.history) / 60, 2), "epochs": run.history}
+    if cfg.full_data:
+        summary = full_summary(summary)
+    plt.close(plot_curves(run.history, save=run.dir / RunDir.CURVES))  # saved only; the notebook draws its own
+    write_json(run.dir / RunDir.ENV, {**environment(cfg.seed, str(dev)), **precision.record()})
+    write_json(run.dir / RunDir.METRICS, summary)  # last: marks the run complete
+    if cfg.tracker != "none":
+        finish_tracking(cfg, summary)
+    if cfg.sync_to:
+        backup(run.dir, cfg.sync_to, "its last epoch")
+    return summary
+
+
+def train_fold(cfg: TrainConfig) -> dict:
+    """setup_run + fit + write_predictions in one call (scripts, benchmarks). Returns metrics.json's content."""
+    run = setup_run(cfg)
+    fit(run)
+    return write_predictions(run)
+
+
+def lr_find(run: Run):
+    """fastai's learning-rate finder on this run's model (weights are restored afterwards; the EMA
+    is left out so the sweep does not leak into it). Returns fastai's suggestion (``.valley``)."""
+    ema = find_ema(run.learn)
+    with run.learn.removed_cbs([ema] if ema else []):
+        return run.learn.lr_find()
