@@ -13,6 +13,7 @@ from conftest import start_and_kill
 from lib.core.config import TrainConfig
 from lib.ops.grid import main, run_grid
 from lib.ops.jobs import GridClock, make_jobs, parse_folds, parse_value
+from lib.ops.ray_grid import RayOptions
 from lib.train.loop import train_fold
 
 TINY = {"backbone": "test_resnet", "img_size": 24, "batch_size": 32, "epochs": 1, "lr": 0.003, "n_folds": 2}
@@ -46,6 +47,17 @@ def test_grid_skips_complete_and_reports_broken(digits_comp, tmp_path):
     assert re.search(r"\ngrid: [1-4]/4 epochs, [0-3]/4 runs trained, eta \d:\d\d:\d\d \(at \d\d:\d\d\)\n", log)
     again = run_grid([good], [0, 1], runs_dir=str(runs))
     assert sorted(again["skipped"]) == ["good_f0", "good_f1"] and not again["done"]
+
+
+def test_the_command_line_gives_the_ray_flags_as_one_ray_options(monkeypatch):
+    seen = {}
+    monkeypatch.setattr("lib.ops.grid.run_grid", lambda *a, **k: seen.update(k) or
+                        {"done": [], "skipped": [], "failed": []})
+    assert main(["--params", "a.yaml", "--folds", "0-1", "--backend", "ray", "--address", "auto",
+                 "--cpus-per-run", "8", "--gpus-per-run", "1", "--resources", '{"a100": 1}', "--max-retries", "5"]) == 0
+    assert seen["ray"] == RayOptions("auto", 8, 1, {"a100": 1}, 5)
+    main(["--params", "a.yaml"])
+    assert seen["ray"] == RayOptions()                      # the flags' defaults are RayOptions' defaults
 
 
 def test_grid_eta_counts_the_epochs_left_over_all_runs(tmp_path):

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from lib.ops.grid import run_grid
-from lib.ops.ray_grid import _run_job
+from lib.ops.ray_grid import RayOptions, _run_job
 from lib.train.distributed import free_port
 
 RAY = Path(sys.executable).with_name("ray")
@@ -62,7 +62,7 @@ def test_grid_survives_a_lost_worker_node(digits_comp, tmp_path):
         node_dirs.append(_node(address, "worker_node"))
         pin = lambda job: {"head_node": 1} if job.cfg.fold < 2 else {"worker_node": 1}  # noqa: E731
         grid = threading.Thread(target=lambda: result.update(run_grid(
-            [recipe], [0, 1, 2, 3], runs_dir=str(runs), backend="ray", address=address, resources=pin)))
+            [recipe], [0, 1, 2, 3], runs_dir=str(runs), backend="ray", ray=RayOptions(address, resources=pin))))
         grid.start()
         deadline = time.time() + 400
         while time.time() < deadline:      # fold 2 runs on the worker first, then fold 3: kill during fold 3

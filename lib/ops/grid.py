@@ -40,19 +40,19 @@ from lib.ops.jobs import (
     parse_folds,
     run_command,
 )
-from lib.ops.ray_grid import run_on_ray
+from lib.ops.ray_grid import RayOptions, run_on_ray
 
 
-def run_grid(params_files, folds, runs_dir="runs", jobs: int = 1, backend: str = "local",
-             address: str | None = None, overrides: dict | None = None, notebook: str = NOTEBOOK,
-             force: bool = False, cpus_per_run: float = 1, gpus_per_run: float = 0, resources=None,
-             max_retries: int = 3, full: bool = False) -> dict:
+def run_grid(params_files, folds, runs_dir="runs", jobs: int = 1, backend: str = "local", *,
+             overrides: dict | None = None, notebook: str = NOTEBOOK, force: bool = False, full: bool = False,
+             ray: RayOptions | None = None) -> dict:
     """Run every job not yet complete; returns {"done": [...], "skipped": [...], "failed": [(run, nb, error)]}.
 
     A run folder that holds training of another recipe (another data_dir, backbone, size, folds...)
     stops the grid before anything runs, naming each setting that differs; ``force`` retrains those
-    runs from scratch (the others are still skipped or resumed). ``backend="ray"``: see
-    ``lib.ops.ray_grid`` (``cpus_per_run``, ``gpus_per_run``, custom ``resources``, ``max_retries``).
+    runs from scratch (the others are still skipped or resumed). ``backend="ray"``: the cluster and
+    what each run asks of it come in ``ray`` (``lib.ops.ray_grid.RayOptions``: ``address``,
+    ``cpus_per_run``, ``gpus_per_run``, custom ``resources``, ``max_retries``; default ``RayOptions()``).
     ``full``: the recipes' full-data refits instead of their folds (``make_jobs``)."""
     grid_jobs = make_jobs(params_files, folds, runs_dir, overrides, full)
     changed = {c.run_name: c.changed() for c in grid_jobs}
@@ -105,7 +105,7 @@ def run_grid(params_files, folds, runs_dir="runs", jobs: int = 1, backend: str =
             for f in as_completed(futures):
                 record(futures[f], *f.result())
     elif backend == "ray":
-        run_on_ray(todo, notebook, record, address, cpus_per_run, gpus_per_run, resources, max_retries)
+        run_on_ray(todo, notebook, record, ray)
     else:
         raise ValueError(f"backend {backend!r}: choose local or ray")
     bar.close()
@@ -132,9 +132,9 @@ def main(argv=None) -> int:
     ap.add_argument("--max-retries", type=int, default=3, help="Ray: retries of a run whose worker or node died")
     a = ap.parse_args(argv)
     try:
-        res = run_grid(a.params, parse_folds(a.folds), a.runs_dir, a.jobs, a.backend, a.address,
-                       dict(a.parameter), a.notebook, a.force, a.cpus_per_run, a.gpus_per_run, a.resources,
-                       a.max_retries, a.full)
+        res = run_grid(a.params, parse_folds(a.folds), a.runs_dir, a.jobs, a.backend, overrides=dict(a.parameter),
+                       notebook=a.notebook, force=a.force, full=a.full,
+                       ray=RayOptions(a.address, a.cpus_per_run, a.gpus_per_run, a.resources, a.max_retries))
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"grid: nothing was run.\n{e}", file=sys.stderr)
         return 2

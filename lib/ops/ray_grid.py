@@ -13,18 +13,38 @@ What the nodes need, and why:
   leaves half done is retried on another node, which resumes it from the last epoch the lost one
   saved; an upload at the end would have nothing to resume from.
 
-Resources per run come from parameters (``cpus``, ``gpus``, custom ``resources``), not from what the
-cluster holds when the grid starts (an autoscaler adds GPU nodes later). Each run's output streams to
-``runs/<run>.log``. A task whose worker or node dies is retried ``max_retries`` times, and the run
+Resources per run come from ``RayOptions`` (``cpus_per_run``, ``gpus_per_run``, custom ``resources``),
+not from what the cluster holds when the grid starts (an autoscaler adds GPU nodes later). Each run's
+output streams to ``runs/<run>.log``. A task whose worker or node dies is retried ``max_retries`` times, and the run
 resumes; a run that still fails is listed with its reason, and the others go on.
 """
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from lib.core.paths import repo_root
 from lib.ops.jobs import run_command
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """How the grid uses a Ray cluster (``lib.ops.grid.run_grid(..., backend="ray", ray=RayOptions(...))``).
+
+    ``address``: the cluster (``auto``, ``ray://host:10001``; None: the Ray this process already
+    started, else ``$RAY_ADDRESS``'s, else a new local one); ``cpus_per_run`` / ``gpus_per_run``: what
+    each run's task asks for (its loader workers; its GPU); ``resources``: custom Ray resources per
+    run, a dict, or a function of the job (``lib.ops.jobs.GridJob``) giving one (e.g. to pin runs to
+    nodes); ``max_retries``: retries of a run whose worker or node died (it resumes from its last
+    saved epoch)."""
+    address: str | None = None
+    cpus_per_run: float = 1
+    gpus_per_run: float = 0
+    resources: dict | Callable | None = None
+    max_retries: int = 3
+
 
 EXCLUDES = [".git", ".venv", "data", "runs", "work", "bundle", "build", "**/__pycache__", "*.egg-info"]
 
@@ -68,25 +88,25 @@ def _inode(path: Path) -> int | None:
         return None
 
 
-def run_on_ray(jobs: list, notebook: str, record, address: str | None = None, cpus: float = 1, gpus: float = 0,
-               resources=None, max_retries: int = 3) -> None:
-    """Run ``jobs`` (``lib.ops.jobs.GridJob``) as Ray tasks; ``record(job, exit code, output tail)`` is
-    called as each ends. ``resources``: custom Ray resources per run, a dict, or a function of the
-    job giving one (e.g. to pin runs to nodes)."""
+def run_on_ray(jobs: list, notebook: str, record, options: RayOptions | None = None) -> None:
+    """Run ``jobs`` (``lib.ops.jobs.GridJob``) as Ray tasks as ``options`` say (None: ``RayOptions()``);
+    ``record(job, exit code, output tail)`` is called as each ends."""
+    options = options or RayOptions()
     import ray
     from ray.exceptions import RayError
 
-    ray.init(address=address, ignore_reinit_error=True, log_to_driver=False,
+    ray.init(address=options.address, ignore_reinit_error=True, log_to_driver=False,
              runtime_env={"working_dir": str(repo_root()), "excludes": EXCLUDES})
-    print(f"ray: each run asks for {cpus} CPU(s), {gpus} GPU(s)" + (f", {resources}" if isinstance(resources, dict)
-                                                                     else ""), flush=True)
+    resources = options.resources
+    print(f"ray: each run asks for {options.cpus_per_run} CPU(s), {options.gpus_per_run} GPU(s)"
+          + (f", {resources}" if isinstance(resources, dict) else ""), flush=True)
     refs = {}
     for job in jobs:
         res = resources(job) if callable(resources) else resources
         # retry_exceptions: a task that raised before papermill ran (its unpacked code gone with a lost
         # node's files, say) is retried like one whose node died; a failing notebook is not (exit code)
-        task = ray.remote(num_cpus=cpus, num_gpus=gpus, resources=res or None, max_retries=max_retries,
-                          retry_exceptions=True)(_run_job)
+        task = ray.remote(num_cpus=options.cpus_per_run, num_gpus=options.gpus_per_run, resources=res or None,
+                          max_retries=options.max_retries, retry_exceptions=True)(_run_job)
         refs[task.remote(job, notebook)] = job
     pending = list(refs)
     while pending:
