@@ -110,16 +110,18 @@ def test_a_task_whose_code_was_removed_during_the_run_raises_so_ray_retries_it(t
         shutil.rmtree(cwd)
         (Path(cwd) / "lib").mkdir(parents=True)
         return 1, "FileNotFoundError: [Errno 2] No such file or directory"
-    monkeypatch.setattr("lib.ops.jobs.run_command", code_replaced_under_the_run)
+    monkeypatch.setattr("lib.ops.ray_grid.run_command", code_replaced_under_the_run)
     with pytest.raises(RuntimeError, match="r_f0: the code Ray unpacked .* was removed during the run"):
         _run_job(_Job(tmp_path / "r_f0.log"), "notebooks/02_train.ipynb")
 
     # the retry, in the same worker: its cwd is gone, the copy unpacked again at the same path is used
     seen = []
-    monkeypatch.setattr("lib.ops.jobs.run_command",
+    monkeypatch.setattr("lib.ops.ray_grid.run_command",
                         lambda cmd, log, env, cwd: seen.append(cwd) or (1, "a failing notebook"))
     assert _run_job(_Job(tmp_path / "r_f0.log"), "nb") == (1, "a failing notebook")   # a notebook's own failure
-    assert seen == [str(work)] and Path.cwd() == work
+    assert seen == [str(work)]                           # the new copy, given to the command as its cwd
+    with pytest.raises(FileNotFoundError):
+        Path.cwd()                                       # the worker's own cwd is left as it was: no chdir
 
     shutil.rmtree(work)                                  # removed, and not unpacked again: raise, Ray retries
     with pytest.raises(RuntimeError, match="r_f0: the code Ray unpacked .* was removed before it started"):

@@ -50,7 +50,8 @@ EXCLUDES = [".git", ".venv", "data", "runs", "work", "bundle", "build", "**/__py
 
 
 def _run_job(job, notebook: str):
-    """A Ray task: the job's papermill command in the working dir Ray unpacked (its cwd).
+    """A Ray task: the job's papermill command run in the working dir Ray unpacked (the worker's cwd
+    when it started), given to the command as its ``cwd``: the worker process's own cwd is left alone.
 
     Raises, so that Ray retries the task, when that copy of the code is removed before or during the
     run (Ray nodes sharing one temp dir share it, and a dying node can take it along): the run then
@@ -69,7 +70,8 @@ _WORK: Path | None = None   # the working dir Ray started this worker process in
 
 def _working_dir(run: str) -> Path:
     """This worker's working dir; when it was removed and unpacked again at the same path (a retry in
-    the same worker), that new copy."""
+    the same worker), that new copy, by its path (the commands run there through ``cwd``; this
+    process's cwd stays the removed one)."""
     global _WORK
     try:
         _WORK = Path.cwd()
@@ -77,7 +79,6 @@ def _working_dir(run: str) -> Path:
         if _WORK is None or not (_WORK / "lib").is_dir():
             raise RuntimeError(f"{run}: the code Ray unpacked for this task ({_WORK or 'its cwd'}) was removed "
                                "before it started; Ray retries it") from None
-        os.chdir(_WORK)
     return _WORK
 
 
