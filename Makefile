@@ -100,8 +100,9 @@ lint: env
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 
+# torch.compile's caches where the grid's runs keep theirs (lib.ops.jobs.run_env), unless set already
 lab: env
-	$(VENV)/bin/jupyter lab --notebook-dir=$(CURDIR)$(if $(filter 0,$(shell id -u)), --allow-root)
+	TORCHINDUCTOR_CACHE_DIR=$${TORCHINDUCTOR_CACHE_DIR:-$(CURDIR)/.cache/torchinductor} $(VENV)/bin/jupyter lab --notebook-dir=$(CURDIR)$(if $(filter 0,$(shell id -u)), --allow-root)
 
 grid: env
 	$(PY) -m lib.ops.grid --params $(PARAMS) --folds $(FOLDS) --jobs $(JOBS) --runs-dir $(RUNS) -p data_dir $(DATA) -p n_folds $(N_FOLDS)

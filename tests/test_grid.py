@@ -11,8 +11,9 @@ import yaml
 from conftest import start_and_kill
 
 from lib.core.config import TrainConfig
+from lib.core.paths import repo_root
 from lib.ops.grid import main, run_grid
-from lib.ops.jobs import GridClock, make_jobs, parse_folds, parse_value
+from lib.ops.jobs import GridClock, make_jobs, parse_folds, parse_value, run_env
 from lib.ops.ray_grid import RayOptions
 from lib.train.loop import train_fold
 
@@ -58,6 +59,20 @@ def test_the_command_line_gives_the_ray_flags_as_one_ray_options(monkeypatch):
     assert seen["ray"] == RayOptions("auto", 8, 1, {"a100": 1}, 5)
     main(["--params", "a.yaml"])
     assert seen["ray"] == RayOptions()                      # the flags' defaults are RayOptions' defaults
+
+
+def test_runs_share_one_inductor_cache_through_their_environment(digits_comp, tmp_path, monkeypatch):
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    assert run_env(tmp_path) == {"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / ".cache" / "torchinductor")}
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/elsewhere")
+    assert run_env(tmp_path) == {}                                 # the grid's own setting: the runs inherit it
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
+    envs = []
+    monkeypatch.setattr("lib.ops.grid.check_kernel", lambda: None)
+    monkeypatch.setattr("lib.ops.grid.run_command", lambda cmd, log, env, cwd, on_line: envs.append(env) or (1, "x"))
+    run_grid([_params(tmp_path, "env", data_dir=str(digits_comp))], [0, 1], runs_dir=str(tmp_path / "runs"), jobs=2)
+    cache = str(repo_root() / ".cache" / "torchinductor")
+    assert [e["TORCHINDUCTOR_CACHE_DIR"] for e in envs] == [cache, cache]
 
 
 def test_grid_eta_counts_the_epochs_left_over_all_runs(tmp_path):

@@ -2,6 +2,8 @@
 scheduler, and a compiled model trains with its compiled graphs cached on disk."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import timm
@@ -9,7 +11,8 @@ import torch
 from safetensors.torch import load_file
 
 from lib.core.config import TrainConfig
-from lib.model.optim import lr_scales, param_groups
+from lib.core.paths import repo_root
+from lib.model.optim import compile_model, lr_scales, param_groups
 from lib.train.loop import fit, setup_run, train_fold
 
 TINY = dict(backbone="test_convnext", n_folds=3, fold=0, img_size=32, batch_size=32, epochs=1, lr=3e-3,
@@ -57,3 +60,13 @@ def test_a_compiled_run_trains_like_eager_saves_plain_weights_and_caches_its_gra
     plain = timm.create_model("test_resnet", num_classes=10).state_dict()
     assert set(weights) == set(plain)  # no "_orig_mod." prefixes: re-prediction loads it into a plain model
     assert any(p.is_file() for p in cache.rglob("*")), "Inductor wrote no compiled graph to the cache folder"
+
+
+def test_compiling_leaves_the_process_environment_alone(monkeypatch):
+    """The cache folder is the caller's setting (the grid puts it in its runs' environment: lib.ops.jobs.run_env)."""
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    before = dict(os.environ)
+    compile_model(torch.nn.Linear(3, 2))
+    after = dict(os.environ)
+    # torch itself records its default (in the temp dir) for its compile workers; nothing else changes
+    assert not after.pop("TORCHINDUCTOR_CACHE_DIR", "").startswith(str(repo_root())) and after == before

@@ -11,14 +11,10 @@ model's ``group_matcher``), so the early layers of a pretrained network move lea
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import torch
 from fastai.optimizer import OptimWrapper
 from timm.optim import param_groups_layer_decay, param_groups_weight_decay
-
-from lib.core.paths import repo_root
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float, layer_decay: float | None = None) -> list[dict]:
@@ -57,8 +53,11 @@ class ScaledLrOptim(OptimWrapper):
 def compile_model(model: torch.nn.Module) -> torch.nn.Module:
     """``model.compile()`` (in place: its state_dict keys stay those of the plain model, so weights,
     EMA copies and checkpoints are unchanged). Inductor's compiled-graph caches go to
-    ``$TORCHINDUCTOR_CACHE_DIR``, by default ``<repo>/.cache/torchinductor``: shared by every process
-    of a grid on this machine (and kept across reboots), so only the first fold pays the compile."""
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(repo_root() / ".cache" / "torchinductor"))
+    ``$TORCHINDUCTOR_CACHE_DIR`` as the process was started with (without it, torch's default in the
+    temp dir); this function does not set it. The grid starts each run with it set to
+    ``<repo>/.cache/torchinductor`` (``lib.ops.jobs.run_env``): shared by every run of a grid on this
+    machine and kept across reboots, so only the first fold pays the compile. For the same cache in an
+    interactive notebook, start Jupyter with it set: ``make lab`` does, or
+    ``TORCHINDUCTOR_CACHE_DIR=$PWD/.cache/torchinductor .venv/bin/jupyter lab``."""
     model.compile()
     return model

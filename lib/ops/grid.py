@@ -39,6 +39,7 @@ from lib.ops.jobs import (
     make_jobs,
     parse_folds,
     run_command,
+    run_env,
 )
 from lib.ops.ray_grid import RayOptions, run_on_ray
 
@@ -94,7 +95,7 @@ def run_grid(params_files, folds, runs_dir="runs", jobs: int = 1, backend: str =
         def work(job: GridJob):
             slot = slots.get()
             try:
-                env = {"CUDA_VISIBLE_DEVICES": str(slot % gpus)} if gpus else {}
+                env = {**run_env(), **({"CUDA_VISIBLE_DEVICES": str(slot % gpus)} if gpus else {})}
                 return run_command(job.command(notebook), job.log, env, str(repo_root()),
                                    partial(grid_clock.line, job.run_name))
             finally:

@@ -29,6 +29,7 @@ from lib.core.rundir import cv_epochs, recipe_changes, run_complete
 
 NOTEBOOK = "notebooks/02_train.ipynb"
 KERNEL = "foldbook"  # the project's kernel: ``make env`` registers it, the notebooks declare it
+INDUCTOR_CACHE = ".cache/torchinductor"  # torch.compile's on-disk caches, under the repo (``run_env``)
 
 
 def check_kernel(name: str = KERNEL) -> None:
@@ -131,6 +132,17 @@ def make_jobs(params_files, folds, runs_dir="runs", overrides: dict | None = Non
                 raise FileNotFoundError(f"{pf}: " + "; ".join(missing))
             jobs.append(GridJob(pf, cfg, {**overrides, **extra}))
     return jobs
+
+
+def run_env(root: Path | None = None) -> dict:
+    """What a grid run's process gets added to its environment (``run_command``'s ``env_extra``):
+    ``TORCHINDUCTOR_CACHE_DIR`` = ``<root>/.cache/torchinductor`` (``root``: this repo, or the copy a
+    Ray node unpacked), so that every run of the grid on a machine shares torch.compile's caches
+    (``lib.model.optim.compile_model``) and only the first fold pays the compile; unless this process
+    was started with its own ``TORCHINDUCTOR_CACHE_DIR``, which the run then inherits."""
+    if "TORCHINDUCTOR_CACHE_DIR" in os.environ:
+        return {}
+    return {"TORCHINDUCTOR_CACHE_DIR": str(Path(root or repo_root()) / INDUCTOR_CACHE)}
 
 
 def _gpu_count() -> int:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lib.core.paths import repo_root
-from lib.ops.jobs import run_command
+from lib.ops.jobs import run_command, run_env
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def _run_job(job, notebook: str):
     resumes from its last saved epoch instead of being recorded as failed."""
     work = _working_dir(job.cfg.name)
     inode = _inode(work)
-    code, tail = run_command(job.command(notebook, root=work), job.log, None, str(work))
+    code, tail = run_command(job.command(notebook, root=work), job.log, run_env(work), str(work))
     if code != 0 and _inode(work) != inode:
         raise RuntimeError(f"{job.cfg.name}: the code Ray unpacked for this task ({work}) was removed during "
                            f"the run; Ray retries it. Its last output:\n{tail}")
