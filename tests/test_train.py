@@ -12,7 +12,7 @@ from conftest import Interrupt, SpoilEpoch
 from fastai.callback.core import Callback
 
 from lib.core.config import TrainConfig
-from lib.train.loop import fit, setup_run, train_fold, write_predictions
+from lib.train.loop import cudnn_autotuned, fit, setup_run, train_fold, write_predictions
 
 TINY = dict(backbone="test_resnet", n_folds=3, fold=0, img_size=24, batch_size=32, epochs=3, lr=3e-3,
             progress=False, verbose=False, num_workers=0)
@@ -217,3 +217,18 @@ def test_bf16_on_cpu_trains_and_predicts(digits_comp, tmp_path):
     with pytest.raises(ValueError, match="precision 'fp8'"):
         setup_run(TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path), run_name="x",
                               **{**TINY, "precision": "fp8"}))
+
+
+def test_cudnn_autotuner_is_on_only_while_a_cuda_run_computes(monkeypatch):
+    """No global flip: the flag is on inside a CUDA run's training and prediction, as it was before after."""
+    class FakeRun:  # what cudnn_autotuned reads of a Run: where its model's weights are
+        def __init__(self, device):
+            param = type("P", (), {"device": torch.device(device)})()
+            self.learn = type("L", (), {"model": type("M", (), {"parameters": lambda _: iter([param])})()})()
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    with cudnn_autotuned(FakeRun("cpu")):
+        assert torch.backends.cudnn.benchmark is False
+    with pytest.raises(KeyboardInterrupt), cudnn_autotuned(FakeRun("cuda")):
+        assert torch.backends.cudnn.benchmark is True
+        raise KeyboardInterrupt
+    assert torch.backends.cudnn.benchmark is False

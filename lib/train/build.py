@@ -91,8 +91,7 @@ def build_learner(cfg: TrainConfig, model: torch.nn.Module, data: FoldData, devi
     with ``compile``)."""
     workers = default_num_workers(device, cfg.num_workers)
     model.to(device)  # fastai would move it to dls.device, which stays None on CUDA (see below)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its fastest kernels
+    if device.type == "cuda":  # (cuDNN's autotuner: on while the run trains and predicts, lib.train.loop)
         # fastai's to_device copies blocking, which waits for the GPU's queue every batch; copy from
         # pinned memory without blocking instead, so the next batch is ready while the GPU computes
         dl = partial(DataLoader, num_workers=workers, pin_memory=True, after_batch=ToDevice(device))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -154,6 +155,26 @@ def setup_run(cfg: TrainConfig) -> Run:
     return run
 
 
+@contextmanager
+def cudnn_autotuned(run: Run):
+    """cuDNN's autotuner (``torch.backends.cudnn.benchmark``) on while a CUDA run's model trains or
+    predicts (``fit``, ``lr_find``, ``write_predictions``), its previous value put back after. A run's
+    images have one size (per stage), so the fastest kernel of each convolution, timed on the first
+    batch, serves every batch after. Scoped, not switched on for the process: a notebook's later cells
+    and other code find the flag as they left it. (Not ``torch.backends.cudnn.flags(benchmark=True)``:
+    that context sets every other cuDNN flag to its default too, ``enabled=False`` among them.)"""
+    params = next(run.learn.model.parameters(), None) if run.learn else None
+    if params is None or params.device.type != "cuda":
+        yield
+        return
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
 def check_same_recipe(run_dir: Path, cfg: TrainConfig) -> None:
     """A run folder holds one recipe: resuming or reusing it with another would mix two runs."""
     diff = recipe_changes(run_dir, cfg)
@@ -182,20 +203,22 @@ def fit(run: Run) -> pd.DataFrame:
     rec = RunRecorder(run.comp.num_classes, cfg.monitor, partial(writer.save_state, run.learn), writer.save_weights,
                       run.history, run.start_epoch, cfg.patience, cfg.verbose, keep=cfg.best_epoch)
     done = run.start_epoch >= cfg.epochs or _stopped_early(run)
-    try:
-        if not done:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*upsample.*|.*lr_scheduler.*")
-                run.learn.fit(cfg.epochs, cfg.lr, cbs=schedule_callbacks(cfg) + [rec], start_epoch=run.start_epoch)
-    except KeyboardInterrupt:
-        writer.flush()
-        print(f"interrupted: epochs up to {len(rec.history)} are saved in {run.dir / 'state.pt'}; "
-              "rerun the same command to resume", flush=True)
-        raise
-    finally:
-        writer.close()
-    run.history = rec.history
-    finish_averaging(run)  # swa_epochs / average_top_k: the averaged weights to model.safetensors
+    with cudnn_autotuned(run):
+        try:
+            if not done:
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message=".*upsample.*|.*lr_scheduler.*")
+                    run.learn.fit(cfg.epochs, cfg.lr, cbs=schedule_callbacks(cfg) + [rec],
+                                  start_epoch=run.start_epoch)
+        except KeyboardInterrupt:
+            writer.flush()
+            print(f"interrupted: epochs up to {len(rec.history)} are saved in {run.dir / 'state.pt'}; "
+                  "rerun the same command to resume", flush=True)
+            raise
+        finally:
+            writer.close()
+        run.history = rec.history
+        finish_averaging(run)  # swa_epochs / average_top_k: the averaged weights to model.safetensors
     return pd.DataFrame(rec.history)
 
 
@@ -232,9 +255,10 @@ def write_predictions(run: Run, progress: bool | None = None) -> dict:
                  num_workers=learn.dls.train.num_workers, pin_memory=dev.type == "cuda")
     precision = run.precision or choose_precision(dev, cfg.precision)
     dtype = precision.dtype  # the dtype it trained in
-    oof = predict_loader(learn.model, mk(run.data.valid), ["identity"], dev, dtype=dtype, progress=show)
-    test = (predict_loader(learn.model, mk(run.data.test), ["identity"], dev, dtype=dtype, progress=show)
-            if len(run.data.test) else np.zeros((0, comp.num_classes)))
+    with cudnn_autotuned(run):
+        oof = predict_loader(learn.model, mk(run.data.valid), ["identity"], dev, dtype=dtype, progress=show)
+        test = (predict_loader(learn.model, mk(run.data.test), ["identity"], dev, dtype=dtype, progress=show)
+                if len(run.data.test) else np.zeros((0, comp.num_classes)))
     rows = run.data.valid_rows
     y = rows["target"].to_numpy()
     oof_df = pd.DataFrame(oof, columns=comp.classes)
@@ -277,5 +301,5 @@ def lr_find(run: Run):
     """fastai's learning-rate finder on this run's model (weights are restored afterwards; the EMA
     is left out so the sweep does not leak into it). Returns fastai's suggestion (``.valley``)."""
     ema = find_ema(run.learn)
-    with run.learn.removed_cbs([ema] if ema else []):
+    with run.learn.removed_cbs([ema] if ema else []), cudnn_autotuned(run):
         return run.learn.lr_find()
