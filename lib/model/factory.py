@@ -1,16 +1,18 @@
 """A recipe's model, checked against its input size.
 
     model, data_cfg = build_model(cfg, num_classes)     # timm backbone (or airnet), head, pooling, weights
+    model, cfg, data_cfg = load_trained("runs/convnext_tiny_f0", num_classes)   # a run's model, its weights
 
-Training (``lib.train``) and re-prediction (``lib.predict``) both build through here, so a run is
-predicted with exactly the model it trained.
+Training (``lib.train``), re-prediction (``lib.predict``) and export (``lib.ops.export``) all build
+through here, so a run is predicted and exported with exactly the model it trained.
 """
 from __future__ import annotations
 
 import torch
 
 from lib.core.config import TrainConfig
-from lib.model.backbones import create_backbone
+from lib.core.rundir import RunDir, load_config
+from lib.model.backbones import create_backbone, load_weights
 
 
 def build_model(cfg: TrainConfig, num_classes: int, pretrained: str | None = None) -> tuple[torch.nn.Module, dict]:
@@ -27,6 +29,17 @@ def build_model(cfg: TrainConfig, num_classes: int, pretrained: str | None = Non
             raise ValueError(f"{cfg.backbone} has no gradient checkpointing in timm; set grad_checkpointing False")
         model.set_grad_checkpointing(True)
     return model, data_cfg
+
+
+def load_trained(run_dir, num_classes: int) -> tuple[torch.nn.Module, TrainConfig, dict]:
+    """(model, recipe, data config) of a trained run: the model its ``params.yaml`` builds (with
+    ``num_classes`` outputs, no pretrained download) holding its kept weights ``model.safetensors``,
+    in training mode on the CPU as ``build_model`` leaves it; the recipe as ``lib.core.rundir.load_config``
+    reads it; the data config (mean, std, ...) its images were normalised with."""
+    cfg = load_config(run_dir)
+    model, data_cfg = build_model(cfg, num_classes, pretrained="none")
+    load_weights(model, RunDir(run_dir).weights)
+    return model, cfg, data_cfg
 
 
 def check_input_size(model, backbone: str, img_size: int) -> None:

@@ -20,11 +20,10 @@ import torch
 
 from lib.core.io import atomic_path, read_json, write_json
 from lib.core.paths import relative, resolve
-from lib.core.rundir import RunDir, load_config
+from lib.core.rundir import RunDir
 from lib.data.competition import open_competition
 from lib.data.dataset import image_dataset
-from lib.model.backbones import load_weights
-from lib.model.factory import build_model
+from lib.model.factory import load_trained
 from lib.predict.submission import load_blend
 
 
@@ -36,9 +35,7 @@ def _class_table(run_dir: Path) -> dict:
 
 def _probs_model(run_dir: Path) -> tuple[torch.nn.Module, dict, object]:
     """(model with a softmax head in eval mode, its data config, the recipe) of a finished run."""
-    cfg = load_config(run_dir)
-    model, data_cfg = build_model(cfg, len(_class_table(run_dir)["classes"]), pretrained="none")
-    load_weights(model, run_dir / RunDir.WEIGHTS)
+    model, cfg, data_cfg = load_trained(run_dir, len(_class_table(run_dir)["classes"]))
     return torch.nn.Sequential(model, torch.nn.Softmax(dim=1)).eval(), data_cfg, cfg
 
 
