@@ -21,7 +21,7 @@ from conftest import as_document_competition
 from lib.core.config import TrainConfig
 from lib.ops.bundle import make_bundle
 from lib.predict.crossfit import fit_blend
-from lib.predict.inference import tta_predictions
+from lib.predict.inference import PredictSpec, tta_predictions
 from lib.predict.oof import open_runs
 from lib.predict.pipeline import predict_submission
 from lib.predict.submission import write_ensemble
@@ -42,7 +42,7 @@ def trained(_digits_source, tmp_path_factory):
                                progress=False, verbose=False))
     comp, found, oofs = open_runs(data, runs)
     with pytest.warns(UserWarning, match="TTA .* on test only"):
-        tests, _ = tta_predictions(found, comp.classes, TTA)
+        tests, _ = tta_predictions(found, comp.classes, PredictSpec(TTA))
     b = fit_blend(oofs, comp.classes)
     sub = write_ensemble(b, tests, comp, runs, tmp / "submission.csv", found, TTA)
     return data, runs, sub
@@ -72,11 +72,11 @@ def test_label_submission_and_hidden_test_from_the_runs_alone(trained, _digits_s
     written = pd.read_csv(runs.parent / "submission.csv")
     _check_label_submission(written, data / "sample_submission.csv")
     monkeypatch.setenv("FOLDBOOK_WORK", str(tmp_path / "work"))
-    again = predict_submission(data, runs, tmp_path / "again.csv", progress=False)
+    again = predict_submission(data, runs, tmp_path / "again.csv")
     assert again.equals(sub)                           # 05 on the public test set gives 04's submission
     hidden = _hidden(data, tmp_path / "hidden", _digits_source)
     shutil.rmtree(hidden / "train"), (hidden / "train.csv").unlink()   # no training data where 05 runs
-    out = predict_submission(hidden, runs, tmp_path / "hidden.csv", progress=False)
+    out = predict_submission(hidden, runs, tmp_path / "hidden.csv")
     _check_label_submission(out, hidden / "sample_submission.csv")
     with pytest.raises(FileNotFoundError, match="no blend file; run 04_ensemble_tta first"):
         predict_submission(hidden, tmp_path / "no_runs", tmp_path / "x.csv")
@@ -106,5 +106,5 @@ def test_bundle_runs_05_offline_in_a_fresh_environment(trained, _digits_source, 
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     got = pd.read_csv(out)
     _check_label_submission(got, hidden / "sample_submission.csv")
-    want = predict_submission(hidden, runs, tmp_path / "in_process.csv", progress=False)
+    want = predict_submission(hidden, runs, tmp_path / "in_process.csv")
     assert np.array_equal(got["target"].to_numpy(), want["target"].to_numpy())

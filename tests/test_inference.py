@@ -12,7 +12,7 @@ from lib.data.augment import get_augment
 from lib.data.dataset import load_resized
 from lib.model.backbones import create_backbone, load_weights
 from lib.model.forward import predict_loader
-from lib.predict.inference import predict_fold, tta_predictions
+from lib.predict.inference import PredictSpec, predict_fold, tta_predictions
 
 
 def _images(b=4, h=12, w=12, seed=0):
@@ -69,8 +69,20 @@ def test_predict_loader_accepts_callables_and_rejects_bad_space():
         predict_loader(model, _loader(x), ["identity"], "cpu", space="geo", progress=False)
 
 
+def test_predict_spec_checks_and_normalises_what_it_holds():
+    spec = PredictSpec("hflip", "logit", batch_size=8)
+    assert spec.ops == ("hflip",) and not spec.plain and PredictSpec(["identity"]).plain and PredictSpec().plain
+    assert PredictSpec(["identity", "hflip"]) == PredictSpec(("identity", "hflip"))  # lists and tuples alike
+    with pytest.raises(ValueError, match="unknown TTA op 'flip'"):
+        PredictSpec(["flip"])
+    with pytest.raises(ValueError, match="space"):
+        PredictSpec(space="geo")
+    with pytest.raises(AttributeError):
+        spec.space = "prob"  # frozen: one spec is passed down a chain of calls unchanged
+
+
 def test_predict_fold_matches_direct_forward_and_keeps_row_order(png_comp, png_run):
-    out = predict_fold(png_run, ["identity"], split="test")
+    out = predict_fold(png_run, split="test")
     ref = pd.read_csv(png_run / "test.csv", dtype={"id": str})
     assert list(out.columns) == ["id"] + CLASSES and list(out["id"]) == list(ref["id"])
     assert np.allclose(out[CLASSES].sum(axis=1), 1)
@@ -83,27 +95,27 @@ def test_predict_fold_matches_direct_forward_and_keeps_row_order(png_comp, png_r
         want = torch.softmax(model(x), dim=1).double().numpy()
     assert np.allclose(out[CLASSES].to_numpy(), want, atol=1e-6)
 
-    oof = predict_fold(png_run, ["identity"], split="oof")
+    oof = predict_fold(png_run, split="oof")
     ref = pd.read_csv(png_run / "oof.csv", dtype={"id": str})
     assert list(oof["id"]) == list(ref["id"]) and list(oof["target"]) == list(ref["target"])
     assert (oof["fold"] == 0).all()
     with pytest.raises(ValueError, match="unknown TTA op 'flip'"):
-        predict_fold(png_run, ["flip"])
+        predict_fold(png_run, PredictSpec(["flip"]))
 
 
 def test_predict_fold_hflip(png_run):
     # symmetric test images: flipping changes nothing, so identity+hflip == identity
     runs = find_runs(png_run.parent)
-    tests, oofs = tta_predictions(runs, CLASSES, ["identity", "hflip"], oof=True)
-    plain = predict_fold(png_run, ["identity"], split="test")[CLASSES].to_numpy()
+    tests, oofs = tta_predictions(runs, CLASSES, PredictSpec(["identity", "hflip"]), oof=True)
+    plain = predict_fold(png_run, split="test")[CLASSES].to_numpy()
     assert np.allclose(tests["tiny"][CLASSES].to_numpy(), plain, atol=1e-6)
     # ordinary train images: identity+hflip is the mean of the two single-op predictions
-    a = predict_fold(png_run, ["identity"], split="oof")
-    b = predict_fold(png_run, ["hflip"], split="oof")[CLASSES].to_numpy()
+    a = predict_fold(png_run, split="oof")
+    b = predict_fold(png_run, PredictSpec(["hflip"]), split="oof")[CLASSES].to_numpy()
     ab = oofs["tiny"].set_index("id").loc[a["id"], CLASSES].to_numpy()  # tta_predictions sorts by id
     a = a[CLASSES].to_numpy()
     assert not np.allclose(a, b, atol=1e-4)
     assert np.allclose(ab, (a + b) / 2, atol=1e-6)
     assert oofs["tiny"]["id"].is_monotonic_increasing and len(oofs["tiny"]) == len(a)
-    tests, oofs = tta_predictions(runs, CLASSES, ["identity"], oof=True)  # plain: the run's test.csv
+    tests, oofs = tta_predictions(runs, CLASSES, PredictSpec(), oof=True)  # plain: the run's test.csv
     assert oofs is None and np.allclose(tests["tiny"][CLASSES].to_numpy(), 1 / 3)

@@ -13,8 +13,9 @@ from lib.core.config import TrainConfig
 from lib.core.rundir import cv_epochs, find_runs
 from lib.ops.jobs import make_jobs
 from lib.predict.crossfit import fit_blend
+from lib.predict.inference import PredictSpec
 from lib.predict.oof import load_test, open_runs
-from lib.predict.pipeline import predict_submission
+from lib.predict.pipeline import blend_spec, predict_submission
 from lib.predict.refit import refit_tests
 from lib.predict.submission import load_blend, write_ensemble
 from lib.train.loop import setup_run, train_fold
@@ -114,3 +115,7 @@ def test_04_refit_reaches_the_submission_and_05_predicts_it_the_same_way(digits_
     assert load_blend(runs / "ensemble" / "blend.json")["refit"] == {}
     plain = predict_submission(digits_comp, runs, tmp_path / "plain.csv")
     assert not np.allclose(plain.iloc[:, 1:].to_numpy(), sub.iloc[:, 1:].to_numpy(), atol=1e-3)
+    assert blend_spec(runs) == PredictSpec(["identity"], "prob")        # 04's TTA ops and space
+    assert blend_spec(runs, ["hflip"], progress=True) == PredictSpec(["hflip"], "prob", progress=True)
+    with pytest.raises(ValueError, match="blend_spec"):  # 04 fitted its blend to prob-averaged TTA
+        predict_submission(digits_comp, runs, tmp_path / "logit.csv", spec=PredictSpec(space="logit"))

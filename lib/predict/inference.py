@@ -1,19 +1,21 @@
 """Predictions of trained models: a loader averaged over TTA ops, a run's fold re-predicted from
 its files, and each model's test (and OOF) predictions for the ensemble.
 
-    probs = predict_loader(model, loader, ["identity", "hflip"], device)     # [N, C]
-    df = predict_fold("runs/convnext_tiny_f0", ["identity", "hflip"], split="test")   # id + classes
-    tests, oofs_tta = tta_predictions(runs, classes, ["identity", "hflip"], oof=True)
+    spec = PredictSpec(["identity", "hflip"], "prob", progress=True)     # how to predict, in one value
+    probs = predict_loader(model, loader, spec.ops, device)                # [N, C]
+    df = predict_fold("runs/convnext_tiny_f0", spec, split="test")         # id + classes
+    tests, oofs_tta = tta_predictions(runs, classes, spec, oof=True)
 
 A run is rebuilt from its ``params.yaml`` (the recipe, ``lib.core.config``) and ``model.safetensors``
-with the same builders training used (``lib.train.build``): its images go through the validation
-transform with the backbone's mean/std, exactly as in training's ``write_predictions``.
+by ``lib.model.factory.load_trained``, with the same builders training used: its images go through
+the validation transform with the backbone's mean/std, exactly as in training's ``write_predictions``.
 Re-predicted tables keep the ids and row order of the run's own test.csv / oof.csv, so they
 replace them one for one.
 """
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,35 +29,65 @@ from lib.core.precision import amp_dtype
 from lib.core.rundir import RunDir, load_config
 from lib.data.competition import Competition, open_competition
 from lib.data.dataset import image_dataset
-from lib.model.backbones import load_weights
-from lib.model.factory import build_model
+from lib.model.factory import load_trained
 from lib.model.forward import predict_loader
 from lib.model.tta import get_tta
 from lib.predict.oof import fold_mean
 
 SPLITS = ("test", "oof")
+SPACES = ("prob", "logit")
 
 
-def predict_fold(run_dir, ops=("identity",), split: str = "test", space: str = "prob",
-                 batch_size: int | None = None, device: str | None = None, num_workers: int | None = None,
-                 progress: bool = False) -> pd.DataFrame:
-    """Probabilities of a completed run's model on its test set or its OOF fold, averaged over the
-    TTA ``ops`` (names from ``lib.model.tta``) in ``space`` "prob" or "logit".
+@dataclass(frozen=True)
+class PredictSpec:
+    """How trained runs are re-predicted, one value for ``predict_fold``, ``predict_images``,
+    ``tta_predictions``, ``lib.predict.refit.refit_tests``, ``lib.predict.teacher.teacher_table`` and
+    ``lib.predict.pipeline.predict_submission``.
 
-    Returns id + one column per class (split="test", rows as in the run's test.csv) or id, fold,
-    target + classes (split="oof", rows as in its oof.csv). ``batch_size`` defaults to twice the
-    run's; images come from the pre-resized cache when the run used one.
+    ops: TTA op names (``lib.model.tta``; a bare name is one op), checked when the spec is made;
+    space: "prob" averages the ops' softmax probabilities, "logit" their log-probabilities followed
+    by a softmax; batch_size: images per forward pass (None: twice the run's training batch size);
+    device: "cuda", "cuda:1", "mps", "cpu" (None: the best available, ``lib.core.device.pick_device``);
+    num_workers: DataLoader worker processes (None: ``lib.core.device.default_num_workers``);
+    progress: progress bars. The default spec is a plain prediction: identity, no bars."""
+    ops: tuple[str, ...] = ("identity",)
+    space: str = "prob"
+    batch_size: int | None = None
+    device: str | None = None
+    num_workers: int | None = None
+    progress: bool = False
+
+    def __post_init__(self):
+        ops = (self.ops,) if isinstance(self.ops, str) else tuple(self.ops)
+        object.__setattr__(self, "ops", ops)
+        get_tta(list(ops))  # a bad name fails here, before any work
+        if self.space not in SPACES:
+            raise ValueError(f"space must be one of {SPACES}, got {self.space!r}")
+
+    @property
+    def plain(self) -> bool:
+        """No TTA (ops == identity): a run's own test.csv / oof.csv already hold these predictions."""
+        return self.ops == ("identity",)
+
+
+def predict_fold(run_dir, spec: PredictSpec | None = None, split: str = "test") -> pd.DataFrame:
+    """Probabilities of a completed run's model on its test set or its OOF fold, predicted as ``spec``
+    says (TTA ops, space, batch size, device, workers, progress; None: ``PredictSpec()``, plain).
+
+    Returns id + one column per class (float64 probabilities, rows summing to 1): split="test" in
+    the rows of the run's test.csv, split="oof" with id, fold, target first, in the rows of its
+    oof.csv. Images come from the pre-resized cache when the run used one.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    spec = spec or PredictSpec()
     run_dir = resolve(run_dir)
     files = {f: run_dir / f for f in (*RunDir.PREDICT, f"{split}.csv")}
     missing = [str(p) for p in files.values() if not p.exists()]
     if missing:
         raise FileNotFoundError(f"{run_dir} is not a completed run: missing {missing}; finish it with "
                                 "02_train (rerunning resumes it)")
-    ops = get_tta(list(ops))  # fail on a bad name before any work
-    cfg = load_config(run_dir).replace(progress=progress)
+    cfg = load_config(run_dir)
     comp = open_competition(cfg.data_dir)
     table = comp.test if split == "test" else comp.train
     ref = pd.read_csv(files[f"{split}.csv"], dtype={"id": str})
@@ -64,54 +96,51 @@ def predict_fold(run_dir, ops=("identity",), split: str = "test", space: str = "
         raise ValueError(f"{files[f'{split}.csv']}: {len(unknown)} ids (e.g. {unknown.iloc[0]!r}) are not "
                          f"{split} images of {comp.root} now; was the data changed after training?")
     rows = table.set_index("id").loc[ref["id"]].reset_index()
-    probs = predict_images(run_dir, comp, "test" if split == "test" else "train", rows, ops, space, batch_size,
-                           device, num_workers, progress)
+    probs = predict_images(run_dir, comp, "test" if split == "test" else "train", rows, spec)
     keep = ["id"] if split == "test" else ["id", "fold", "target"]
     return pd.concat([ref[keep].reset_index(drop=True), pd.DataFrame(probs, columns=comp.classes)], axis=1)
 
 
-def predict_images(run_dir, comp: Competition, split: str, rows: pd.DataFrame, ops=("identity",),
-                   space: str = "prob", batch_size: int | None = None, device: str | None = None,
-                   num_workers: int | None = None, progress: bool = False) -> np.ndarray:
-    """Probabilities [N, C] of a completed run's best weights on ``rows`` (id, path) of ``comp``'s
-    ``split`` table, averaged over the TTA ``ops``. The model and the image pipeline are built from
-    the run's recipe alone (``params.yaml``, ``model.safetensors``), as in training."""
+def predict_images(run_dir, comp: Competition, split: str, rows: pd.DataFrame,
+                   spec: PredictSpec | None = None) -> np.ndarray:
+    """Probabilities [N, C] (float64, rows summing to 1; N = len(rows), C = comp's classes) of a
+    completed run's kept weights on ``rows`` (id, path) of ``comp``'s ``split`` table ("train" or
+    "test"), predicted as ``spec`` says (None: plain). The model and the image pipeline are built from
+    the run's recipe alone (``params.yaml``, ``model.safetensors``: ``load_trained``), as in training."""
+    spec = spec or PredictSpec()
     run_dir = resolve(run_dir)
-    cfg = load_config(run_dir).replace(progress=progress)
-    model, data_cfg = build_model(cfg, comp.num_classes, pretrained="none")
-    load_weights(model, run_dir / RunDir.WEIGHTS)
+    model, cfg, data_cfg = load_trained(run_dir, comp.num_classes)
+    cfg = cfg.replace(progress=spec.progress)
     ds = image_dataset(cfg, comp, split, rows, "none", data_cfg, targets=False)
-    dev = pick_device(device, verbose=False)
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size or 2 * cfg.batch_size,
-                                         num_workers=default_num_workers(dev, num_workers))
-    return predict_loader(model.to(dev), loader, list(ops), dev, space=space,
-                          dtype=amp_dtype(dev, cfg.precision), progress=progress)
+    dev = pick_device(spec.device, verbose=False)
+    loader = torch.utils.data.DataLoader(ds, batch_size=spec.batch_size or 2 * cfg.batch_size,
+                                         num_workers=default_num_workers(dev, spec.num_workers))
+    return predict_loader(model.to(dev), loader, list(spec.ops), dev, space=spec.space,
+                          dtype=amp_dtype(dev, cfg.precision), progress=spec.progress)
 
 
-def tta_predictions(runs: pd.DataFrame, classes: list[str], ops=("identity",), space: str = "prob",
-                    oof: bool = False, by_run: bool = False, **kwargs) -> tuple:
+def tta_predictions(runs: pd.DataFrame, classes: list[str], spec: PredictSpec | None = None,
+                    oof: bool = False, by_run: bool = False) -> tuple:
     """(tests, oofs) per model for the runs of ``lib.core.rundir.find_runs`` (with ``by_run``, a third item:
     each run's own test predictions {run_name: id + classes}, what ``lib.predict.calibrate`` compares with).
 
-    tests: id + classes, the mean over the model's folds. With ops == ["identity"] these are read
-    from the runs' test.csv; otherwise every run is re-predicted with ``predict_fold`` (``kwargs``
-    go to it). oofs: with ``oof`` and TTA ops, each model's re-predicted OOF (id, fold, target +
-    classes, sorted by id) to measure TTA's gain; else None.
+    tests: {model: id + classes (float64 probabilities)}, the mean over the model's folds. With a plain
+    ``spec`` (ops identity; None is plain) these are read from the runs' test.csv; otherwise every run
+    is re-predicted with ``predict_fold`` and ``spec``. oofs: with ``oof`` and TTA ops, each model's
+    re-predicted OOF (id, fold, target + classes, sorted by id) to measure TTA's gain; else None.
     """
-    ops = [ops] if isinstance(ops, str) else list(ops)
-    get_tta(ops)
-    plain = ops == ["identity"]
-    if not plain and not oof:
-        warnings.warn(f"TTA {ops} on test only: the blend weights and temperature will be fitted on OOF "
-                      "predictions made without TTA, which are sharper than the TTA test predictions; "
+    spec = spec or PredictSpec()
+    if not spec.plain and not oof:
+        warnings.warn(f"TTA {list(spec.ops)} on test only: the blend weights and temperature will be fitted on "
+                      "OOF predictions made without TTA, which are sharper than the TTA test predictions; "
                       "set tta_oof=True to fit them on TTA OOF", stacklevel=2)
-    per_run = {r.run_name: pd.read_csv(Path(r.dir) / RunDir.TEST, dtype={"id": str}) if plain
-               else predict_fold(r.dir, ops, "test", space, **kwargs) for r in runs.itertuples()}
+    per_run = {r.run_name: pd.read_csv(Path(r.dir) / RunDir.TEST, dtype={"id": str}) if spec.plain
+               else predict_fold(r.dir, spec, "test") for r in runs.itertuples()}
     tests = {model: fold_mean([per_run[r] for r in g["run_name"]], g["dir"], classes)
              for model, g in runs.groupby("model", sort=True)}
     oofs = None
-    if oof and not plain:
-        oofs = {model: pd.concat([predict_fold(d, ops, "oof", space, **kwargs) for d in g["dir"]], ignore_index=True)
+    if oof and not spec.plain:
+        oofs = {model: pd.concat([predict_fold(d, spec, "oof") for d in g["dir"]], ignore_index=True)
                 .sort_values("id").reset_index(drop=True) for model, g in runs.groupby("model", sort=True)}
     return (tests, oofs, per_run) if by_run else (tests, oofs)
 

@@ -5,7 +5,7 @@
                                 run_name="resnet_full")
     train_fold(cfg)                  # runs/resnet_full/: test.csv and metrics.json ("full_data": true), no oof.csv
     python -m lib.ops.grid --params params/demo/resnet.yaml --full     # the same, per recipe, after its fold runs
-    tests, refits = refit_tests(tests, runs_dir, comp.classes, "replace")     # 04, before the test temperature
+    tests, refits = refit_tests(tests, runs_dir, comp.classes, "replace", spec=spec)   # 04, before the test temperature
 
 A full-data run (``full_data: true``; named ``<backbone>_full``, or ``<model>_full`` through the grid)
 has no validation fold, so nothing can pick its epoch: it keeps its last epoch (``best_epoch: last``,
@@ -33,7 +33,7 @@ import pandas as pd
 
 from lib.core.paths import resolve
 from lib.core.rundir import RunDir, full_data_run, run_complete
-from lib.predict.inference import predict_fold
+from lib.predict.inference import PredictSpec, predict_fold
 
 MODES = ("none", "replace", "blend")
 
@@ -53,25 +53,27 @@ def mix(fold_mean: pd.DataFrame, full: pd.DataFrame, share: float, classes: list
 
 
 def refit_tests(tests: dict, runs_dir, classes: list[str], mode: str = "replace", share: float = 0.5,
-                tta=("identity",), tta_space: str = "prob", progress: bool = False) -> tuple[dict, pd.DataFrame]:
-    """(tests, refits): each model's test prediction (``tests``: model -> id + classes, its fold mean)
-    with its complete full-data run ``<model>_full`` swapped in by ``mode``: "replace" (the full
-    model's), "blend" (``(1 - share) * fold mean + share * full``) or "none". The full model is
-    predicted with the same TTA (``tta``, ``tta_space``) as the fold runs. Models without a full-data
-    run keep their fold mean. refits: model, full_run, share (what ``refit_plan`` stores)."""
+                spec: PredictSpec | None = None) -> tuple[dict, pd.DataFrame]:
+    """(tests, refits): each model's test prediction (``tests``: model -> id + classes, its fold mean,
+    probabilities) with its complete full-data run ``<model>_full`` swapped in by ``mode``: "replace"
+    (the full model's), "blend" (``(1 - share) * fold mean + share * full``, ``share`` in (0, 1)) or
+    "none". The full model is predicted as ``spec`` says, the spec the fold runs were predicted with
+    (``lib.predict.inference.PredictSpec``; None: plain, its test.csv). Models without a full-data run
+    keep their fold mean. refits: model, full_run, share (what ``refit_plan`` stores)."""
     if mode not in MODES:
         raise ValueError(f"refit {mode!r}: choose one of {MODES}")
     if mode == "blend" and not 0 < share < 1:
         raise ValueError(f"refit_share {share}: the full model's share in (0, 1) (1 is refit 'replace')")
+    spec = spec or PredictSpec()
     out, rows = dict(tests), []
     for m in tests if mode != "none" else []:
         d = full_run_dir(runs_dir, m)
         if not (full_data_run(d) and run_complete(d)):
             continue
-        if list(tta) == ["identity"]:
+        if spec.plain:
             full = pd.read_csv(d / RunDir.TEST, dtype={"id": str})
         else:
-            full = predict_fold(d, tta, "test", tta_space, progress=progress)
+            full = predict_fold(d, spec, "test")
         s = 1.0 if mode == "replace" else float(share)
         out[m] = mix(tests[m], full, s, classes)
         rows.append({"model": m, "full_run": d.name, "share": s})

@@ -49,20 +49,23 @@ from lib.core.rundir import RunDir, load_config, run_complete
 from lib.data.competition import open_competition
 from lib.data.folds import check_same_split, make_folds
 from lib.data.soft_targets import HELD_OUT
-from lib.predict.inference import predict_fold, predict_images
+from lib.predict.inference import PredictSpec, predict_fold, predict_images
 
 
-def teacher_table(run_dirs, split: str, out=None, ops=("identity",), progress: bool = False) -> pd.DataFrame:
-    """A fold-safe teacher table from fold runs (one model's, or several models'): id, held_out, classes.
+def teacher_table(run_dirs, split: str, out=None, spec: PredictSpec | None = None) -> pd.DataFrame:
+    """A fold-safe teacher table from fold runs (one model's, or several models'): id, held_out, classes
+    (probabilities, rows summing to 1).
 
-    split "train": each run of fold k re-predicts its training images (every image outside fold k),
-    held_out k: the rows student fold k may distil from. split "test": each run's test predictions
-    (its test.csv, re-predicted with the TTA ``ops`` when not identity), held_out k. Every run must be
-    a complete fold run validated on exactly fold k of the competition's folds.csv now (else its
-    held_out would name another split). Written to ``out`` (CSV, atomically) when given."""
+    Runs predict as ``spec`` says (``lib.predict.inference.PredictSpec``: TTA ops, space, batch size,
+    device, workers, progress; None: plain). split "train": each run of fold k re-predicts its training
+    images (every image outside fold k), held_out k: the rows student fold k may distil from. split
+    "test": each run's test predictions (its test.csv, re-predicted when ``spec`` has TTA ops), held_out k.
+    Every run must be a complete fold run validated on exactly fold k of the competition's folds.csv
+    now (else its held_out would name another split). Written to ``out`` (CSV, atomically) when given."""
 
     if split not in ("train", "test"):
         raise ValueError(f"split {split!r}: train (distillation) or test (pseudo-labels)")
+    spec = spec or PredictSpec()
     parts = []
     for d in map(resolve, run_dirs):
         cfg = load_config(d)
@@ -73,12 +76,12 @@ def teacher_table(run_dirs, split: str, out=None, ops=("identity",), progress: b
         check_same_split(d, cfg.fold, folds, f"teacher run {d} (fold {cfg.fold}; folds now: {comp.work / 'folds.csv'})")
         if split == "train":
             rows = folds[folds["fold"] != cfg.fold].reset_index(drop=True)
-            probs = predict_images(d, comp, "train", rows, ops, progress=progress)
+            probs = predict_images(d, comp, "train", rows, spec)
             part = pd.concat([rows[["id"]], pd.DataFrame(probs, columns=comp.classes)], axis=1)
-        elif list(ops) == ["identity"]:
+        elif spec.plain:
             part = pd.read_csv(d / RunDir.TEST, dtype={"id": str})
         else:
-            part = predict_fold(d, ops, "test", progress=progress)
+            part = predict_fold(d, spec, "test")
         part.insert(1, HELD_OUT, cfg.fold)
         parts.append(part)
     table = pd.concat(parts, ignore_index=True)
@@ -94,9 +97,10 @@ def main(argv=None) -> None:
                     "(pseudo_labels)")
     ap.add_argument("--tta", nargs="+", default=["identity"], help="TTA ops of the teacher's predictions")
     a = ap.parse_args(argv)
+    spec = PredictSpec(a.tta)
     for split in ("train", "test"):
         path = Path(a.out) / f"teacher_{split}.csv"
-        table = teacher_table(a.runs, split, path, a.tta)
+        table = teacher_table(a.runs, split, path, spec)
         print(f"{path}: {len(table)} rows, held_out folds {sorted(table[HELD_OUT].unique().tolist())}")
 
 
