@@ -229,11 +229,23 @@ def _stopped_early(run: Run) -> bool:
     return hist[-1]["epoch"] - best_record(hist, run.cfg.monitor)["epoch"] >= pat
 
 
+@dataclass
+class RunPredictions:
+    """A run's predictions with its kept weights (``predict_run``). oof: id, fold, target + one
+    probability column per class, the validation rows in their order; test: id + classes, the
+    competition's test rows (none: 0 rows); device and precision: where and in which dtype it predicted."""
+    oof: pd.DataFrame
+    test: pd.DataFrame
+    device: torch.device
+    precision: Precision
+
+
 def write_predictions(run: Run, progress: bool | None = None) -> dict:
     """Predict the validation fold (OOF) and the test set with the kept weights (model.safetensors);
     write oof.csv (not for a full-data refit: ``lib.predict.refit``), test.csv, curves.png, env.json and, last,
-    metrics.json, which it returns. Then the
-    tracker gets the scores and files (``tracker``) and the run is backed up (``sync_to``).
+    metrics.json, which it returns. Then the tracker gets the scores and files (``tracker``) and the run
+    is backed up (``sync_to``). Three steps: ``predict_run`` (``progress`` None: the recipe's),
+    ``run_summary``, ``finish_run``. A complete run is not predicted again: its metrics.json is returned.
 
     metrics.json: the OOF log_loss, accuracy, f1_macro of the kept weights; weights_from (the
     ``best_epoch`` setting, or the averaging: swa, top_k) and weights_epoch (the epoch they are from; the
@@ -247,6 +259,14 @@ def write_predictions(run: Run, progress: bool | None = None) -> dict:
 
     if run.complete:
         return read_json(run.dir / RunDir.METRICS)
+    preds = predict_run(run, progress)
+    return finish_run(run, preds, run_summary(run, preds))
+
+
+def predict_run(run: Run, progress: bool | None = None) -> RunPredictions:
+    """Load the kept weights (model.safetensors) into the run's model and predict its validation fold
+    and the test set, plain (no TTA), in the dtype it trained in, batches of twice its batch size.
+    Probabilities are float64 [N, C], rows summing to 1. ``progress`` None: the recipe's. Writes nothing."""
     learn, comp, cfg = run.learn, run.comp, run.cfg
     load_weights(learn.model, run.dir / RunDir.WEIGHTS)
     dev = next(learn.model.parameters()).device
@@ -260,14 +280,20 @@ def write_predictions(run: Run, progress: bool | None = None) -> dict:
         test = (predict_loader(learn.model, mk(run.data.test), ["identity"], dev, dtype=dtype, progress=show)
                 if len(run.data.test) else np.zeros((0, comp.num_classes)))
     rows = run.data.valid_rows
-    y = rows["target"].to_numpy()
     oof_df = pd.DataFrame(oof, columns=comp.classes)
-    oof_df.insert(0, "target", y), oof_df.insert(0, "fold", cfg.fold), oof_df.insert(0, "id", rows["id"].to_numpy())
+    oof_df.insert(0, "target", rows["target"].to_numpy())
+    oof_df.insert(0, "fold", cfg.fold)
+    oof_df.insert(0, "id", rows["id"].to_numpy())
     test_df = pd.DataFrame(test, columns=comp.classes)
     test_df.insert(0, "id", comp.test["id"].to_numpy())
-    if not cfg.full_data:  # a full-data refit has no OOF: its scored rows are training images (lib.predict.refit)
-        write_csv(run.dir / RunDir.OOF, oof_df)
-    write_csv(run.dir / RunDir.TEST, test_df)
+    return RunPredictions(oof_df, test_df, dev, precision)
+
+
+def run_summary(run: Run, preds: RunPredictions) -> dict:
+    """metrics.json's content (see ``write_predictions``) from the run's history and its OOF ``preds``;
+    a full-data run's through ``full_summary``. Writes nothing."""
+    learn, cfg = run.learn, run.cfg
+    y, oof = preds.oof["target"].to_numpy(), preds.oof[run.comp.classes].to_numpy()
     best, last = best_record(run.history, cfg.monitor), run.history[-1]
     ema, avg = find_ema(learn), find_averager(learn)
     summary = {"complete": True, "run_name": cfg.name, "backbone": cfg.backbone, "fold": cfg.fold,
@@ -278,10 +304,19 @@ def write_predictions(run: Run, progress: bool | None = None) -> dict:
                "ema": ema.describe() if ema else None, "averaging": avg.describe(learn.model) if avg else None,
                "folds_sha1": folds_hash(run.folds),
                "minutes": round(sum(h["seconds"] for h in run.history) / 60, 2), "epochs": run.history}
-    if cfg.full_data:
-        summary = full_summary(summary)
+    return full_summary(summary) if cfg.full_data else summary
+
+
+def finish_run(run: Run, preds: RunPredictions, summary: dict) -> dict:
+    """Write the run's files in this order: oof.csv (not for a full-data refit), test.csv, curves.png,
+    env.json and, last, metrics.json (``summary``: it marks the run complete); then send ``summary``
+    to the tracker (``tracker``) and back the run up (``sync_to``). Returns ``summary``."""
+    cfg = run.cfg
+    if not cfg.full_data:  # a full-data refit has no OOF: its scored rows are training images (lib.predict.refit)
+        write_csv(run.dir / RunDir.OOF, preds.oof)
+    write_csv(run.dir / RunDir.TEST, preds.test)
     plt.close(plot_curves(run.history, save=run.dir / RunDir.CURVES))  # saved only; the notebook draws its own
-    write_json(run.dir / RunDir.ENV, {**environment(cfg.seed, str(dev)), **precision.record()})
+    write_json(run.dir / RunDir.ENV, {**environment(cfg.seed, str(preds.device)), **preds.precision.record()})
     write_json(run.dir / RunDir.METRICS, summary)  # last: marks the run complete
     if cfg.tracker != "none":
         finish_tracking(cfg, summary)
