@@ -115,11 +115,11 @@ bundle: env
 # mirror runs/ to SYNC_TO (changed files only; nothing deleted there), or bring it back after a lost machine
 sync: env
 	@test -n "$(SYNC_TO)" || { echo "make sync: give SYNC_TO=s3://bucket/prefix (or gs://..., or a mounted folder)"; exit 2; }
-	$(PY) -m lib.core.backup sync --runs-dir $(RUNS) --to $(SYNC_TO)
+	$(PY) -m lib.ops.backup sync --runs-dir $(RUNS) --to $(SYNC_TO)
 
 restore: env
 	@test -n "$(SYNC_TO)" || { echo "make restore: give SYNC_TO=s3://bucket/prefix (where make sync wrote)"; exit 2; }
-	$(PY) -m lib.core.backup restore --from $(SYNC_TO) --runs-dir $(RUNS)
+	$(PY) -m lib.ops.backup restore --from $(SYNC_TO) --runs-dir $(RUNS)
 
 clean-runs:
 	rm -rf runs/*/ runs/*.ipynb

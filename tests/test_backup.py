@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from lib.core import backup
+from lib.ops import backup as backup_cli
 from lib.core.config import TrainConfig
 from lib.train.distributed import free_port
 from lib.train.loop import train_fold
@@ -112,7 +113,7 @@ def test_killed_run_restored_from_s3_resumes_to_the_same_metrics(digits_comp, tm
 
     # nothing lost: the completed run went back to the bucket, and a third machine gets all of it
     assert _remote_metrics(bucket)["complete"]
-    assert backup.main(["restore", "--from", bucket, "--runs-dir", str(tmp_path / "third")]) == 0
+    assert backup_cli.main(["restore", "--from", bucket, "--runs-dir", str(tmp_path / "third")]) == 0
     third = tmp_path / "third" / "tres_f0"
     for f in ("oof.csv", "test.csv", "curves.png", "env.json", "model.safetensors", "metrics.json"):
         assert (third / f).read_bytes() == (restored / f).read_bytes(), f

@@ -4,8 +4,8 @@
     sync_runs("runs", "s3://team/cars/runs")                    # everything in runs/ (make sync)
     restore_runs("s3://team/cars/runs", "runs")                 # after the machine is lost (make restore)
 
-    python -m lib.core.backup sync --runs-dir runs --to s3://team/cars/runs
-    python -m lib.core.backup restore --from s3://team/cars/runs --runs-dir runs
+    python -m lib.ops.backup sync --runs-dir runs --to s3://team/cars/runs
+    python -m lib.ops.backup restore --from s3://team/cars/runs --runs-dir runs
 
 A URL is anything fsspec opens: ``s3://bucket/prefix`` (s3fs; credentials and endpoint from the usual
 AWS variables or ``FSSPEC_S3_ENDPOINT_URL``), ``gs://...`` (gcsfs), a mounted folder (a plain path,
