@@ -3,7 +3,7 @@
 ``TrainConfig`` checks its values against these without importing the floors that implement them
 (albumentations, torch losses, fastai schedules): making a recipe imports neither torch nor
 albumentations. Each registry above checks that it implements exactly these names
-(tests/test_choices.py): ``lib.data.augment.AUGMENTATIONS``, ``lib.model.losses.LOSSES`` (and the
+(tests/core/test_choices.py): ``lib.data.augment.AUGMENTATIONS``, ``lib.model.losses.LOSSES`` (and the
 keyword arguments each loss takes), ``lib.model.tta.TTA_OPS``.
 """
 from __future__ import annotations

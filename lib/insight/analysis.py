@@ -34,7 +34,7 @@ from lib.core.paths import resolve
 from lib.core.rundir import run_params
 from lib.data.competition import Competition
 from lib.data.dataset import load_resized
-from lib.insight.viz import image_grid, plot_labels
+from lib.insight.viz import class_fonts, image_grid, plot_labels
 from lib.predict.oof import common_ids
 
 METRIC_COLS = ["log_loss", "accuracy", "f1_macro"]
@@ -125,22 +125,23 @@ def plot_confusion(cm: pd.DataFrame, max_classes: int = 30, names: list[str] | N
     """Heatmap of the errors among the ``max_classes`` classes with the most misclassified images
     (as true or as predicted class); the diagonal is hidden so errors set the colour scale. ``names``
     (``Competition.names``, one per row of ``cm``) label the classes instead of their ids."""
+    with class_fonts(list(names) if names is not None else list(cm.index)):
 
-    a = cm.to_numpy()
-    off = a - np.diag(np.diag(a))
-    keep = np.argsort(-(off.sum(axis=0) + off.sum(axis=1)), kind="stable")[:max_classes]
-    names = np.asarray(plot_labels(list(names) if names is not None else list(cm.index), used=keep), dtype=object)
-    sub = pd.DataFrame(off[np.ix_(keep, keep)], index=names[keep], columns=names[keep])
-    n = len(keep)
-    fig, ax = plt.subplots(figsize=(max(5, 0.38 * n + 3), max(4, 0.34 * n + 2)))
-    labels = np.where(sub.to_numpy() > 0, sub.to_numpy().astype(str), "") if n <= 30 else False
-    sns.heatmap(sub, mask=np.eye(n, dtype=bool), annot=labels, fmt="", cmap="Reds", cbar=n > 30,
-                annot_kws={"fontsize": 7}, linewidths=0.3, linecolor="#eee", ax=ax)
-    ax.set_xlabel("predicted"), ax.set_ylabel("true")
-    shown = f"the {n} most-confused of {len(cm)} classes" if n < len(cm) else f"all {n} classes"
-    ax.set_title(f"misclassified images, {shown} (diagonal hidden)", fontsize=10)
-    fig.tight_layout()
-    return fig
+        a = cm.to_numpy()
+        off = a - np.diag(np.diag(a))
+        keep = np.argsort(-(off.sum(axis=0) + off.sum(axis=1)), kind="stable")[:max_classes]
+        names = np.asarray(plot_labels(list(names) if names is not None else list(cm.index), used=keep), dtype=object)
+        sub = pd.DataFrame(off[np.ix_(keep, keep)], index=names[keep], columns=names[keep])
+        n = len(keep)
+        fig, ax = plt.subplots(figsize=(max(5, 0.38 * n + 3), max(4, 0.34 * n + 2)))
+        labels = np.where(sub.to_numpy() > 0, sub.to_numpy().astype(str), "") if n <= 30 else False
+        sns.heatmap(sub, mask=np.eye(n, dtype=bool), annot=labels, fmt="", cmap="Reds", cbar=n > 30,
+                    annot_kws={"fontsize": 7}, linewidths=0.3, linecolor="#eee", ax=ax)
+        ax.set_xlabel("predicted"), ax.set_ylabel("true")
+        shown = f"the {n} most-confused of {len(cm)} classes" if n < len(cm) else f"all {n} classes"
+        ax.set_title(f"misclassified images, {shown} (diagonal hidden)", fontsize=10)
+        fig.tight_layout()
+        return fig
 
 
 def confusion_pairs(cm: pd.DataFrame, top: int | None = None) -> pd.DataFrame:

@@ -19,40 +19,41 @@ import pandas as pd
 from lib.data.competition import Competition
 from lib.data.images import BadImageError, read_image
 from lib.insight.eda import GEOMETRY, STATS, all_images, class_table, imbalance_ratio, with_geometry
-from lib.insight.viz import image_grid, plot_labels
+from lib.insight.viz import class_fonts, image_grid, plot_labels
 
 
 def plot_class_counts(comp: Competition, n_folds: int = 5, max_labels: int = 60):
     """Bar plot of images per class, largest first; classes under ``n_folds`` images in red. Beyond
     ``max_labels`` classes the ticks go and only the 3 largest and 3 smallest are named."""
-    t = class_table(comp, n_folds).sort_values("count", ascending=False, kind="stable").reset_index(drop=True)
-    labels = plot_labels(comp.names, t["index"] if len(t) <= max_labels else t["index"].iloc[[0, 1, 2, -3, -2, -1]])
-    names = [labels[i] for i in t["index"]]
-    n = len(t)
-    fig, ax = plt.subplots(figsize=(min(16, max(6, 0.22 * n + 2)), 4.5))
-    ax.bar(range(n), t["count"], width=0.85 if n < 200 else 1.0,
-           color=np.where(t["fewer_than_folds"], "tab:red", "tab:blue"))
-    ax.axhline(n_folds, ls="--", lw=1, c="tab:red")
-    ax.annotate(f"{n_folds} = folds", (1, n_folds), xycoords=("axes fraction", "data"), color="tab:red",
-                fontsize=8, ha="right", va="bottom")
-    if n <= max_labels:
-        ax.set_xticks(range(n), names, rotation=90, fontsize=8)
-    else:
-        ax.set_xticks([])
-        ax.set_xlabel(f"{n} classes, sorted by count")
-        def first(ks):
-            return ", ".join(f"{names[k]} ({t['count'][k]})" for k in ks)
-        ax.text(0.98, 0.95, f"largest: {first(range(3))}\nsmallest: {first(range(n - 1, n - 4, -1))}",
-                transform=ax.transAxes, ha="right", va="top", fontsize=9,
-                bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "0.8"})
-    ratio = imbalance_ratio(comp)
-    if ratio > 20:
-        ax.set_yscale("log")
-    ax.set_ylabel("train images")
-    ax.set_title(f"{n} classes, {len(comp.train)} images; imbalance max/min = {ratio:.1f}; "
-                 f"{int(t['fewer_than_folds'].sum())} class(es) with fewer than {n_folds} images")
-    fig.tight_layout()
-    return fig
+    with class_fonts(comp.names):
+        t = class_table(comp, n_folds).sort_values("count", ascending=False, kind="stable").reset_index(drop=True)
+        labels = plot_labels(comp.names, t["index"] if len(t) <= max_labels else t["index"].iloc[[0, 1, 2, -3, -2, -1]])
+        names = [labels[i] for i in t["index"]]
+        n = len(t)
+        fig, ax = plt.subplots(figsize=(min(16, max(6, 0.22 * n + 2)), 4.5))
+        ax.bar(range(n), t["count"], width=0.85 if n < 200 else 1.0,
+               color=np.where(t["fewer_than_folds"], "tab:red", "tab:blue"))
+        ax.axhline(n_folds, ls="--", lw=1, c="tab:red")
+        ax.annotate(f"{n_folds} = folds", (1, n_folds), xycoords=("axes fraction", "data"), color="tab:red",
+                    fontsize=8, ha="right", va="bottom")
+        if n <= max_labels:
+            ax.set_xticks(range(n), names, rotation=90, fontsize=8)
+        else:
+            ax.set_xticks([])
+            ax.set_xlabel(f"{n} classes, sorted by count")
+            def first(ks):
+                return ", ".join(f"{names[k]} ({t['count'][k]})" for k in ks)
+            ax.text(0.98, 0.95, f"largest: {first(range(3))}\nsmallest: {first(range(n - 1, n - 4, -1))}",
+                    transform=ax.transAxes, ha="right", va="top", fontsize=9,
+                    bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "0.8"})
+        ratio = imbalance_ratio(comp)
+        if ratio > 20:
+            ax.set_yscale("log")
+        ax.set_ylabel("train images")
+        ax.set_title(f"{n} classes, {len(comp.train)} images; imbalance max/min = {ratio:.1f}; "
+                     f"{int(t['fewer_than_folds'].sum())} class(es) with fewer than {n_folds} images")
+        fig.tight_layout()
+        return fig
 
 
 def _hist(ax, parts: dict, bins=40, log=False):
@@ -135,26 +136,27 @@ def show_class_grid(comp: Competition, per_class: int = 6, classes=None, max_cla
     """A row of ``per_class`` random train images per class: ``classes`` (names or indices), else all
     classes when there are at most ``max_classes``, else ``max_classes`` spread over the count ranking
     (the largest, the smallest and evenly in between)."""
-    if classes is None:
-        t = class_table(comp).sort_values("count", ascending=False, kind="stable")
-        pick = np.unique(np.linspace(0, len(t) - 1, min(max_classes, len(t))).round().astype(int))
-        classes = t["index"].to_numpy()[pick].tolist()
-    idx = [c if isinstance(c, (int, np.integer)) else comp.classes.index(c) for c in classes]
-    labels = plot_labels(comp.names, idx)
-    fig, axes = plt.subplots(len(idx), per_class, figsize=(1.6 * per_class + 1, 1.6 * len(idx)), squeeze=False)
-    for row, k in zip(axes, idx):
-        df = comp.train[comp.train["target"] == k]
-        df = df.sample(min(per_class, len(df)), random_state=seed)
-        for ax in row:
-            ax.set_xticks([]), ax.set_yticks([])
-            for s in ax.spines.values():
-                s.set_visible(False)
-        for ax, path in zip(row, df["path"]):
-            ax.imshow(read_image(path, size=128))
-        row[0].set_ylabel(f"{labels[k]}\n({(comp.train['target'] == k).sum()})", rotation=0, ha="right",
-                          va="center", fontsize=8)
-    fig.tight_layout()
-    return fig
+    with class_fonts(comp.names):
+        if classes is None:
+            t = class_table(comp).sort_values("count", ascending=False, kind="stable")
+            pick = np.unique(np.linspace(0, len(t) - 1, min(max_classes, len(t))).round().astype(int))
+            classes = t["index"].to_numpy()[pick].tolist()
+        idx = [c if isinstance(c, (int, np.integer)) else comp.classes.index(c) for c in classes]
+        labels = plot_labels(comp.names, idx)
+        fig, axes = plt.subplots(len(idx), per_class, figsize=(1.6 * per_class + 1, 1.6 * len(idx)), squeeze=False)
+        for row, k in zip(axes, idx):
+            df = comp.train[comp.train["target"] == k]
+            df = df.sample(min(per_class, len(df)), random_state=seed)
+            for ax in row:
+                ax.set_xticks([]), ax.set_yticks([])
+                for s in ax.spines.values():
+                    s.set_visible(False)
+            for ax, path in zip(row, df["path"]):
+                ax.imshow(read_image(path, size=128))
+            row[0].set_ylabel(f"{labels[k]}\n({(comp.train['target'] == k).sum()})", rotation=0, ha="right",
+                              va="center", fontsize=8)
+        fig.tight_layout()
+        return fig
 
 
 def plot_shift(stats: pd.DataFrame, scores: pd.DataFrame | None = None, cols: int = 4):

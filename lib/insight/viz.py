@@ -1,8 +1,9 @@
 """Image grids and class names for notebook plots.
 
 Class names in any script (e.g. Korean) are drawn by adding an installed font that has their
-characters as the last fallback of matplotlib's ``font.family`` (``class_font``): Latin text, digits
-and the minus sign of negative ticks keep the default font. One rule for every figure of every
+characters as the last fallback of matplotlib's ``font.family`` inside the figure functions that
+draw them (``class_fonts``, a ``matplotlib.rc_context``: the process's rcParams are never changed):
+Latin text, digits and the minus sign of negative ticks keep the default font. One rule for every figure of every
 notebook (``plot_labels``): a class is written by its name when an installed font draws it, else as
 ``#<index>``, and then the index -> name key of the classes the figure shows is printed beside it
 (the cell's text output). Other text no font draws (e.g. Korean file names as image ids in captions)
@@ -11,6 +12,7 @@ becomes "?" (``drawable``). So no figure draws a missing glyph and no warning fi
 from __future__ import annotations
 
 import textwrap
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -31,9 +33,10 @@ def _charmap(path: str) -> frozenset:
         return frozenset()
 
 
-def _covered() -> frozenset:
-    """Code points that the fonts of ``font.family`` (the first and its fallbacks) can draw."""
-    fams = plt.rcParams["font.family"]
+def _covered(families=None) -> frozenset:
+    """Code points that the fonts of ``families`` (default: ``font.family`` now), the first and its
+    fallbacks, can draw."""
+    fams = families or plt.rcParams["font.family"]
     return frozenset().union(*(_charmap(fm.findfont(fm.FontProperties(family=[f]))) for f in fams))
 
 
@@ -48,26 +51,41 @@ def _font_for(need: frozenset) -> str | None:
     return None
 
 
-def class_font(names=KOREAN) -> str | None:
-    """Make matplotlib draw the strings ``names`` (class names, captions; default: Korean text).
+def _needed(names) -> frozenset:
+    return frozenset(ord(c) for n in names for c in str(n) if not c.isspace())
 
-    Returns the font family that draws them: the last of ``font.family`` when the fonts there already
-    do, else an installed font that has their missing characters, added as the last fallback of
-    ``font.family`` (fonts installed after matplotlib built its font cache are found too). Returns None
-    when no installed font has them (``plot_labels`` then writes ``#index``). For Korean, install e.g.
-    ``fonts-nanum``.
-    """
-    need = frozenset(ord(c) for n in names for c in str(n) if not c.isspace())
-    if need <= _covered():
-        return plt.rcParams["font.family"][-1]
-    path = _font_for(need - _covered())
+
+def font_families(names=KOREAN) -> list[str]:
+    """``font.family`` with, as its last fallback, an installed font that draws the characters of
+    ``names`` the others cannot (fonts installed after matplotlib built its cache are found too);
+    ``font.family`` as it is when it already draws them or no installed font does."""
+    fams = list(plt.rcParams["font.family"])
+    need = _needed(names)
+    if need <= _covered(fams):
+        return fams
+    path = _font_for(need - _covered(fams))
     if path is None:
-        return None
+        return fams
     if path not in {f.fname for f in fm.fontManager.ttflist}:
         fm.fontManager.addfont(path)
     name = fm.FontProperties(fname=path).get_name()
-    plt.rcParams["font.family"] = [*[f for f in plt.rcParams["font.family"] if f != name], name]  # a fallback
-    return name
+    return [*[f for f in fams if f != name], name]
+
+
+def class_font(names=KOREAN) -> str | None:
+    """The font family that draws the strings ``names`` (class names, captions; default: Korean text)
+    in the figures of this module, or None when no installed font has their characters (``plot_labels``
+    then writes ``#index``; for Korean install e.g. ``fonts-nanum``)."""
+    fams = font_families(names)
+    return fams[-1] if _needed(names) <= _covered(fams) else None
+
+
+@contextmanager
+def class_fonts(names=KOREAN):
+    """Inside: matplotlib draws ``names`` too (``font_families`` as ``font.family``); the text made
+    inside keeps its font, and rcParams are as before once it ends."""
+    with plt.rc_context({"font.family": font_families(names)}):
+        yield
 
 
 def plot_labels(classes, used=None) -> list[str]:
@@ -75,8 +93,7 @@ def plot_labels(classes, used=None) -> list[str]:
     matplotlib never warns about a missing glyph). When a class among ``used`` (indices of the classes
     the figure shows; default: all) is written as ``#<index>``, prints their index -> name key, which
     the notebook shows beside the figure."""
-    class_font(classes)
-    ok = _covered()
+    ok = _covered(font_families(classes))
     labels = [str(c) if all(ord(ch) in ok for ch in str(c) if not ch.isspace()) else f"#{i}"
               for i, c in enumerate(classes)]
     shown = range(len(labels)) if used is None else sorted({int(i) for i in used})
@@ -111,9 +128,12 @@ def image_grid(images, captions=None, ncols: int = 8, size: float = 1.6, title: 
     """Show images in a grid of cells ``size`` inches wide with optional captions (and caption
     colours) of up to ``caption_lines`` lines; an image that is None shows as "unreadable". Returns
     the figure."""
-    class_font([*(captions if captions is not None else []), title or ""])
-    captions = None if captions is None else [drawable(c) for c in captions]
-    title = drawable(title) if title else title
+    with class_fonts([*(captions if captions is not None else []), title or ""]):
+        return _grid(images, None if captions is None else [drawable(c) for c in captions], ncols, size,
+                     drawable(title) if title else title, colors, caption_lines)
+
+
+def _grid(images, captions, ncols, size, title, colors, caption_lines):
     n = len(images)
     if n == 0:
         fig = plt.figure(figsize=(4, 1))

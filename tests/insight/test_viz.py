@@ -52,6 +52,12 @@ def test_a_cjk_font_draws_the_names_and_prints_no_key(capsys):
     if viz.class_font(PNG_CLASSES) is None:
         pytest.skip("no installed font draws Hangul (apt-get install fonts-nanum)")
     assert viz.plot_labels(PNG_CLASSES) == PNG_CLASSES and capsys.readouterr().out == ""
+    # the font is the figure's, not the process's: rcParams are as before, the figure's text keeps it
+    before = list(plt.rcParams["font.family"])
+    fig = viz.image_grid([np.zeros((8, 8, 3), np.uint8)], [PNG_CLASSES[0]], title=PNG_CLASSES[1])
+    assert plt.rcParams["font.family"] == before
+    assert fig._suptitle.get_fontfamily()[-1] == viz.class_font(PNG_CLASSES) not in before
+    _strict(lambda: fig)  # drawn after the context ended: still no missing glyph
 
 
 def test_oof_and_training_figures_draw_no_missing_glyph(png_comp, no_cjk_font, capsys):

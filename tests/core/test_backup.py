@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 
 from lib.core import backup
-from lib.ops import backup as backup_cli
 from lib.core.config import TrainConfig
+from lib.ops import backup as backup_cli
 from lib.train.distributed import free_port
 from lib.train.loop import train_fold
 

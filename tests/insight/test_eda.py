@@ -33,7 +33,7 @@ def test_class_table_and_plots_draw_without_glyph_warnings(comps):
          lambda: eda_plots.show_images(c, ids=["leak_rot", "tr015"]), lambda: eda_plots.show_pairs(c, dups, "leak"),
          lambda: eda_plots.plot_shift(stats, shift.shift_scores(c, stats, adversarial=False, save=False)))
     with pytest.MonkeyPatch.context() as mp:  # a machine without any Hangul font: classes by index
-        mp.setattr(viz, "_covered", lambda: frozenset(range(128)))
+        mp.setattr(viz, "_covered", lambda families=None: frozenset(range(128)))
         mp.setattr(viz, "_font_for", lambda need: None)
         assert viz.plot_labels(c.classes) == ["#0", "#1", "#2"]
         draw(*with_names)

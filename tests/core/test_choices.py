@@ -30,7 +30,8 @@ def test_direction_says_which_way_is_better():
 
 
 def test_a_recipe_is_made_and_checked_without_torch_or_albumentations():
-    probe = ("import sys; from lib.core.config import TrainConfig; TrainConfig(loss='focal', loss_args={'gamma': 1.0}); "
+    probe = ("import sys; from lib.core.config import TrainConfig\n"
+             "TrainConfig(loss='focal', loss_args={'gamma': 1.0})\n"
              "bad = None\ntry: TrainConfig(loss='focal', loss_args={'beta': 1})\nexcept ValueError as e: bad = str(e)\n"
              "print(sorted(m for m in ('torch', 'albumentations', 'fastai', 'timm') if m in sys.modules), bad)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout

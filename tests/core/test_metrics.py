@@ -118,7 +118,8 @@ def test_reliability_bins_table():
 def test_registry_and_score():
     y, p = _random(2, n=100, c=6)
     assert set(M.METRICS) == {"log_loss", "accuracy", "f1_macro", "top5"}
-    assert M.METRICS["log_loss"][1] is False and M.METRICS["accuracy"][1] is True
+    assert M.get_metric("log_loss") == (M.log_loss, False) and M.get_metric("accuracy") == (M.accuracy, True)
+    assert M.scores(y, p) == {"log_loss": M.log_loss(y, p), "accuracy": M.accuracy(y, p), "f1_macro": M.f1_macro(y, p)}
     assert M.score("top5", y, p) == M.top_k(y, p, k=5)
     assert M.score("log_loss", y, p) == M.log_loss(y, p)
     with pytest.raises(ValueError, match="unknown metric 'auc'.*log_loss"):
