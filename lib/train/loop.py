@@ -31,11 +31,11 @@ import torch.multiprocessing as mp
 from fastai.learner import Learner
 
 from lib.core.config import TrainConfig
-from lib.core.device import device_list, pick_device
+from lib.core.device import cpu_name, device_list, pick_device
 from lib.core.io import read_json, write_csv, write_json
 from lib.core.metrics import scores
 from lib.core.paths import resolve
-from lib.core.precision import Precision, choose_precision
+from lib.core.precision import Precision, choose_precision, cpu_capability
 from lib.core.rundir import RunDir, recipe_changes, run_complete
 from lib.data.competition import Competition, open_competition
 from lib.data.folds import folds_hash, make_folds
@@ -140,7 +140,8 @@ def setup_run(cfg: TrainConfig) -> Run:
     run.learn = build_learner(cfg, model, run.data, device, run_dir, comp.num_classes)
     run.precision = choose_precision(device, cfg.precision, verbose=cfg.verbose)
     if cfg.verbose:
-        print(f"precision: {run.precision.name} ({run.precision.reason})")
+        on = f"; CPU {cpu_name()}, capability {cpu_capability()}" if device.type == "cpu" else ""
+        print(f"precision: {run.precision.name} ({run.precision.reason}{on})")
     run.learn.add_cbs(training_callbacks(cfg, device, run.precision.dtype))
     run.learn.add_cbs(stage_callbacks(cfg, comp, folds, run.data, data_cfg, model) + averaging_callbacks(cfg))
     run.history = []

@@ -186,13 +186,18 @@ class PoisonWeights(Callback):
                 p.fill_(float("nan"))
 
 
-def test_bf16_on_cpu_trains_and_predicts(digits_comp, tmp_path):
+def test_bf16_on_cpu_trains_and_predicts(digits_comp, tmp_path, capsys):
     """precision="bf16" autocasts forward and loss on the CPU; OOF probabilities stay float64-clean."""
     from lib.train.callbacks import CpuAutocast
 
     run = setup_run(TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path), device="cpu",
                     **{**TINY, "epochs": 1, "precision": "bf16"}))
     assert any(isinstance(cb, CpuAutocast) for cb in run.learn.cbs)
+    # the run's notebook says what it computes in, why, and on which CPU
+    setup_run(TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path), device="cpu", run_name="talk",
+                          **{**TINY, "epochs": 1, "precision": "bf16", "verbose": True}))
+    said = capsys.readouterr().out
+    assert "precision: bf16 (asked" in said and f"capability {torch.backends.cpu.get_cpu_capability()})" in said
     seen = []
 
     class Watch(Callback):
