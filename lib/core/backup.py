@@ -175,6 +175,14 @@ def _get(fs, remote: str, local: Path, sig=None) -> None:
         os.utime(local, ns=(sig[1], sig[1]))
 
 
+def _inside(runs_dir: Path, name: str) -> bool:
+    """Whether the bucket key ``name`` (relative, '/'-separated) names a file inside ``runs_dir``."""
+    parts = name.split("/")
+    if any(part in ("", ".", "..") or "\\" in part for part in parts) or Path(name).is_absolute():
+        return False
+    return (runs_dir / name).resolve().is_relative_to(runs_dir.resolve())
+
+
 def restore_runs(url: str, runs_dir="runs") -> pd.DataFrame:
     """Bring back from ``url`` every run it holds further than ``runs_dir`` does (complete, or more
     saved epochs) and every other file ``runs_dir`` lacks; local files are written atomically, a run's
@@ -185,6 +193,11 @@ def restore_runs(url: str, runs_dir="runs") -> pd.DataFrame:
         raise FileNotFoundError(f"{url}: nothing there to restore (no such bucket or folder)")
     names = [p[len(root) + 1:] for p in fs.find(root) if p.startswith(root + "/")]
     names = [n for n in names if not n.endswith(".tmp") and n.rsplit("/", 1)[-1] != MANIFEST]
+    outside = [n for n in names if not _inside(runs_dir, n)]
+    if outside:  # a key like run/../../lib/__init__.py would write code the next import runs
+        raise ValueError(f"{url}: refusing to restore {len(outside)} key(s) that point outside {runs_dir} (e.g. "
+                         f"{outside[0]!r}: a '..', '.', empty or absolute part); nothing was restored. Remove "
+                         "them from the bucket, or restore from a prefix that holds only runs")
     runs = sorted({n.split("/")[0] for n in names if n.count("/") == 1 and n.endswith("/params.yaml")})
     rows = []
     for run in runs:

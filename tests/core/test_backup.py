@@ -168,3 +168,22 @@ def test_bad_destinations_are_named(tmp_path):
         recipe.write_text("backbone: test_resnet\n")
         make_jobs([recipe], [0], overrides={"sync_to": "nosuch://x"})
     assert TrainConfig(sync_to="s3://b/runs").missing_files() == []
+
+
+def test_a_bucket_key_outside_runs_is_refused_and_nothing_is_written(tmp_path):
+    """A teammate's bucket is not trusted with the repo: run/../../lib/__init__.py must not land in lib/."""
+    import fsspec
+    fs = fsspec.filesystem("memory")
+    root = f"/evil-{tmp_path.name}"
+    fs.pipe(f"{root}/runs/a_f0/params.yaml", b"backbone: test_resnet\n")
+    fs.pipe(f"{root}/runs/a_f0/metrics.json", b'{"complete": true, "epochs": [{}]}')
+    runs = tmp_path / "repo" / "runs"
+    runs.mkdir(parents=True)
+    for key in ("a_f0/../../lib/__init__.py", "../outside.txt", "a_f0/./x", "/abs.txt"):
+        fs.pipe(f"{root}/runs/{key}", b"print('pwned')")
+        with pytest.raises(ValueError, match="refusing to restore .* outside .*nothing was restored"):
+            backup.restore_runs(f"memory://{root}/runs", runs)
+        fs.rm(f"{root}/runs/{key}")
+        assert not (tmp_path / "repo" / "lib").exists() and not (tmp_path / "repo" / "outside.txt").exists()
+        assert list(runs.iterdir()) == []
+    assert backup.restore_runs(f"memory://{root}/runs", runs)["action"].iloc[0] == "restored 2 files"
