@@ -35,9 +35,16 @@ def make_bundle(runs_dir="runs", out="bundle", force: bool = False) -> Path:
     runs_dir, out = resolve(runs_dir), resolve(out)
     if out.exists() and not force:
         raise FileExistsError(f"{out} exists; remove it or pass force=True (--force)")
+    if out.exists() and not is_bundle(out):  # force replaces an older bundle, never a folder of the user's
+        raise FileExistsError(f"{out} exists and is not a bundle (no manifest.json of lib.ops.bundle); nothing "
+                              "was deleted: give another --out, or move that folder away yourself")
     plan = load_blend(runs_dir / "ensemble" / "blend.json")
     runs = [r for names in plan["models"].values() for r in names]
     runs += [v["run"] for v in (plan.get("refit") or {}).values()]  # 04's full-data refits (lib.predict.refit)
+    bad = [r for r in runs if not isinstance(r, str) or r in ("", ".", "..") or Path(r).name != r]
+    if bad:
+        raise ValueError(f"{runs_dir / 'ensemble' / 'blend.json'}: run names {bad[:4]} are not folder names "
+                         "inside runs/ (one path component, no '..'); rerun 04 to write the blend again")
     missing = [str(runs_dir / r / f) for r in runs for f in RUN_FILES if not (runs_dir / r / f).exists()]
     if missing:
         raise FileNotFoundError(f"the blend's runs lack {missing[:4]}; finish them (02_train) and rerun 04")
@@ -65,6 +72,14 @@ def make_bundle(runs_dir="runs", out="bundle", force: bool = False) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def is_bundle(folder: Path) -> bool:
+    """Whether ``folder`` holds a bundle this module wrote (its manifest.json lists its files)."""
+    try:
+        return isinstance(json.loads((Path(folder) / "manifest.json").read_text(encoding="utf-8")).get("files"), dict)
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _notebook(path: Path, out: Path) -> None:

@@ -100,8 +100,11 @@ def build_demo(source: str = "auto", out: str = "data", name: str | None = None,
         if verbose:
             print(f"demo competition already built: {root}")
         return root
+    if root.exists() and not marker.exists():  # a real competition folder of the same name: never deleted
+        raise FileExistsError(f"{root} exists and was not built by lib.ops.demo (no demo.json); nothing was "
+                              "deleted: give another --name or --out")
     if root.exists():
-        shutil.rmtree(root)  # built with other arguments: classes, folds and caches would not fit
+        shutil.rmtree(root)  # a demo built with other arguments: classes, folds and caches would not fit
     rng = np.random.default_rng(seed)
     tr = _subsample(ytr, max_train_per_class, None, rng)
     te = _subsample(yte, None, max_test, rng)

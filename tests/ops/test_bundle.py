@@ -7,6 +7,7 @@ fresh virtual environment.
 """
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -89,6 +90,7 @@ def test_bundle_runs_05_offline_in_a_fresh_environment(trained, _digits_source, 
     assert not list(bundle.rglob("state.pt")) and (bundle / "runs" / "ensemble" / "blend.json").exists()
     with pytest.raises(FileExistsError):
         make_bundle(runs, bundle)
+    assert make_bundle(runs, bundle, force=True) == bundle        # force replaces an older bundle...
     hidden = _hidden(data, tmp_path / "hidden", _digits_source)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
@@ -108,3 +110,18 @@ def test_bundle_runs_05_offline_in_a_fresh_environment(trained, _digits_source, 
     _check_label_submission(got, hidden / "sample_submission.csv")
     want = predict_submission(hidden, runs, tmp_path / "in_process.csv")
     assert np.array_equal(got["target"].to_numpy(), want["target"].to_numpy())
+
+
+def test_force_never_deletes_a_folder_that_is_not_a_bundle_and_run_names_stay_in_runs(tmp_path):
+    work = tmp_path / "important"
+    work.mkdir()
+    (work / "two_weeks_of_work.txt").write_text("notes")
+    with pytest.raises(FileExistsError, match="is not a bundle .*nothing was deleted"):
+        make_bundle(tmp_path / "runs", work, force=True)
+    assert (work / "two_weeks_of_work.txt").read_text() == "notes"
+    runs = tmp_path / "runs"
+    (runs / "ensemble").mkdir(parents=True)
+    (runs / "ensemble" / "blend.json").write_text(json.dumps({"models": {"m": ["m_f0", "../secret"]}}))
+    with pytest.raises(ValueError, match=r"run names \['../secret'\] are not folder names"):
+        make_bundle(runs, tmp_path / "bundle")
+    assert not (tmp_path / "bundle").exists()

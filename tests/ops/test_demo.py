@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image
 
 from lib.ops.demo import DIGIT_CLASSES, build_demo, score_submission
@@ -32,6 +33,13 @@ def test_rebuild_only_when_arguments_change(tmp_path):
     assert (a / "test.csv").stat().st_mtime_ns == stamp
     build_demo("digits", out=str(tmp_path), max_train_per_class=4, max_test=5, verbose=False)
     assert len(list((a / "train").rglob("*.jpg"))) == 40
+    # a real competition folder of the demo's name is never deleted to make room
+    cars = tmp_path / "cars"
+    (cars / "train").mkdir(parents=True)
+    (cars / "train.csv").write_text("ID,target\n")
+    with pytest.raises(FileExistsError, match="not built by lib.ops.demo .*nothing was deleted"):
+        build_demo("digits", out=str(tmp_path), name="cars", max_train_per_class=3, max_test=5, verbose=False)
+    assert (cars / "train.csv").exists()
 
 
 def test_score_submission(digits_comp):
