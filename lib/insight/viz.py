@@ -2,7 +2,7 @@
 
 Class names in any script (e.g. Korean) are drawn by adding an installed font that has their
 characters as the last fallback of matplotlib's ``font.family`` inside the figure functions that
-draw them (``class_fonts``, a ``matplotlib.rc_context``: the process's rcParams are never changed):
+draw them (``class_fonts``: ``font.family`` is set back when the figure is made):
 Latin text, digits and the minus sign of negative ticks keep the default font. One rule for every figure of every
 notebook (``plot_labels``): a class is written by its name when an installed font draws it, else as
 ``#<index>``, and then the index -> name key of the classes the figure shows is printed beside it
@@ -83,9 +83,15 @@ def class_font(names=KOREAN) -> str | None:
 @contextmanager
 def class_fonts(names=KOREAN):
     """Inside: matplotlib draws ``names`` too (``font_families`` as ``font.family``); the text made
-    inside keeps its font, and rcParams are as before once it ends."""
-    with plt.rc_context({"font.family": font_families(names)}):
+    inside keeps its font, and ``font.family`` is as before once it ends. Only that key is restored:
+    ``matplotlib.rc_context`` would also undo what a backend set up inside it (Jupyter's inline
+    backend, activated by the first figure, then shows no later figure)."""
+    before = plt.rcParams["font.family"]
+    plt.rcParams["font.family"] = font_families(names)
+    try:
         yield
+    finally:
+        plt.rcParams["font.family"] = before
 
 
 def plot_labels(classes, used=None) -> list[str]:

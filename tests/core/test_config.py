@@ -104,7 +104,7 @@ def test_differences_ignore_where_and_how_a_run_runs():
 def test_papermill_settings_reach_the_run_and_a_typo_writes_nothing(digits_comp, tmp_path):
     out, runs = tmp_path / "out.ipynb", tmp_path / "runs"
     common = dict(data_dir=str(digits_comp), backbone="test_resnet", img_size=16, batch_size=32, epochs=1,
-                  n_folds=2, runs_dir=str(runs), progress=False)
+                  n_folds=2, runs_dir=str(runs), progress=False, precision="fp32")  # 16 px: AMX bf16 (precision.py)
     with pytest.raises(pm.PapermillExecutionError, match="unknown parameter 'lr_max'"):
         pm.execute_notebook(str(repo_root() / "notebooks" / "02_train.ipynb"), str(out), cwd=str(repo_root()),
                             parameters={**common, "lr_max": 0.1}, kernel_name="python3", progress_bar=False)
