@@ -15,7 +15,6 @@ from lib.core.paths import repo_root
 from lib.ops.grid import main, run_grid
 from lib.ops.jobs import GridClock, make_jobs, parse_folds, parse_value, run_env
 from lib.ops.ray_grid import RayOptions
-from lib.train.loop import train_fold
 
 TINY = {"backbone": "test_resnet", "img_size": 24, "batch_size": 32, "epochs": 1, "lr": 0.003, "n_folds": 2}
 TINY["precision"] = "fp32"  # figures that must not depend on whether this CPU has native bf16 (lib.core.precision)
@@ -115,8 +114,10 @@ def test_kill_9_mid_run_resumes_to_the_same_metrics(digits_comp, tmp_path):
     res = run_grid([p], [0], runs_dir=str(runs))                      # the same command again
     assert res["done"] == ["killme_f0"], res
     resumed = json.loads(metrics.read_text())
-    ref = train_fold(TrainConfig(runs_dir=str(tmp_path / "ref"), run_name="ref", fold=0, progress=False,
-                                 verbose=False, **params))
+    # the uninterrupted reference runs as the killed run did, in a fresh kernel through the grid: a
+    # reference trained inside this long test process has differed by ~1e-4 in a clean-clone CI run
+    assert run_grid([p], [0], runs_dir=str(tmp_path / "ref"))["done"] == ["killme_f0"]
+    ref = json.loads((tmp_path / "ref" / "killme_f0" / "metrics.json").read_text())
     assert len(resumed["epochs"]) == len(ref["epochs"]) == 5
     for a, b in zip(ref["epochs"], resumed["epochs"]):
         for k in ("train_loss", "log_loss", "accuracy"):
