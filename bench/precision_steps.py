@@ -13,42 +13,21 @@ oneDNN stop at AVX2, as on a CPU without AVX512-BF16 or AMX. Results: bench/READ
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
-import torch.nn.functional as F
 
 from lib.core.config import TrainConfig
 from lib.core.device import cpu_name
-from lib.core.precision import choose_precision, cpu_capability
+from lib.core.precision import choose_precision, cpu_capability, time_steps
 from lib.model.factory import build_model
 
 
 def step_ms(cfg: TrainConfig, rounds: int = 5, steps: int = 3) -> dict:
-    """Median ms per training step of ``cfg``'s model in fp32 and in bf16 autocast."""
+    """Median ms per training step of ``cfg``'s model in fp32 and in bf16 autocast (``lib.core.precision``'s
+    probe, run on the recipe's model, batch size and image size)."""
     torch.manual_seed(0)
     model, _ = build_model(cfg.replace(pretrained="none"), 10)
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True)
-    x, y = torch.randn(cfg.batch_size, 3, cfg.img_size, cfg.img_size), torch.randint(0, 10, (cfg.batch_size,))
-
-    def run(bf16: bool) -> float:
-        start = time.perf_counter()
-        for _ in range(steps):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                loss = F.cross_entropy(model(x).float(), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        return (time.perf_counter() - start) / steps * 1000
-
-    run(False), run(True)  # warm-up (and the whitening stem's first-batch initialisation)
-    times = {"fp32": [], "bf16": []}
-    for _ in range(rounds):
-        times["fp32"].append(run(False))
-        times["bf16"].append(run(True))
-    return {k: statistics.median(v) for k, v in times.items()}
+    return time_steps(cfg.batch_size, cfg.img_size, rounds, steps, model=model)
 
 
 def main(argv=None) -> None:
