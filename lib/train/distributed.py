@@ -19,11 +19,13 @@ What changes under DDP, and what does not:
 """
 from __future__ import annotations
 
+import os
 import socket
 from contextlib import nullcontext
 
 import torch
 import torch.distributed as dist
+import torch.multiprocessing as mp
 from fastai.callback.core import Callback, CancelFitException, CancelValidException
 from fastai.data.load import DataLoader
 
@@ -136,3 +138,27 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def launch(cfg, devices: list, train) -> None:
+    """Run ``train(cfg, local_rank)`` (a module-level function: spawn pickles it by name) in one process
+    per entry of ``devices`` ("cuda:1", "cpu", ...), each in its process group, and wait; a failed
+    worker's error is raised here."""
+    mp.start_processes(_worker, args=(cfg, devices, free_port(), train), nprocs=len(devices), start_method="spawn",
+                       join=True)
+
+
+def _worker(local_rank: int, cfg, devices: list, port: int, train) -> None:
+    """One rank: join the group on ``devices[local_rank]``, then ``train`` this rank's recipe."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))  # this worker process's own environment
+    device = torch.device(devices[local_rank])
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    else:  # share the cores: N processes x all threads would oversubscribe them
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // len(devices)))
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=local_rank, world_size=len(devices))
+    try:
+        train(cfg.replace(device=str(device), verbose=cfg.verbose and local_rank == 0,
+                          progress=cfg.progress and local_rank == 0), local_rank)
+    finally:
+        dist.destroy_process_group()

@@ -14,7 +14,6 @@ the run done, and a done run is reused only while the recipe asked for is the on
 """
 from __future__ import annotations
 
-import os
 import shutil
 import warnings
 from contextlib import contextmanager
@@ -27,7 +26,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from fastai.learner import Learner
 
 from lib.core.config import TrainConfig
@@ -46,7 +44,7 @@ from lib.train.averaging import averaging_callbacks, find_averager, finish_avera
 from lib.train.build import FoldData, build_datasets, build_learner, training_callbacks
 from lib.train.callbacks import RunRecorder, best_record, find_ema
 from lib.train.checkpoint import CheckpointWriter, backup, load_state
-from lib.train.distributed import free_port, rank, world_size
+from lib.train.distributed import launch, rank, world_size
 from lib.train.report import environment, plot_curves
 from lib.train.stages import schedule_callbacks, stage_callbacks
 from lib.train.tracking import finish_tracking
@@ -60,32 +58,15 @@ def full_summary(summary: dict) -> dict:
     return {**summary, "full_data": True, "fold": None, "train_sample": scores}
 
 
-def launch(cfg, devices: list) -> None:
-    """Train ``cfg`` in one process per entry of ``devices`` ("cuda:1", "cpu", ...) and wait; a
-    failed worker's error is raised here."""
-    mp.start_processes(_worker, args=(cfg, devices, free_port()), nprocs=len(devices), start_method="spawn",
-                       join=True)
+def train_rank(cfg: TrainConfig, local_rank: int) -> None:
+    """What each data-parallel worker runs (``lib.train.distributed.launch``): the run rebuilt from the
+    recipe and trained; rank 0 then predicts."""
+    run = setup_run(cfg)
+    fit(run)
+    dist.barrier()
+    if local_rank == 0:
+        write_predictions(run)
 
-
-def _worker(local_rank: int, cfg, devices: list, port: int) -> None:
-    """One rank: join the group, rebuild the run from the recipe, train; rank 0 then predicts."""
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    device = torch.device(devices[local_rank])
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    else:  # share the cores: N processes x all threads would oversubscribe them
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // len(devices)))
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=local_rank, world_size=len(devices))
-    try:
-        run = setup_run(cfg.replace(device=str(device), verbose=cfg.verbose and local_rank == 0,
-                                    progress=cfg.progress and local_rank == 0))
-        fit(run)
-        dist.barrier()
-        if local_rank == 0:
-            write_predictions(run)
-    finally:
-        dist.destroy_process_group()
 
 VALID_SCORES = ("log_loss", "accuracy", "f1_macro", "valid_loss")  # an epoch's validation scores in metrics.json
 
@@ -197,7 +178,7 @@ def fit(run: Run) -> pd.DataFrame:
     if run.complete:
         return pd.DataFrame(read_json(run.dir / RunDir.METRICS)["epochs"])
     if _launches_workers(cfg):
-        launch(cfg, device_list(cfg.devices, cfg.device))
+        launch(cfg, device_list(cfg.devices, cfg.device), train_rank)
         run.history = read_json(run.dir / RunDir.METRICS)["epochs"]
         return pd.DataFrame(run.history)
     writer = CheckpointWriter(run.dir, cfg.sync_to)
