@@ -54,8 +54,9 @@ class Competition:
     problems: split, path, problem
     classes: the class identifiers (prediction columns): the sample's class columns, or the label
     values as text for a label submission; names: what plots write (a class-names table's names, else
-    the classes); submission: "probs" or "label"; label_values: what a label submission writes per
-    class, in the sample's dtype. work: where derived files go (``lib.core.paths.work_dir``).
+    the classes); submission: "probs", "label" or "binary"; label_values: what a label submission writes
+    per class, in the sample's dtype; positive: the class index whose probability a binary submission's
+    one column holds. work: where derived files go (``lib.core.paths.work_dir``).
     """
     root: Path
     classes: list[str]
@@ -67,6 +68,7 @@ class Competition:
     names: list[str] | None = None
     submission: str = "probs"
     label_values: list | None = None
+    positive: int | None = None
 
     def __post_init__(self):
         self.work = Path(self.work or self.root)
@@ -74,9 +76,9 @@ class Competition:
 
     def class_table(self) -> dict:
         """What a trained run needs to predict this competition again: classes, names, submission
-        kind, label values (saved with each run and with the blend)."""
+        kind, label values, positive class (saved with each run and with the blend)."""
         return {"classes": self.classes, "names": self.names, "submission": self.submission,
-                "label_values": self.label_values}
+                "label_values": self.label_values, "positive": self.positive}
 
     @property
     def num_classes(self) -> int:
@@ -96,7 +98,7 @@ def open_competition(data_dir, scan_args: dict | None = None, group_col: str | N
     """The competition in ``data_dir`` (absolute, else relative to the repo root, else to the working
     directory), read with the settings stored in its ``scan_settings.json``.
 
-    ``scan_args`` (labels_csv, id_col, label_col, path_col: see ``scan_competition``) and
+    ``scan_args`` (labels_csv, id_col, label_col, path_col, positive_class: see ``scan_competition``) and
     ``group_col`` are needed once, by whichever notebook opens the folder first; they are stored
     after a successful scan, and later calls without them read the folder the same way. Settings
     that contradict the stored ones are an error (delete ``scan_settings.json`` to change them).
@@ -136,7 +138,7 @@ def open_test_set(data_dir, class_table: dict, work: str | None = None, verbose:
     test = _with_facts(test, work, "test", True, None, problems)
     comp = Competition(root, list(class_table["classes"]), pd.DataFrame(columns=["id", "path", "label", "target"]),
                        test, pd.DataFrame(problems, columns=["split", "path", "problem"]), sample, work,
-                       class_table.get("names"), kind, class_table.get("label_values"))
+                       class_table.get("names"), kind, class_table.get("label_values"), class_table.get("positive"))
     if verbose:
         print(f"{root}: {len(test)} test images for {len(comp.classes)} classes, {len(comp.problems)} problem(s)")
     return comp
@@ -155,7 +157,8 @@ def _root(data_dir) -> Path:
 def scan_competition(root, labels_csv: str | None = None, id_col: str | None = None,
                      label_col: str | None = None, path_col: str | None = None,
                      group_col: str | None = None, on_bad: str = "report", verify: bool = True,
-                     workers: int | None = None, verbose: bool = True, work: Path | None = None) -> Competition:
+                     workers: int | None = None, verbose: bool = True, work: Path | None = None,
+                     positive_class: str | None = None) -> Competition:
     """Read a competition folder (layout in the module docstring) into a ``Competition``.
 
     ``labels_csv`` (relative to root) switches from folder-per-class to a labels table (``train.csv``
@@ -163,7 +166,9 @@ def scan_competition(root, labels_csv: str | None = None, id_col: str | None = N
     "report" keeps going and lists every unusable file in ``problems`` (printed when ``verbose``);
     "raise" stops on the first scan that finds any. A sample submission that does not match the test
     images (IDs without an image, images without an ID, duplicate IDs) or labels outside the class
-    table are errors that name the file and the first rows. Per-file facts are cached in
+    table are errors that name the file and the first rows. ``positive_class``: the class a binary
+    submission's one column holds, where its name does not say (``lib.data.labels.positive_class``).
+    Per-file facts are cached in
     ``scan.csv`` of the work folder (``work``, default ``lib.core.paths.work_dir(root)``).
     """
     root = _root(root)
@@ -181,7 +186,7 @@ def scan_competition(root, labels_csv: str | None = None, id_col: str | None = N
         raise ValueError(f"{root}: no training images found (train/<class>/*.jpg or a train.csv with "
                          "id/path and label columns); see README 'Bring your own competition'")
     test = _test_table(root, sample, problems)
-    table = resolve_classes(root, work, train, sample, labels_csv)
+    table = resolve_classes(root, work, train, sample, labels_csv, positive_class)
     classes = table["classes"]
     train["target"] = train["label"].map({c: i for i, c in enumerate(classes)}).astype("int64")
 
@@ -196,7 +201,7 @@ def scan_competition(root, labels_csv: str | None = None, id_col: str | None = N
             problems.append({"split": "train", "path": str(root / "train" / c),
                              "problem": f"class {c!r} has {n} usable image{'s' if n != 1 else ''}"})
     comp = Competition(root, classes, train, test, pd.DataFrame(problems, columns=["split", "path", "problem"]),
-                       sample, work, table["names"], table["submission"], table["label_values"])
+                       sample, work, table["names"], table["submission"], table["label_values"], table["positive"])
     if verbose:
         print(f"{root}: {len(classes)} classes, {len(train)} train and {len(test)} test images, "
               f"{len(comp.problems)} problem(s)" + (f"; derived files in {work}" if work != root else ""))

@@ -127,17 +127,40 @@ def read_class_names(root: Path) -> tuple[Path, dict[str, str]] | None:
 
 
 def submission_kind(sample: pd.DataFrame) -> str:
-    """"label" when the sample has one column after the ID holding a label per row (its name is a
-    label word, or its values are whole numbers or text), else "probs" (a column per class)."""
+    """The submission a sample asks for: "label" (one column after the ID holding a label per row: text
+    or whole numbers), "binary" (one column of non-integer numbers, e.g. 0.5: the probability of the
+    positive class, whatever the column's name) or "probs" (a probability column per class)."""
     if sample.shape[1] != 2:
         return "probs"
-    col = sample.columns[1]
-    values = sample[col]
-    if str(col).lower() in {c.lower() for c in LABEL_COLS} | {"prediction", "predicted", "answer"}:
-        return "label"
+    values = sample[sample.columns[1]]
     if not pd.api.types.is_numeric_dtype(values):
         return "label"
-    return "label" if np.all(np.mod(values.to_numpy(dtype=np.float64), 1) == 0) else "probs"
+    return "label" if np.all(np.mod(values.to_numpy(dtype=np.float64), 1) == 0) else "binary"
+
+
+POSITIVE_LABELS = ("1", "true", "yes", "y", "pos", "positive")  # the positive class of a two-class problem
+
+
+def positive_class(classes: list[str], column: str, sample_path, positive: str | None = None) -> int:
+    """Index of the class whose probability a binary submission's one column holds: ``positive`` when
+    given, else the class named like the column (``is_dog`` does not count, ``dog`` does), else the one
+    positive-sounding label of the two (1, true, yes, pos). Anything else is an error that says what to set."""
+    if len(classes) != 2:
+        raise ValueError(f"{sample_path}: its one probability column {column!r} fits a two-class competition; "
+                         f"the training labels have {len(classes)} classes ({classes[:5]}); check the label column")
+    low = [str(c).lower() for c in classes]
+    if positive is not None:
+        if str(positive).lower() not in low:
+            raise ValueError(f"positive_class {positive!r} is not one of the classes {classes}")
+        return low.index(str(positive).lower())
+    if column.lower() in low:
+        return low.index(column.lower())
+    pos = [i for i, c in enumerate(low) if c in POSITIVE_LABELS]
+    if len(pos) == 1:
+        return pos[0]
+    raise ValueError(f"{sample_path}: column {column!r} holds one probability per row, but which of the classes "
+                     f"{classes} is it? Say so once with scan_args={{'positive_class': '{classes[1]}'}} (02's "
+                     "parameter, or open_competition's)")
 
 
 def sorted_labels(values) -> list[str]:
@@ -164,12 +187,14 @@ def read_sample_submission(root: Path) -> pd.DataFrame | None:
 
 
 def resolve_classes(root: Path, work: Path, train: pd.DataFrame, sample: pd.DataFrame | None,
-                 labels_csv: str | None) -> dict:
+                 labels_csv: str | None, positive: str | None = None) -> dict:
     """The class identifiers, names, submission kind and label values (``Competition``).
 
     Class order: the sample's class columns; for a label submission the label values of the
     class-names table (``meta.csv``), else of the training labels (numerically when all are whole
-    numbers). Saved to ``classes.json`` on first use; later scans must agree, so an index never shifts.
+    numbers). A binary submission (one probability column) also records ``positive``, the index of the
+    class it holds (``positive_class``). Saved to ``classes.json`` on first use; later scans must agree,
+    so an index never shifts.
     """
     kind = submission_kind(sample) if sample is not None else "probs"
     meta = read_class_names(root)
@@ -189,7 +214,9 @@ def resolve_classes(root: Path, work: Path, train: pd.DataFrame, sample: pd.Data
         src = "columns of sample_submission.csv" if kind == "probs" and sample is not None else f"labels of {where}"
         raise ValueError(f"{root / (labels_csv or 'train')}: labels {sorted(set(unknown['label']))[:10]} (e.g. "
                          f"{unknown['id'].tolist()[:3]}) are not {src}; check the label column or the class table")
-    values = None
+    values, pos = None, None
+    if kind == "binary":
+        pos = positive_class(classes, str(sample.columns[1]), root / "sample_submission.csv", positive)
     if kind == "label":
         col = sample[sample.columns[1]]
         numeric = pd.api.types.is_numeric_dtype(col) and all(c.lstrip("-").isdigit() for c in classes)
@@ -204,5 +231,5 @@ def resolve_classes(root: Path, work: Path, train: pd.DataFrame, sample: pd.Data
                              "the change is intended")
     else:
         write_json(path, {"classes": classes, "index": {c: i for i, c in enumerate(classes)}, "names": names,
-                          "submission": kind, "label_values": values})
-    return {"classes": classes, "names": names, "submission": kind, "label_values": values}
+                          "submission": kind, "label_values": values, "positive": pos})
+    return {"classes": classes, "names": names, "submission": kind, "label_values": values, "positive": pos}

@@ -67,7 +67,8 @@ def predict_submission(data_dir, runs_dir="runs", submission="runs/submission.cs
     offsets = plan.get("offsets")  # the decision layer's, per class name (None: plain argmax)
     offsets = [offsets[c] for c in comp.classes] if offsets else None
     ids, probs = blend_tests(tests, chosen, weights, plan["space"], plan["temperature"], comp.classes, offsets)
-    sub = make_submission(probs, ids, comp.sample_submission, label_values=comp.label_values)
+    sub = make_submission(probs, ids, comp.sample_submission, label_values=comp.label_values,
+                          positive=comp.positive)
     write_submission(sub, resolve(submission), comp.sample_submission, comp.label_values)
     return sub
 

@@ -3,7 +3,8 @@
 A submission is a DataFrame shaped like ``sample_submission.csv``: the ID column first (whatever its
 name), then one probability column per class in the sample's order, or (a label submission, given
 ``label_values``: what it writes for each class) one label column holding a class's label value in
-the sample's dtype. Nothing is written that does not pass ``validate_submission``.
+the sample's dtype, or (a binary submission, given ``positive``: a class index) one column holding
+the probability of that class. Nothing is written that does not pass ``validate_submission``.
 """
 from __future__ import annotations
 
@@ -29,8 +30,9 @@ def validate_submission(sub: pd.DataFrame, sample: pd.DataFrame, atol: float = 1
     """Raise ValueError naming every problem of ``sub`` against the sample submission; None if fine.
 
     Checks: columns (missing, extra, order), IDs in the first column (duplicates, missing, unknown,
-    row order), probability values (non-numeric, NaN/inf, < 0 or > 1, row sums off 1 by > atol) or,
-    with ``label_values``, labels (one of them, in the sample's dtype).
+    row order), probability values (non-numeric, NaN/inf, < 0 or > 1, row sums off 1 by > atol; a
+    sample with one probability column holds one class's probability, so no sum) or, with
+    ``label_values``, labels (one of them, in the sample's dtype).
     """
     problems = []
     id_col, cls_cols = sample.columns[0], list(sample.columns[1:])
@@ -87,7 +89,7 @@ def validate_submission(sub: pd.DataFrame, sample: pd.DataFrame, atol: float = 1
         if out.any():
             problems.append(f"{int(out.sum())} values outside [0, 1] (min {vf.min():.6g}, "
                             f"max {vf.max():.6g})")
-        if len(present) == len(cls_cols) and not bad.any():
+        if len(present) == len(cls_cols) > 1 and not bad.any():
             off = np.abs(v.sum(axis=1) - 1.0)
             n_off = int((off > atol).sum())
             if n_off:
@@ -113,19 +115,23 @@ def _label_problems(sub: pd.DataFrame, sample: pd.DataFrame, label_values: list)
 
 
 def make_submission(probs, ids, sample: pd.DataFrame, clip_eps: float = 1e-15,
-                    label_values: list | None = None) -> pd.DataFrame:
+                    label_values: list | None = None, positive: int | None = None) -> pd.DataFrame:
     """Submission DataFrame from probs [N, C] whose rows belong to ``ids`` [N] (any order).
 
     Rows follow the sample's ID order (every sample ID must be in ``ids``, and no other), columns
     follow the sample, probabilities are clipped to [clip_eps, 1-clip_eps] and renormalised like the
     metric. With ``label_values`` (a label submission: one value per class of ``probs``' columns) each
-    row gets the label of its most probable class instead. The result is checked with
-    ``validate_submission``.
+    row gets the label of its most probable class instead; with ``positive`` (a binary submission: the
+    sample has one probability column) each row gets that class's probability. The result is checked
+    with ``validate_submission``.
     """
     id_col, cls_cols = sample.columns[0], list(sample.columns[1:])
     p = np.asarray(probs, dtype=np.float64)
     ids = pd.Index(np.asarray(ids))
-    n_cols = len(label_values) if label_values is not None else len(cls_cols)
+    n_cols = len(label_values) if label_values is not None else 2 if positive is not None else len(cls_cols)
+    if positive is None and label_values is None and len(cls_cols) == 1:
+        raise ValueError(f"the sample has one probability column {cls_cols[0]!r}: a binary submission; pass "
+                         "positive= (Competition.positive), the class whose probability it holds")
     if p.ndim != 2 or p.shape[1] != n_cols:
         raise ValueError(f"probs has shape {p.shape}; the sample has {n_cols} classes, so probs must be "
                          f"[N, {n_cols}]")
@@ -148,7 +154,7 @@ def make_submission(probs, ids, sample: pd.DataFrame, clip_eps: float = 1e-15,
         return sub
     p = np.clip(p, clip_eps, 1 - clip_eps)
     p = p / p.sum(axis=1, keepdims=True)
-    sub = pd.DataFrame(p, columns=cls_cols)
+    sub = pd.DataFrame(p[:, [positive]] if positive is not None else p, columns=cls_cols)
     sub.insert(0, id_col, want.to_numpy())
     validate_submission(sub, sample)
     return sub
@@ -177,7 +183,7 @@ def write_ensemble(b: Blend, tests: dict, comp: Competition, runs_dir="runs",
                                 "ids and columns; copy it from the competition")
     ids, probs = blend_test(b, tests, comp.classes)
     sample, values = comp.sample_submission, comp.label_values
-    sub = make_submission(probs, ids, sample, label_values=values)
+    sub = make_submission(probs, ids, sample, label_values=values, positive=comp.positive)
     write_submission(sub, resolve(submission), sample, values)
     out = resolve(runs_dir) / "ensemble"
     write_csv(out / "blend_report.csv", b.report)
@@ -193,7 +199,8 @@ def write_ensemble(b: Blend, tests: dict, comp: Competition, runs_dir="runs",
         save_blend(b, out / "blend.json", runs, tta, tta_space, comp.class_table(), refits)
     for m in b.models:
         t = tests[m].set_index("id").loc[ids, comp.classes].to_numpy(np.float64)
-        write_submission(make_submission(t, ids, sample, label_values=values), out / f"test_{m}.csv", sample, values)
+        sub_m = make_submission(t, ids, sample, label_values=values, positive=comp.positive)
+        write_submission(sub_m, out / f"test_{m}.csv", sample, values)
     return sub
 
 

@@ -126,6 +126,17 @@ def read_prediction(path, comp: Competition) -> tuple[str, pd.DataFrame]:
         out = pd.DataFrame(p / p.sum(axis=1, keepdims=True), columns=comp.classes)
         out.insert(0, "id", want.to_numpy())
         return "probs", out
+    if len(rest) == 1 and comp.positive is not None:  # a binary submission: P(positive class) per row
+        p = pd.to_numeric(df[rest[0]], errors="coerce").to_numpy(np.float64)
+        bad = ~np.isfinite(p) | (p < 0) | (p > 1)
+        if bad.any():
+            raise ValueError(f"{path}: column {rest[0]!r} must hold probabilities in [0, 1]; first bad value at ID "
+                             f"{want.iloc[int(np.flatnonzero(bad)[0])]!r}")
+        probs = np.zeros((len(p), 2))
+        probs[:, comp.positive], probs[:, 1 - comp.positive] = p, 1 - p
+        out = pd.DataFrame(probs, columns=comp.classes)
+        out.insert(0, "id", want.to_numpy())
+        return "probs", out
     if len(rest) == 1:
         return "label", pd.DataFrame({"id": want.to_numpy(), "label": label_index(df[rest[0]], comp, path)})
     raise ValueError(f"{path}: columns {rest[:6]} are neither one label column nor the competition's class "
@@ -280,7 +291,8 @@ def write_team_submission(team: TeamBlend, comp: Competition, path, runs_dir="ru
                                 "and columns; copy it from the competition")
     values = comp.label_values
     probs = np.eye(comp.num_classes)[team.labels] if values is not None else team.probs
-    sub = make_submission(probs, team.ids, comp.sample_submission, label_values=values)
+    sub = make_submission(probs, team.ids, comp.sample_submission, label_values=values,
+                          positive=comp.positive)
     write_submission(sub, resolve(path), comp.sample_submission, values)
     out = resolve(runs_dir) / "ensemble"
     write_csv(out / "team_members.csv", team.members)

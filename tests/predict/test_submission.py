@@ -105,3 +105,51 @@ def test_make_and_write_submission_refuse_bad_input(tmp_path):
     with pytest.raises(ValueError, match="missing columns"):
         submission.write_submission(good.drop(columns="fox"), target, sample)
     assert not target.exists()
+
+
+def _binary_comp(root, labels=("0", "1"), column="label", n=6):
+    """A two-class folder competition whose sample asks for one probability column (filled with 0.5)."""
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for c in labels:
+        for i in range(n):
+            (root / "train" / c).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(root / "train" / c / f"{c}{i}.png")
+    (root / "test").mkdir()
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(root / "test" / f"t{i}.png")
+    pd.DataFrame({"id": [f"t{i}" for i in range(4)], column: 0.5}).to_csv(root / "sample_submission.csv", index=False)
+    return root
+
+
+def test_binary_submission_writes_the_positive_class_probability(tmp_path):
+    from lib.data.competition import open_competition, open_test_set
+    from lib.predict.team import read_prediction
+
+    comp = open_competition(_binary_comp(tmp_path / "c"))
+    assert comp.submission == "binary" and comp.classes == ["0", "1"] and comp.positive == 1
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5], [0.0, 1.0]])
+    sub = submission.make_submission(probs, comp.test["id"], comp.sample_submission, positive=comp.positive)
+    assert list(sub.columns) == ["id", "label"]
+    np.testing.assert_allclose(sub["label"], [0.1, 0.8, 0.5, 1 - 1e-15])  # P(class "1"), not hard labels
+    # without positive= a one-column probability sample is refused, not filled with argmax labels
+    with pytest.raises(ValueError, match="binary submission"):
+        submission.make_submission(probs, comp.test["id"], comp.sample_submission)
+    # the class table carries it to 05 (a hidden test set) and a teammate's file reads back as probabilities
+    assert open_test_set(comp.root, comp.class_table()).positive == 1
+    kind, table = read_prediction(sub, comp)
+    assert kind == "probs"
+    np.testing.assert_allclose(table[["0", "1"]].to_numpy()[:3], probs[:3])
+
+
+def test_binary_submission_of_named_classes_needs_to_know_which_is_positive(tmp_path):
+    from lib.data.competition import open_competition
+
+    root = _binary_comp(tmp_path / "ice", labels=("iceberg", "ship"), column="is_iceberg")
+    with pytest.raises(ValueError, match="positive_class"):
+        open_competition(root)
+    comp = open_competition(root, {"positive_class": "iceberg"})
+    assert comp.positive == 0
+    probs = np.array([[0.7, 0.3]] * 4)
+    sub = submission.make_submission(probs, comp.test["id"], comp.sample_submission, positive=comp.positive)
+    np.testing.assert_allclose(sub["is_iceberg"], 0.7)
