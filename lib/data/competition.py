@@ -25,6 +25,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from lib.core.io import read_json, write_json
@@ -83,6 +84,22 @@ class Competition:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def unreadable_test_ids(self) -> list:
+        """Sample IDs whose test image could not be read (the scan dropped them; ``problems`` says why).
+        The sample and the test images match one for one, so every sample ID missing from ``test`` is one."""
+        if self.sample_submission is None:
+            return []
+        have = set(self.test["id"].astype(str))
+        return [i for i in self.sample_submission.iloc[:, 0].astype(str) if i not in have]
+
+    def class_prior(self) -> np.ndarray:
+        """[C] the training labels' class frequencies (uniform when there are none, e.g. a test-only folder)."""
+        if not len(self.train):
+            return np.full(self.num_classes, 1.0 / self.num_classes)
+        counts = np.bincount(self.train["target"].to_numpy(np.int64), minlength=self.num_classes)
+        return counts / counts.sum()
 
     def summary(self) -> pd.DataFrame:
         counts = self.train["label"].value_counts()

@@ -6,6 +6,8 @@
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
@@ -15,7 +17,7 @@ from lib.data.competition import open_test_set
 from lib.predict.blend import blend_tests
 from lib.predict.inference import PredictSpec, predict_images
 from lib.predict.refit import mix
-from lib.predict.submission import load_blend, make_submission, write_submission
+from lib.predict.submission import load_blend, make_submission, with_unreadable_rows, write_submission
 
 
 def _blend_file(runs_dir):
@@ -37,7 +39,10 @@ def predict_submission(data_dir, runs_dir="runs", submission="runs/submission.cs
     class table) and each run's ``params.yaml`` and ``model.safetensors``. No training image, fold
     or class file is read. ``models`` keeps a subset (weights renormalised). ``spec``: how each run
     predicts (``blend_spec``; None: 04's TTA ops and space, no progress bars); its ``space`` must be
-    04's. Written like 04's (validated against the sample); returns it."""
+    04's. Another model subset or other TTA ops than 04's leave 04's temperature and decision offsets
+    out (fitted for another prediction; a warning says so). Test images that cannot be read get the
+    class prior (uniform here: no training labels). Written like 04's (validated against the sample);
+    returns it."""
 
     runs_dir = resolve(runs_dir)
     plan = load_blend(_blend_file(runs_dir))
@@ -66,7 +71,18 @@ def predict_submission(data_dir, runs_dir="runs", submission="runs/submission.cs
         raise ValueError(f"models {chosen} have zero weight in the blend; choose others")
     offsets = plan.get("offsets")  # the decision layer's, per class name (None: plain argmax)
     offsets = [offsets[c] for c in comp.classes] if offsets else None
-    ids, probs = blend_tests(tests, chosen, weights, plan["space"], plan["temperature"], comp.classes, offsets)
+    temperature = plan["temperature"]
+    changed = {k: v for k, v in (("models", chosen), ("tta", list(spec.ops)))
+               if v != (list(plan["models"]) if k == "models" else list(plan["tta"]))}
+    if changed and (temperature != 1.0 or offsets):
+        warnings.warn(f"04 fitted the temperature ({temperature:.4g}) and decision offsets for models "
+                      f"{list(plan['models'])} with TTA {list(plan['tta'])}; this prediction uses "
+                      f"{', '.join(f'{k}={v}' for k, v in changed.items())}, so they do not apply and the "
+                      "submission is uncalibrated (argmax labels, T = 1): rerun 04 with these settings to "
+                      "calibrate it", stacklevel=2)
+        temperature, offsets = 1.0, None
+    ids, probs = with_unreadable_rows(*blend_tests(tests, chosen, weights, plan["space"], temperature,
+                                                   comp.classes, offsets), comp)
     sub = make_submission(probs, ids, comp.sample_submission, label_values=comp.label_values,
                           positive=comp.positive)
     write_submission(sub, resolve(submission), comp.sample_submission, comp.label_values)

@@ -8,6 +8,7 @@ the probability of that class. Nothing is written that does not pass ``validate_
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -159,6 +160,22 @@ def make_submission(probs, ids, sample: pd.DataFrame, clip_eps: float = 1e-15,
     validate_submission(sub, sample)
     return sub
 
+def with_unreadable_rows(ids, probs, comp: Competition) -> tuple[np.ndarray, np.ndarray]:
+    """(ids [N'], probs [N', C]) with a row for each sample ID whose test image could not be read
+    (``Competition.unreadable_test_ids``): the training class prior, so one broken file costs one
+    row's prior, not the submission. Warns naming them and the scan's reason."""
+    missing = [i for i in comp.unreadable_test_ids if i not in set(map(str, ids))]
+    if not missing:
+        return np.asarray(ids), np.asarray(probs)
+    why = comp.problems.loc[comp.problems["split"] == "test", ["path", "problem"]]
+    warnings.warn(f"{len(missing)} test image(s) could not be read, so their rows get the training class prior: "
+                  f"IDs {_few(missing)}; {'; '.join(f'{r.path}: {r.problem}' for r in why.head(3).itertuples())}",
+                  stacklevel=2)
+    prior = np.tile(comp.class_prior(), (len(missing), 1))
+    return np.concatenate([np.asarray(ids, dtype=object), np.asarray(missing, dtype=object)]), \
+        np.concatenate([np.asarray(probs, dtype=np.float64), prior])
+
+
 def write_submission(df: pd.DataFrame, path, sample: pd.DataFrame, label_values: list | None = None):
     """Validate ``df`` against the sample, then write it as CSV atomically; returns the Path."""
     validate_submission(df, sample, label_values=label_values)
@@ -174,14 +191,15 @@ def write_ensemble(b: Blend, tests: dict, comp: Competition, runs_dir="runs",
     cross-fitted comparisons), ``expected_score.json`` (given ``expected``, from
     ``lib.predict.calibrate.expected_score``), ``oof_blend.csv`` (id, target, classes),
     ``test_<model>.csv`` (each single model's test predictions, its folds' mean with the same TTA, as
-    a submission, to compare with the blend on the leaderboard) and, given ``runs`` (``open_runs``),
+    a submission: uncalibrated, no temperature and no decision offsets, so its leaderboard score is the
+    model's raw one; compare accuracy-type scores with the blend's, not log loss) and, given ``runs`` (``open_runs``),
     ``blend.json``: what 05_inference needs to predict a hidden test set (``save_blend``), with the
-    full-data refits mixed into ``tests`` (``refits``, from ``lib.predict.refit.refit_tests``). Returns the
-    submission."""
+    full-data refits mixed into ``tests`` (``refits``, from ``lib.predict.refit.refit_tests``). Test images
+    that could not be read get the class prior (``with_unreadable_rows``). Returns the submission."""
     if comp.sample_submission is None:
         raise FileNotFoundError(f"{comp.root}/sample_submission.csv is missing: it fixes the submission's "
                                 "ids and columns; copy it from the competition")
-    ids, probs = blend_test(b, tests, comp.classes)
+    ids, probs = with_unreadable_rows(*blend_test(b, tests, comp.classes), comp)
     sample, values = comp.sample_submission, comp.label_values
     sub = make_submission(probs, ids, sample, label_values=values, positive=comp.positive)
     write_submission(sub, resolve(submission), sample, values)
@@ -198,8 +216,9 @@ def write_ensemble(b: Blend, tests: dict, comp: Competition, runs_dir="runs",
     if runs is not None:
         save_blend(b, out / "blend.json", runs, tta, tta_space, comp.class_table(), refits)
     for m in b.models:
-        t = tests[m].set_index("id").loc[ids, comp.classes].to_numpy(np.float64)
-        sub_m = make_submission(t, ids, sample, label_values=values, positive=comp.positive)
+        m_ids = tests[m]["id"].to_numpy()
+        t_ids, t = with_unreadable_rows(m_ids, tests[m][comp.classes].to_numpy(np.float64), comp)
+        sub_m = make_submission(t, t_ids, sample, label_values=values, positive=comp.positive)
         write_submission(sub_m, out / f"test_{m}.csv", sample, values)
     return sub
 

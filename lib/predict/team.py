@@ -36,7 +36,7 @@ from lib.core.rundir import RunDir
 from lib.data.competition import Competition
 from lib.predict.blend import Blend, blend_tests
 from lib.predict.crossfit import fit_blend
-from lib.predict.submission import make_submission, write_submission
+from lib.predict.submission import make_submission, with_unreadable_rows, write_submission
 
 SPEC_KEYS = ("path", "oof", "weight", "name")
 
@@ -291,7 +291,8 @@ def write_team_submission(team: TeamBlend, comp: Competition, path, runs_dir="ru
                                 "and columns; copy it from the competition")
     values = comp.label_values
     probs = np.eye(comp.num_classes)[team.labels] if values is not None else team.probs
-    sub = make_submission(probs, team.ids, comp.sample_submission, label_values=values,
+    ids, probs = with_unreadable_rows(team.ids, probs, comp)
+    sub = make_submission(probs, ids, comp.sample_submission, label_values=values,
                           positive=comp.positive)
     write_submission(sub, resolve(path), comp.sample_submission, values)
     out = resolve(runs_dir) / "ensemble"

@@ -83,6 +83,22 @@ def test_label_submission_and_hidden_test_from_the_runs_alone(trained, _digits_s
         predict_submission(hidden, tmp_path / "no_runs", tmp_path / "x.csv")
 
 
+def test_05_leaves_04s_calibration_out_for_other_tta_and_fills_unreadable_images(trained, _digits_source,
+                                                                                   tmp_path, monkeypatch):
+    data, runs, _ = trained
+    plan = json.loads((runs / "ensemble" / "blend.json").read_text())
+    assert plan["temperature"] != 1.0 or plan.get("offsets")  # something fitted for 04's TTA
+    monkeypatch.setenv("FOLDBOOK_WORK", str(tmp_path / "work"))
+    hidden = _hidden(data, tmp_path / "hidden", _digits_source)
+    (hidden / "test" / "hidden_003.jpg").write_bytes(b"\xff\xd8 cut short")
+    with pytest.warns(UserWarning) as seen:
+        out = predict_submission(hidden, runs, tmp_path / "plain.csv", spec=PredictSpec(["identity"]))
+    said = " | ".join(str(w.message) for w in seen)
+    assert "do not apply" in said and "tta=['identity']" in said      # 04 fitted them with identity + hflip
+    assert "hidden_003.jpg" in said and "class prior" in said
+    _check_label_submission(out, hidden / "sample_submission.csv")      # every row, the broken one too
+
+
 def test_bundle_runs_05_offline_in_a_fresh_environment(trained, _digits_source, tmp_path):
     data, runs, _ = trained
     bundle = make_bundle(runs, tmp_path / "bundle")

@@ -153,3 +153,19 @@ def test_binary_submission_of_named_classes_needs_to_know_which_is_positive(tmp_
     probs = np.array([[0.7, 0.3]] * 4)
     sub = submission.make_submission(probs, comp.test["id"], comp.sample_submission, positive=comp.positive)
     np.testing.assert_allclose(sub["is_iceberg"], 0.7)
+
+
+def test_an_unreadable_test_image_costs_its_row_the_class_prior_not_the_submission(tmp_path):
+    from lib.data.competition import open_competition
+
+    root = _binary_comp(tmp_path / "c")
+    (root / "test" / "t2.png").write_bytes(b"not a png")  # truncated upload, disk error...
+    comp = open_competition(root)
+    assert comp.unreadable_test_ids == ["t2"] and list(comp.test["id"]) == ["t0", "t1", "t3"]
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6]])
+    with pytest.raises(ValueError, match="1 missing"):  # what 04 and 05 did: no submission at all
+        submission.make_submission(probs, comp.test["id"], comp.sample_submission, positive=1)
+    with pytest.warns(UserWarning, match=r"1 test image\(s\) could not be read.*'t2'.*t2.png"):
+        ids, filled = submission.with_unreadable_rows(comp.test["id"], probs, comp)
+    sub = submission.make_submission(filled, ids, comp.sample_submission, positive=1)
+    np.testing.assert_allclose(sub["label"], [0.1, 0.8, 0.5, 0.6])  # t2: the training prior (6 and 6 images)
