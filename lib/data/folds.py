@@ -179,17 +179,25 @@ def folds_hash(folds: pd.DataFrame) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
+def check_folds_hash(recorded: str, folds: pd.DataFrame, where: str, consequence: str) -> None:
+    """Raise ValueError unless ``recorded`` (a ``folds_hash``) is the hash of this fold table ``folds``:
+    ``where`` says what was made on the other folds ("<run> was trained"), ``consequence`` what follows and
+    what to do."""
+    mine = folds_hash(folds)
+    if recorded != mine:
+        raise ValueError(f"{where} on another fold assignment (folds.csv hash {recorded}, this one's {mine}): "
+                         f"{consequence}")
+
+
 def check_same_split(src: Path, fold: int, folds: pd.DataFrame, where: str, remedy: str = "") -> None:
     """Raise ValueError unless the fold run in ``src`` held out fold ``fold`` of exactly this fold
     table ``folds`` (id, fold): the ``folds_sha1`` its metrics.json records or, for a run from before
     that record, the ids of its oof.csv. ``where`` names the run in the message, ``remedy`` ends it."""
-    mine = folds_hash(folds)
     metrics = read_json(src / RunDir.METRICS) if (src / RunDir.METRICS).exists() else {}
     if "folds_sha1" in metrics:
-        if metrics["folds_sha1"] != mine:
-            raise ValueError(f"{where} was trained on another fold assignment (folds.csv hash {metrics['folds_sha1']}, "
-                             f"this one's {mine}): its fold {fold} is not this one, so it trained on images "
-                             f"held out here; retrain it on the current folds.csv{remedy}")
+        check_folds_hash(metrics["folds_sha1"], folds, f"{where} was trained",
+                         f"its fold {fold} is not this one, so it trained on images held out here; retrain it on "
+                         f"the current folds.csv{remedy}")
         return
     if not (src / RunDir.OOF).exists():
         raise ValueError(f"{where}: its metrics.json records no folds hash (folds_sha1) and it has no oof.csv to "
