@@ -1,10 +1,12 @@
 """Folds: which training images validate which run. Made once per competition, then fixed.
 
 ``folds.csv`` (id, fold) and ``folds.json`` (the settings that made it: n_folds, seed, group_col,
-groups) are written to the competition's work folder on first use and read by every run, so all
-backbones are validated on the same images and their out-of-fold predictions can be compared and
-blended. When 01_eda has written ``eda/groups.csv`` (duplicate groups: exact, near, mirrored and
-rotated copies), the folds keep each group together, so no copy validates while its twin trains.
+groups, and how many train images 01_eda checked for duplicates) are written to the competition's work
+folder on first use and read by every run, so all backbones are validated on the same images and their
+out-of-fold predictions can be compared and blended. When 01_eda has written ``eda/groups.csv``
+(duplicate groups: exact, near, mirrored and rotated copies), the folds keep each group together, also
+across ``group_col`` groups, so no copy validates while its twin trains; folds made without that check
+of every train image say so with a ``DuplicatesUnchecked`` warning wherever they are used.
 """
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from lib.core.io import read_json, write_csv, write_json
@@ -21,32 +25,37 @@ from lib.core.rundir import RunDir
 from lib.data.competition import Competition
 
 
+class DuplicatesUnchecked(UserWarning):
+    """The folds were made without 01_eda's duplicate check of every train image: a copy may validate while
+    its twin trains, and the CV score is then better than the leaderboard's."""
+
+
 def make_folds(comp: Competition, n_folds: int = 5, seed: int = 42, group_col: str | None = None,
                force: bool = False, verbose: bool = True) -> pd.DataFrame:
-    """Assign each train image a fold: StratifiedGroupKFold over ``group_col`` (a labels-table
-    column), else over 01_eda's duplicate groups (``eda/groups.csv``) when present, else StratifiedKFold.
+    """Assign each train image a fold: StratifiedGroupKFold over the connected components of images
+    linked by sharing a ``group_col`` value (a labels-table column) or a duplicate group of 01_eda
+    (``eda/groups.csv``), so no group and no duplicate pair is split; StratifiedKFold when neither exists.
 
     Written once to ``folds.csv`` (id, fold) in the competition's work folder and reused by every run;
-    a later call with other settings or other ids is an error unless ``force``. Returns ``comp.train``
-    with a ``fold`` column.
+    a later call with other settings or other ids is an error unless ``force``. ``folds.json`` records
+    the settings and how far duplicates were checked (``duplicate_groups``); folds made before 01_eda
+    or after a sampled one (``max_images``) raise ``DuplicatesUnchecked`` each time they are used.
+    Returns ``comp.train`` with a ``fold`` column.
     """
 
     path = comp.work / "folds.csv"
     meta = {"n_folds": n_folds, "seed": seed, "group_col": group_col}
     train = comp.train
-    groups_csv = comp.work / "eda" / "groups.csv"
     if path.exists() and not force:
         folds = pd.read_csv(path, dtype={"id": str})
         saved = fold_settings(comp) or meta
         missing = set(train["id"]) - set(folds["id"])
-        if verbose and not group_col and groups_csv.exists() and not saved.get("groups"):
-            print(f"note: {path.name} was made before eda/groups.csv, so duplicates may straddle folds; delete "
-                  f"{path} (and retrain) to split by duplicate groups")
-        saved = {k: saved.get(k) for k in meta}  # the groups file is not a setting to compare
-        if saved != meta or missing:
-            why = f"settings {saved} vs {meta}" if saved != meta else f"{len(missing)} train ids not in it"
+        settings = {k: saved.get(k) for k in meta}  # coverage and the groups file are not settings to compare
+        if settings != meta or missing:
+            why = f"settings {settings} vs {meta}" if settings != meta else f"{len(missing)} train ids not in it"
             raise ValueError(f"{path} does not fit this data ({why}); pass force=True (make_folds) or "
                              "delete it to re-split — existing runs then become incomparable")
+        warn_unchecked_duplicates(comp, saved)
         return train.merge(folds[["id", "fold"]], on="id", how="left")
     if group_col and group_col not in train.columns:
         raise ValueError(f"{comp.root}: group_col {group_col!r} is not a column of the training table "
@@ -56,22 +65,20 @@ def make_folds(comp: Competition, n_folds: int = 5, seed: int = 42, group_col: s
     if len(small):
         warnings.warn(f"{len(small)} class(es) have fewer images than {n_folds} folds, so some folds "
                       f"lack them: {dict(small.head(10))}", stacklevel=2)
-    groups = train[group_col] if group_col else None
-    if groups is None and groups_csv.exists():
-        table = pd.read_csv(groups_csv, dtype={"id": str}).set_index("id")["group"]
-        extra = iter(range(int(table.max()) + 1 if len(table) else 0, 2**62))
-        groups = pd.Series([int(table[i]) if i in table.index else next(extra) for i in train["id"]])
-        meta["groups"] = "eda/groups.csv"
-        if verbose:
-            shared = int(groups.duplicated(keep=False).sum())
-            print(f"folds keep 01_eda's duplicate groups together ({groups_csv}: {shared} images in "
-                  f"{groups[groups.duplicated(keep=False)].nunique()} groups)")
+    dup, coverage = duplicate_groups(comp)
+    meta.update(coverage)
+    groups = linked_groups(train[group_col] if group_col else None, dup)
+    if verbose and dup is not None:
+        shared = dup[dup.duplicated(keep=False) & dup.notna()]
+        print(f"folds keep 01_eda's duplicate groups together ({comp.work / GROUPS}: {len(shared)} images in "
+              f"{shared.nunique()} groups)" + (f", joined with the {group_col!r} groups into "
+                                               f"{len(np.unique(groups))} groups" if group_col else ""))
     fold = np.full(len(train), -1, dtype=np.int64)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The least populated class")
         if groups is not None:
             splitter = StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed)
-            splits = splitter.split(train, train["target"], groups=groups.to_numpy())
+            splits = splitter.split(train, train["target"], groups=groups)
         else:
             splits = StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(train, train["target"])
         for k, (_, va) in enumerate(splits):
@@ -79,13 +86,81 @@ def make_folds(comp: Competition, n_folds: int = 5, seed: int = 42, group_col: s
     out = train.assign(fold=fold)
     write_csv(path, out[["id", "fold"]])
     write_json(path.with_suffix(".json"), meta)
+    warn_unchecked_duplicates(comp, meta)
     return out
 
 
+GROUPS = "eda/groups.csv"  # 01_eda's duplicate groups (lib.insight.duplicates.fold_groups), under comp.work
+
+
+def duplicate_groups(comp: Competition) -> tuple[pd.Series | None, dict]:
+    """(01_eda's duplicate group per train image, in ``comp.train`` order: NaN where it lists none; None
+    without ``eda/groups.csv``) and its coverage for folds.json: groups (the file, when used),
+    duplicates_checked (every train image went through the duplicate pass), eda_images (how many did:
+    its ``checked`` column), train_images."""
+    csv = comp.work / GROUPS
+    n = len(comp.train)
+    if not csv.exists():
+        return None, {"duplicates_checked": False, "eda_images": 0, "train_images": n}
+    table = pd.read_csv(csv, dtype={"id": str}).set_index("id")
+    group = comp.train["id"].map(table["group"]).reset_index(drop=True)
+    checked = table["checked"].astype(bool) if "checked" in table.columns else None  # older 01_eda: unknown
+    seen = int(comp.train["id"].map(checked).fillna(False).astype(bool).sum()) if checked is not None else None
+    return group, {"groups": GROUPS, "duplicates_checked": seen == n, "eda_images": seen, "train_images": n}
+
+
+def linked_groups(*columns: pd.Series | None) -> np.ndarray | None:
+    """One int per image: the connected components of images linked by sharing a value in any of
+    ``columns`` (equal-length Series; NaN links nothing). None when every column is None."""
+    columns = [c for c in columns if c is not None]
+    if not columns:
+        return None
+    n = len(columns[0])
+    images, nodes, offset = [], [], n  # a bipartite graph: images and the values they share
+    for c in columns:
+        codes = pd.factorize(c.reset_index(drop=True))[0]
+        has = codes >= 0
+        images.append(np.flatnonzero(has))
+        nodes.append(codes[has] + offset)
+        offset += int(codes.max()) + 1 if has.any() else 0
+    i, j = np.concatenate(images), np.concatenate(nodes)
+    graph = coo_matrix((np.ones(len(i)), (i, j)), shape=(offset, offset))
+    return connected_components(graph, directed=False)[1][:n]
+
+
+def unchecked_duplicates(settings: dict | None) -> str | None:
+    """Why folds with these folds.json ``settings`` may split a duplicate pair, and what to do; None when
+    01_eda's duplicate pass saw every train image before they were made (or there are no folds yet)."""
+    if settings is None or settings.get("duplicates_checked"):
+        return None
+    redo = "then delete folds.csv (and folds.json) and retrain, so no copy validates while its twin trains"
+    n, seen = settings.get("train_images"), settings.get("eda_images")
+    if "duplicates_checked" not in settings or seen is None:
+        return (f"it does not record which train images 01_eda checked for duplicates (made by an older kit): "
+                f"rerun 01_eda on every image (max_images=None), {redo}")
+    if seen == 0:
+        return (f"it was made before 01_eda's duplicate groups ({GROUPS}), so duplicate images may sit in "
+                f"different folds and the CV score is optimistic: run 01_eda (max_images=None) first, {redo}")
+    return (f"01_eda checked {seen} of the {n} train images for duplicates (a sample: max_images, or images "
+            f"added since), so copies among the rest may sit in different folds and the CV score is optimistic: "
+            f"rerun 01_eda with max_images=None, {redo}")
+
+
+def warn_unchecked_duplicates(comp: Competition, settings: dict | None = None) -> None:
+    """Raise ``DuplicatesUnchecked`` (a warning, shown by every notebook) when the folds of ``comp``
+    (``settings``, default its folds.json) were made without a duplicate check of every train image."""
+    why = unchecked_duplicates(fold_settings(comp) if settings is None else settings)
+    if why:
+        warnings.warn(f"{comp.work / 'folds.csv'}: {why}", DuplicatesUnchecked, stacklevel=3)
+
+
 def fold_settings(comp: Competition) -> dict | None:
-    """The settings ``folds.csv`` was made with ({n_folds, seed, group_col}), or None before it exists."""
+    """The settings ``folds.csv`` was made with ({n_folds, seed, group_col} and the duplicate coverage of
+    ``duplicate_groups``), or None before it exists."""
     path = comp.work / "folds.json"
     return read_json(path) if path.exists() and (comp.work / "folds.csv").exists() else None
+
+
 SAMPLE = 512  # training images a full-data run scores after each epoch (a learning check, not a score)
 
 
@@ -104,17 +179,25 @@ def folds_hash(folds: pd.DataFrame) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
+def check_folds_hash(recorded: str, folds: pd.DataFrame, where: str, consequence: str) -> None:
+    """Raise ValueError unless ``recorded`` (a ``folds_hash``) is the hash of this fold table ``folds``:
+    ``where`` says what was made on the other folds ("<run> was trained"), ``consequence`` what follows and
+    what to do."""
+    mine = folds_hash(folds)
+    if recorded != mine:
+        raise ValueError(f"{where} on another fold assignment (folds.csv hash {recorded}, this one's {mine}): "
+                         f"{consequence}")
+
+
 def check_same_split(src: Path, fold: int, folds: pd.DataFrame, where: str, remedy: str = "") -> None:
     """Raise ValueError unless the fold run in ``src`` held out fold ``fold`` of exactly this fold
     table ``folds`` (id, fold): the ``folds_sha1`` its metrics.json records or, for a run from before
     that record, the ids of its oof.csv. ``where`` names the run in the message, ``remedy`` ends it."""
-    mine = folds_hash(folds)
     metrics = read_json(src / RunDir.METRICS) if (src / RunDir.METRICS).exists() else {}
     if "folds_sha1" in metrics:
-        if metrics["folds_sha1"] != mine:
-            raise ValueError(f"{where} was trained on another fold assignment (folds.csv hash {metrics['folds_sha1']}, "
-                             f"this one's {mine}): its fold {fold} is not this one, so it trained on images "
-                             f"held out here; retrain it on the current folds.csv{remedy}")
+        check_folds_hash(metrics["folds_sha1"], folds, f"{where} was trained",
+                         f"its fold {fold} is not this one, so it trained on images held out here; retrain it on "
+                         f"the current folds.csv{remedy}")
         return
     if not (src / RunDir.OOF).exists():
         raise ValueError(f"{where}: its metrics.json records no folds hash (folds_sha1) and it has no oof.csv to "

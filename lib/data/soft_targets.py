@@ -4,23 +4,31 @@ pseudo-labelled test images joining training.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import torch
 
 from lib.core.paths import resolve
+from lib.data.folds import check_folds_hash
 
 HELD_OUT = "held_out"
+FOLDS_SHA1 = "folds_sha1"  # the folds hash (lib.data.folds.folds_hash) the table's fold runs trained on
 
 
-def read_table(path, classes: list[str]) -> pd.DataFrame:
+def read_table(path, classes: list[str], folds: pd.DataFrame | None = None) -> pd.DataFrame:
     """A teacher table as id, held_out (float; NaN where the table does not say) and one column per
-    class (float64, rows renormalised to sum 1). ``held_out`` is read from ``held_out`` or ``fold``."""
-    df = pd.read_csv(resolve(path), dtype={"id": str})
+    class (float64, rows renormalised to sum 1). ``held_out`` is read from ``held_out`` or ``fold``.
+    With ``folds`` (the fold table of the student, a fold run) the table's held_out must mean these folds
+    (``check_split``)."""
+    df = pd.read_csv(resolve(path), dtype={"id": str, FOLDS_SHA1: str})
     missing = [c for c in ["id", *classes] if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: a teacher table needs id and one probability column per class; it lacks "
                          f"{missing[:5]} (was it made for another competition?)")
+    if folds is not None:
+        check_split(df, folds, path)
     p = df[classes].to_numpy(np.float64)
     if not np.isfinite(p).all() or (p < 0).any() or np.abs(p.sum(axis=1) - 1).max() > 1e-3:
         raise ValueError(f"{path}: teacher rows must be class probabilities (finite, >= 0, each row summing to 1)")
@@ -28,6 +36,24 @@ def read_table(path, classes: list[str]) -> pd.DataFrame:
     held = pd.to_numeric(df[col], errors="coerce") if col else pd.Series(np.nan, index=df.index)
     return pd.concat([pd.DataFrame({"id": df["id"], HELD_OUT: held.astype(float)}),
                       pd.DataFrame(p / p.sum(axis=1, keepdims=True), columns=classes)], axis=1)
+
+
+def check_split(df: pd.DataFrame, folds: pd.DataFrame, path) -> None:
+    """Raise ValueError unless the teacher table ``df`` (read from ``path``) was made by fold runs of this
+    fold table ``folds``: its ``folds_sha1`` (``lib.predict.teacher`` writes it) is ``folds``'s hash.
+    After a re-split "held_out k" names another fold k: that model trained on images now in fold k. A
+    table without the column (made by hand or by an older kit) cannot be checked: a warning says so."""
+    if FOLDS_SHA1 not in df.columns:
+        warnings.warn(f"{path}: the teacher table records no folds hash ({FOLDS_SHA1}: made by hand or by an older "
+                      f"kit), so its held_out folds cannot be checked against the current folds.csv; rebuild it "
+                      f"with python -m lib.predict.teacher", stacklevel=3)
+        return
+    made = sorted(set(df[FOLDS_SHA1].dropna()))
+    for h in made if made else ["none"]:
+        check_folds_hash(h, folds, f"teacher table {path} was made by fold runs trained",
+                         "its held_out folds are not these folds, so its rows come from models that trained on "
+                         "images this run validates on; retrain the teacher's fold runs on the current folds.csv "
+                         "and rebuild the teacher table after re-splitting (python -m lib.predict.teacher)")
 
 
 def safe_rows(table: pd.DataFrame, ids, classes: list[str], fold: int | None, what: str, path) -> np.ndarray:
@@ -72,23 +98,25 @@ def select_pseudo(probs: np.ndarray, threshold: float | None, temperature: float
     return keep, np.eye(probs.shape[1])[probs[keep].argmax(axis=1)]
 
 
-def add_teacher(cfg, comp, train_rows: pd.DataFrame, train, test_images):
+def add_teacher(cfg, comp, folds: pd.DataFrame, train_rows: pd.DataFrame, train, test_images):
     """The training set of the recipe's teacher: ``train`` (the ImageDataset of ``train_rows``) with
     distillation targets (``teacher``), joined by the pseudo-labelled test images (``pseudo_labels``;
     ``test_images(rows)`` builds the augmented ImageDataset of rows of ``comp.test``). ``train``
-    unchanged when the recipe has neither. Refuses rows the fold rule forbids (module docstring)."""
+    unchanged when the recipe has neither. Refuses rows the fold rule forbids (module docstring), and
+    tables made on other folds than ``folds`` (the competition's fold table; not for a full-data run)."""
     if not (cfg.teacher or cfg.pseudo_labels):
         return train
     fold = None if cfg.full_data else cfg.fold
+    split = None if cfg.full_data else folds
     hard = np.eye(comp.num_classes)[train_rows["target"].to_numpy()]
     soft = None
     if cfg.teacher:
-        rows = safe_rows(read_table(cfg.teacher, comp.classes), train_rows["id"], comp.classes, fold,
+        rows = safe_rows(read_table(cfg.teacher, comp.classes, split), train_rows["id"], comp.classes, fold,
                          "training images", cfg.teacher)
         soft = (1 - cfg.teacher_weight) * hard + cfg.teacher_weight * soften(rows, cfg.teacher_temperature)
     if not cfg.pseudo_labels:
         return _labelled(train, train.targets, soft)
-    table = read_table(cfg.pseudo_labels, comp.classes)
+    table = read_table(cfg.pseudo_labels, comp.classes, split)
     unknown = sorted(set(table["id"]) - set(comp.test["id"]))
     if unknown:
         raise ValueError(f"{cfg.pseudo_labels}: {len(unknown)} ids are not test images of {comp.root} "

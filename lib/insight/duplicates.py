@@ -140,20 +140,24 @@ def find_duplicates(comp: Competition, stats: pd.DataFrame, max_distance: int = 
     if save:
         write_csv(eda_dir(comp) / "duplicates.csv", out)
         write_csv(eda_dir(comp) / "conflicts.csv", label_conflicts(out))
-        write_csv(eda_dir(comp) / "groups.csv", fold_groups(comp, ok, group))
+        checked = stats.loc[stats["split"] == "train", "id"]
+        write_csv(eda_dir(comp) / "groups.csv", fold_groups(comp, ok, group, checked))
     return out
 
 
-def fold_groups(comp: Competition, ok: pd.DataFrame, component: np.ndarray) -> pd.DataFrame:
-    """id, group for every train image: the images of one duplicate group (exact, near, mirrored or
-    rotated copies, also when linked through a test image) share a number; every other image, an
-    unreadable one too, has a number of its own."""
+def fold_groups(comp: Competition, ok: pd.DataFrame, component: np.ndarray, checked) -> pd.DataFrame:
+    """id, group, checked for every train image: the images of one duplicate group (exact, near, mirrored
+    or rotated copies, also when linked through a test image) share a number; every other image, an
+    unreadable one too, has a number of its own. ``checked``: the image is one of the ids ``checked`` (the
+    train images of this pass: all, or the ``max_images`` sample), so folds know how far duplicates were
+    looked for (``lib.data.folds.duplicate_groups``)."""
     train = ok["split"].to_numpy() == "train"
     groups = dict(zip(ok.loc[train, "id"], component[train]))
     ids = comp.train["id"].tolist()
     start = int(component.max()) + 1 if len(component) else 0
     extra = iter(range(start, start + len(ids)))
-    return pd.DataFrame({"id": ids, "group": [int(groups[i]) if i in groups else next(extra) for i in ids]})
+    return pd.DataFrame({"id": ids, "group": [int(groups[i]) if i in groups else next(extra) for i in ids],
+                         "checked": pd.Index(ids).isin(list(checked))})
 
 
 def _dihedral(ok: pd.DataFrame, words: int) -> np.ndarray:

@@ -18,7 +18,7 @@ import pandas as pd
 from lib.core.paths import resolve
 from lib.core.rundir import RunDir, find_runs, load_config
 from lib.data.competition import open_competition
-from lib.data.folds import fold_settings
+from lib.data.folds import fold_settings, warn_unchecked_duplicates
 
 
 def load_runs(runs_dir, classes: list[str], n_folds: int | None = None,
@@ -49,9 +49,11 @@ def open_runs(data_dir, runs_dir="runs", models: list[str] | None = None):
     """The competition (``open_competition``) and its completed runs: ``(comp, runs, oofs)``.
 
     ``runs`` as ``load_runs`` gives them, each model's folds checked against the competition's
-    ``folds.json``. A run trained on another competition is an error that names it."""
+    ``folds.json``. A run trained on another competition is an error that names it. Folds made without
+    01_eda's duplicate check of every train image raise ``lib.data.folds.DuplicatesUnchecked`` (a warning)."""
     comp = open_competition(data_dir)
     folds = fold_settings(comp)
+    warn_unchecked_duplicates(comp, folds)
     runs, oofs = load_runs(runs_dir, comp.classes, folds["n_folds"] if folds else None, models)
     other = [r.run_name for r in runs.itertuples()
              if resolve(load_config(r.dir).data_dir).resolve() != comp.root]

@@ -10,7 +10,10 @@ A teacher table is a CSV: ``id``, one probability column per class (rows sum to 
 the fold whose images the model that predicted the row never trained on (a model that held out
 several folds is listed once per fold). The kit's ``oof.csv`` is one: its ``fold`` is the fold its
 model held out. A table with neither column (04's ``oof_blend.csv``, a submission, a fold mean) does
-not say which models made its rows.
+not say which models made its rows. ``teacher_table`` also writes ``folds_sha1``: the hash of the
+folds.csv its runs trained on (``lib.data.folds.folds_hash``). "held_out k" means fold k of that
+folds.csv only: after a re-split a student refuses the table (``lib.data.soft_targets.check_split``)
+until the teacher's runs are retrained and the table rebuilt.
 
 **The fold rule** (enforced when a run's datasets are built, ``add_teacher``): student fold k is
 scored on fold k's images, so nothing it learns from may come from a model that trained on them. A
@@ -47,14 +50,14 @@ from lib.core.io import write_csv
 from lib.core.paths import resolve
 from lib.core.rundir import RunDir, load_config, run_complete
 from lib.data.competition import open_competition
-from lib.data.folds import check_same_split, make_folds
-from lib.data.soft_targets import HELD_OUT
+from lib.data.folds import check_same_split, folds_hash, make_folds
+from lib.data.soft_targets import FOLDS_SHA1, HELD_OUT
 from lib.predict.inference import PredictSpec, predict_fold, predict_images
 
 
 def teacher_table(run_dirs, split: str, out=None, spec: PredictSpec | None = None) -> pd.DataFrame:
     """A fold-safe teacher table from fold runs (one model's, or several models'): id, held_out, classes
-    (probabilities, rows summing to 1).
+    (probabilities, rows summing to 1), folds_sha1 (the hash of the folds.csv the runs trained on).
 
     Runs predict as ``spec`` says (``lib.predict.inference.PredictSpec``: TTA ops, space, batch size,
     device, workers, progress; None: plain). split "train": each run of fold k re-predicts its training
@@ -83,6 +86,7 @@ def teacher_table(run_dirs, split: str, out=None, spec: PredictSpec | None = Non
         else:
             part = predict_fold(d, spec, "test")
         part.insert(1, HELD_OUT, cfg.fold)
+        part[FOLDS_SHA1] = folds_hash(folds)
         parts.append(part)
     table = pd.concat(parts, ignore_index=True)
     if out is not None:

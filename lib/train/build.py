@@ -76,7 +76,7 @@ def build_datasets(cfg: TrainConfig, comp: Competition, folds: pd.DataFrame, dat
         va = va.sample(min(cfg.max_samples, len(va)), random_state=cfg.seed)
     if len(tr) < cfg.batch_size:
         raise ValueError(f"batch_size {cfg.batch_size} is larger than the {len(tr)} training images of fold {cfg.fold}")
-    train = add_teacher(cfg, comp, tr, image_dataset(cfg, comp, "train", tr, cfg.aug, data_cfg),
+    train = add_teacher(cfg, comp, folds, tr, image_dataset(cfg, comp, "train", tr, cfg.aug, data_cfg),
                         lambda rows: image_dataset(cfg, comp, "test", rows, cfg.aug, data_cfg, targets=False))
     return FoldData(train, image_dataset(cfg, comp, "train", va, "none", data_cfg),
                     image_dataset(cfg, comp, "test", comp.test, "none", data_cfg, targets=False),

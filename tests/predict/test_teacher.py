@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from lib.core.config import TrainConfig
+from lib.data.folds import folds_hash
 from lib.data.soft_targets import select_pseudo, soften
 from lib.insight.viz import show_batch
 from lib.predict.teacher import main as teacher_main
@@ -101,6 +102,34 @@ def test_the_fold_rule_refuses_teachers_that_saw_the_validation_fold(digits_comp
     assert fold1.data.train.soft is not None
     full = student(teacher=str(tmp_path / "oof.csv"), pseudo_labels=str(tmp_path / "test_mean.csv"), full_data=True)
     assert len(full.data.train) == 200 + 60                          # no validation fold, no rule to break
+
+
+def test_a_teacher_table_made_before_a_re_split_is_refused(digits_comp, tmp_path):
+    """teacher_table records the hash of the folds.csv its runs trained on; after a re-split (two images trade
+    folds 0 and 1) "held_out 0" is another fold 0, whose images the teacher trained on: student fold 0 refuses
+    both tables, naming the table and saying to rebuild it. Before the re-split it takes them; a full-data
+    student (no validation fold) takes them after it."""
+    runs = tmp_path / "runs"
+    train_fold(TrainConfig(data_dir=str(digits_comp), runs_dir=str(runs), fold=0, max_samples=32, **TINY))
+    tables = {"teacher": tmp_path / "teacher_train.csv", "pseudo_labels": tmp_path / "teacher_test.csv"}
+    teacher_table([runs / "test_resnet_f0"], "train", tables["teacher"])
+    teacher_table([runs / "test_resnet_f0"], "test", tables["pseudo_labels"])
+    folds = pd.read_csv(digits_comp / "folds.csv", dtype={"id": str})
+    for path in tables.values():
+        assert set(pd.read_csv(path, dtype={"folds_sha1": str})["folds_sha1"]) == {folds_hash(folds)}
+
+    def student(**kw):
+        return setup_run(TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path / "s"), force=True, **TINY, **kw))
+    assert student(**{k: str(v) for k, v in tables.items()}).data.train.soft is not None
+    shuffled = folds.copy()
+    a, b = folds.index[folds["fold"] == 0][0], folds.index[folds["fold"] == 1][0]
+    shuffled.loc[[a, b], "fold"] = [1, 0]
+    shuffled.to_csv(digits_comp / "folds.csv", index=False)
+    for key, path in tables.items():
+        with pytest.raises(ValueError, match=rf"teacher table {path} was made by fold runs trained on another fold "
+                                             r"assignment .* rebuild the teacher table after re-splitting"):
+            student(**{key: str(path)})
+    assert len(student(pseudo_labels=str(tables["pseudo_labels"]), full_data=True).data.train) == 200 + 60
 
 
 def test_pseudo_labels_by_threshold_hard_or_all_soft(digits_comp, tmp_path):
