@@ -186,7 +186,9 @@ class Blend:
     fitted on the others: what a new row can expect); ``report`` (in-sample), ``crossfit`` and
     ``decision`` (cross-fitted beside in-sample) tables; ``test_temperature``: the temperature the
     test predictions get (``lib.predict.calibrate.calibrate_test``; None: ``temperature``); ``metric``: what
-    the blend was chosen by."""
+    the blend was chosen by; ``temperature_fitted``: whether T was fitted on OOF (False: off, T = 1; a
+    fitted T may be 1.0 too); ``pseudo_labelled``: the blend's runs that trained on pseudo-labelled test
+    images (``calibrate_test`` finds them), whose test predictions no OOF number describes."""
     models: list
     weights: np.ndarray
     temperature: float
@@ -204,6 +206,8 @@ class Blend:
     decision: pd.DataFrame | None = None
     test_temperature: float | None = None
     metric: str = "log_loss"
+    temperature_fitted: bool = True
+    pseudo_labelled: tuple = ()
 
 
 def blend_test(b: Blend, tests: dict, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -12,12 +12,19 @@ that reference. ``sharpness`` shows the evidence: mean max-probability and entro
 ``expected_score`` turns the cross-fitted OOF predictions (``lib.predict.crossfit``) into the score to expect
 on a test set of the submission's size, with an interval.
 
+A pseudo-labelled student (a run whose recipe sets ``pseudo_labels``) trained on test images: its
+test predictions are of rows it saw, as sharp as no fold model's OOF row is, so neither the test
+temperature nor the expected score describes a blend that holds one. ``calibrate_test`` names such
+runs in a warning, keeps the OOF temperature and records them (``Blend.pseudo_labelled``);
+``expected_score`` says so in its result.
+
     b, evidence = calibrate_test(b, tests, runs, comp.classes)     # Blend with test_temperature set
     expected_score(b, n_test=len(comp.test))
 """
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +33,7 @@ from scipy.optimize import brentq
 from scipy.stats import norm
 
 from lib.core.metrics import TEMPERATURE_BOUNDS, apply_temperature, get_metric, probs_to_logits, score
-from lib.core.rundir import RunDir
+from lib.core.rundir import RunDir, load_config
 from lib.predict.blend import Blend, blend, blend_tests
 
 
@@ -36,37 +43,61 @@ def mean_entropy(probs) -> float:
     return float(-(p * np.log(p)).sum(axis=1).mean())
 
 
-def fold_members(b: Blend, runs: pd.DataFrame, run_tests: dict, classes: list[str], ids) -> list[np.ndarray]:
+def pseudo_labelled_runs(runs: pd.DataFrame) -> list[str]:
+    """Names of the runs in ``runs`` whose recipe (``params.yaml``) sets ``pseudo_labels``: students
+    that trained on test images. A runs table made by hand (no ``params.yaml`` in a run's ``dir``)
+    has none."""
+    return [r.run_name for r in runs.itertuples()
+            if (Path(r.dir) / RunDir.PARAMS).exists() and load_config(r.dir).pseudo_labels]
+
+
+def fold_members(b: Blend, runs: pd.DataFrame, run_tests: dict, classes: list[str], ids,
+                 given: dict | None = None) -> list[np.ndarray]:
     """Per fold k, the test predictions [N, C] of fold k's runs blended with ``b``'s weights and space
-    (rows in ``ids`` order): what one OOF row of the blend is, but on the test images. Folds where a
-    weighted model has no run are left out."""
+    (rows in ``ids`` order): what one OOF row of the blend is, but on the test images. ``given``
+    ({model: id + classes}): members without fold runs (a teammate's file), the same prediction in
+    every fold. Folds where a weighted model has neither a run nor a given prediction are left out."""
+    given = given or {}
     used = [m for m, w in zip(b.models, b.weights) if w > 0]
     out = []
     for _, g in runs[runs["model"].isin(used)].groupby("fold"):
         by_model = dict(zip(g["model"], g["run_name"]))
-        if set(by_model) != set(used):
+        if set(by_model) | set(given) != set(used):
             continue
-        arrs = [run_tests[by_model[m]].set_index("id").loc[ids, classes].to_numpy(np.float64) for m in used]
+        tables = [given[m] if m in given else run_tests[by_model[m]] for m in used]
+        arrs = [t.set_index("id").loc[ids, classes].to_numpy(np.float64) for t in tables]
         out.append(blend(arrs, [w for w in b.weights if w > 0], b.space))
     return out
 
 
 def calibrate_test(b: Blend, tests: dict, runs: pd.DataFrame, classes: list[str],
-                   run_tests: dict | None = None) -> tuple[Blend, pd.DataFrame]:
+                   run_tests: dict | None = None, given: dict | None = None) -> tuple[Blend, pd.DataFrame]:
     """(blend with ``test_temperature`` set, evidence table).
 
     tests: each model's fold-mean test predictions (``tta_predictions``); run_tests: each run's own
     test predictions built like the OOF the blend was fitted on ({run_name: id + classes}; None: the
-    runs' test.csv, which is right unless the OOF was re-predicted with TTA). The test temperature
-    makes the submitted predictions' mean entropy equal that of one fold model calibrated with the
-    OOF temperature (mean over folds); with the OOF temperature off (T = 1, ``temperature=False``)
-    nothing changes.
+    runs' test.csv, which is right unless the OOF was re-predicted with TTA); given: models of the
+    blend that have no runs (``fold_members``). The test temperature makes the submitted predictions'
+    mean entropy equal that of one fold model calibrated with the OOF temperature (mean over folds).
+    Nothing changes with the OOF temperature off (``temperature_fitted`` False) or when a weighted
+    model has a pseudo-labelled run (named in a warning and in ``pseudo_labelled``: it trained on the
+    test images, so the fold models' sharpness there is no reference).
     """
+    used = [m for m, w in zip(b.models, b.weights) if w > 0]
+    b = dataclasses.replace(b, pseudo_labelled=tuple(pseudo_labelled_runs(runs[runs["model"].isin(used)])))
+    if b.pseudo_labelled:
+        warnings.warn(f"runs {list(b.pseudo_labelled)} trained on pseudo-labelled test images (pseudo_labels in "
+                      "their recipe): they predict test rows they trained on, so the test temperature (one fold "
+                      "model's sharpness on those rows) and the expected score (OOF rows) do not apply to this "
+                      f"blend; the submission keeps the OOF temperature T={b.temperature:.4g}. Leave them out "
+                      "(models=[...]) for numbers that hold", stacklevel=2)
+    if b.pseudo_labelled or not b.temperature_fitted:
+        return b, sharpness(b, None, None, None)
     if run_tests is None:
         run_tests = {r.run_name: pd.read_csv(Path(r.dir) / RunDir.TEST, dtype={"id": str}) for r in runs.itertuples()}
     ids, submitted = blend_tests(tests, b.models, b.weights, b.space, 1.0, classes)  # before any temperature
-    members = fold_members(b, runs, run_tests, classes, ids)
-    if not members or b.temperature == 1.0:
+    members = fold_members(b, runs, run_tests, classes, ids, given)
+    if not members:
         return b, sharpness(b, None, None, None)
     z = probs_to_logits(submitted)
     target = float(np.mean([mean_entropy(apply_temperature(probs_to_logits(p), b.temperature)) for p in members]))
@@ -111,7 +142,9 @@ def expected_score(b: Blend, metric: str | None = None, n_test: int | None = Non
     own sampling (the metric of ``n_test`` rows drawn with replacement, ``n_boot`` times) and the
     spread between models trained on other rows (the standard deviation of the per-fold scores);
     the submission averages fold models, which usually scores a little better than one of them.
-    Normal approximation, clipped to the metric's range.
+    Normal approximation, clipped to the metric's range. ``pseudo_labelled``: the blend's runs that
+    trained on test images (``calibrate_test`` finds them; warned about here too): the OOF rows say
+    nothing about their test rows, so with any the number is not what the submission can expect.
     """
     metric = metric or b.metric
     fn, _ = get_metric(metric)
@@ -127,6 +160,12 @@ def expected_score(b: Blend, metric: str | None = None, n_test: int | None = Non
     half = z * float(np.hypot(boots.std(ddof=1), fold_sd))
     expected = score(metric, y, probs)
     top = np.inf if metric == "log_loss" else 1.0  # the metric's range: the interval stays inside it
+    basis = "cross-fitted OOF" if cross else "in-sample OOF (no folds: optimistic)"
+    if b.pseudo_labelled:
+        basis += f"; does not apply: pseudo-labelled runs {list(b.pseudo_labelled)} trained on the test images"
+        warnings.warn(f"expected score: runs {list(b.pseudo_labelled)} trained on pseudo-labelled test images, so "
+                      "their test predictions are not out-of-fold and the OOF score is not what the submission "
+                      "gets", stacklevel=2)
     return {"metric": metric, "expected": expected, "low": max(expected - half, 0.0), "high": min(expected + half, top),
             "level": level, "test_sampling_sd": float(boots.std(ddof=1)), "fold_sd": fold_sd, "n_test": n,
-            "n_oof": len(y), "basis": "cross-fitted OOF" if cross else "in-sample OOF (no folds: optimistic)"}
+            "n_oof": len(y), "basis": basis, "pseudo_labelled": list(b.pseudo_labelled)}

@@ -201,4 +201,4 @@ def fit_blend(oofs: dict, classes: list[str], metric: str = "log_loss", space: s
     last = {"model": "calibrated_blend", "weights": named, **{c: score(c, y, probs) for c in report.columns[2:]}}
     report = pd.concat([report, pd.DataFrame([last])], ignore_index=True)
     return Blend(models, w, T, space, ids, y, raw, probs, report, offsets, strategy, folds, cross, *tables,
-                 metric=metric)
+                 metric=metric, temperature_fitted=bool(temperature))

@@ -226,22 +226,26 @@ def write_ensemble(b: Blend, tests: dict, comp: Competition, runs_dir="runs",
 def save_blend(b: Blend, path, runs: pd.DataFrame, tta, tta_space: str, class_table: dict,
                refits: pd.DataFrame | None = None) -> Path:
     """The blend as 05_inference needs it to predict a hidden test set from the runs alone: each
-    model's runs, weights, space, the test temperature (and the OOF one), the decision offsets per
-    class, TTA ops and space, the class table and the full-data refits mixed in (``refits``). JSON, atomic."""
+    model's runs, weights, space, the test temperature (and the OOF one, and whether it was fitted), the
+    decision offsets per class, TTA ops and space, the class table and the full-data refits mixed in
+    (``refits``). JSON, atomic."""
     model_runs = {m: sorted(runs.loc[runs["model"] == m, "run_name"]) for m in b.models}
     offsets = None if b.offsets is None else dict(zip(class_table["classes"], map(float, b.offsets)))
     T = b.temperature if b.test_temperature is None else b.test_temperature  # what the test predictions get
     return write_json(path, {"models": model_runs, "weights": dict(zip(b.models, map(float, b.weights))),
                              "space": b.space, "temperature": float(T), "oof_temperature": float(b.temperature),
-                             "offsets": offsets,
+                             "temperature_fitted": bool(b.temperature_fitted), "offsets": offsets,
                              "tta": list([tta] if isinstance(tta, str) else tta), "tta_space": tta_space,
                              "class_table": class_table, "refit": refit_plan(refits, b.models)})
 
 
 def load_blend(path) -> dict:
-    """A blend file of ``save_blend``; a clear error when 04 has not written one."""
+    """A blend file of ``save_blend``; a clear error when 04 has not written one. A file from before
+    ``temperature_fitted`` was recorded gets what 04 then assumed: fitted unless the OOF T is 1."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no blend file; run 04_ensemble_tta first (it writes the weights, "
                                 "temperature and TTA that 05_inference applies)")
-    return read_json(path)
+    plan = read_json(path)
+    plan.setdefault("temperature_fitted", plan.get("oof_temperature", plan.get("temperature", 1.0)) != 1.0)
+    return plan

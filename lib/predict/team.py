@@ -2,15 +2,19 @@
 
     external = ["shared/kim_probs.csv", {"path": "shared/lee_labels.csv", "weight": 2},
                 {"path": "shared/park_run", "name": "park"}]                   # 04's ``external`` parameter
-    team = team_blend(oofs, tests, comp, external)       # local models + theirs -> one prediction
+    team = team_blend(oofs, tests, comp, external, runs=runs)   # local models + theirs -> one prediction
     team.members, team.agreement                          # who weighs what; who agrees with whom
     write_team_submission(team, comp, "runs/team_submission.csv", "runs")
 
 A member is a file (or a run folder: its test.csv, and its oof.csv when there is one):
 - a probability file: the ID column, then one column per class (the sample's class columns, or a
-  run's test.csv); with an OOF file in the kit's format (id, fold, target, one column per class) its
-  weight is fitted on OOF together with the local models (``lib.predict.crossfit.fit_blend``: the same fit on
-  OOF rows as 04's, not cross-fitted); without one it gets its given ``weight`` (default 1, the share
+  run's test.csv); with an OOF file in the kit's format (id, target, one column per class; a fold
+  column is not needed) its weight is fitted on OOF together with the local models
+  (``lib.predict.crossfit.fit_blend``, as 04's, cross-fitted over the competition's folds.csv by id),
+  and the fitted group's test predictions get the test temperature and decision offsets as 04's
+  submission does (``lib.predict.calibrate.calibrate_test``; such a member's file stands in for its
+  fold models there); without an OOF file it is a finished prediction (a submission, calibrated by
+  whoever made it): it enters as it is, untempered, with its given ``weight`` (default 1, the share
   of one member) beside the fitted group, which counts as one member per model it holds;
 - a label file: the ID column and one label per row (label values or class identifiers). Only in a
   label competition: the probability blend casts one vote of weight 1, each label file one of its
@@ -23,6 +27,7 @@ probabilities in [0, 1] summing to 1) and a bad one is refused, naming the file 
 from __future__ import annotations
 
 import itertools
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +39,8 @@ from lib.core.metrics import scores
 from lib.core.paths import resolve
 from lib.core.rundir import RunDir
 from lib.data.competition import Competition
-from lib.predict.blend import Blend, blend_tests
+from lib.predict.blend import Blend, blend_test
+from lib.predict.calibrate import calibrate_test
 from lib.predict.crossfit import fit_blend
 from lib.predict.submission import make_submission, with_unreadable_rows, write_submission
 
@@ -196,10 +202,17 @@ class TeamBlend:
 
 
 def team_blend(oofs: dict, tests: dict, comp: Competition, external, metric: str = "log_loss",
-               space: str = "prob", temperature: bool = True) -> TeamBlend:
-    """Blend this machine's models (``oofs``, ``tests`` as 04 has them) with ``external`` members (see
-    the module doc): OOF-fitted weights for every member with OOF, given or equal weights for the
-    others, then the vote of the label files (label competitions)."""
+               space: str = "prob", temperature: bool = True, decide: bool = True,
+               runs: pd.DataFrame | None = None, run_tests: dict | None = None) -> TeamBlend:
+    """Blend this machine's models (``oofs``, ``tests``, ``runs``, ``run_tests`` as 04 has them and
+    passes them to ``fit_blend`` and ``calibrate_test``) with ``external`` members (see the module
+    doc): OOF-fitted weights for every member with OOF, cross-fitted over the competition's folds
+    (``competition_folds``), with the test temperature and decision offsets of 04's submission; given
+    or equal weights for the others, then the vote of the label files (label competitions). With
+    local models ``runs`` is required: the test temperature comes from their fold runs."""
+    if oofs and runs is None:
+        raise ValueError("team_blend: pass runs= (open_runs' table) with the local models: the test temperature "
+                         "is fitted on their fold runs' test predictions, as for 04's submission")
     entries = list(external) if isinstance(external, (list, tuple)) else [external] if external else []
     members = [e if isinstance(e, Member) else read_member(e, comp) for e in entries]
     names = [m.name for m in members]
@@ -216,12 +229,15 @@ def team_blend(oofs: dict, tests: dict, comp: Competition, external, metric: str
         raise ValueError("a team blend needs a probability member (a local run or a probability file): it breaks "
                          "the label votes' ties; compare label files with lib.insight.diffs.diff_submissions")
     # no member with OOF (their files alone, e.g. after a wiped server): no fitted part
-    b = fit_blend(fitted, comp.classes, metric, space, temperature) if fitted else None
+    b = fit_blend(competition_folds(fitted, comp), comp.classes, metric, space, temperature, decide) if fitted else None
     all_tests = {**tests, **{m.name: m.test for m in members if m.kind == "probs"}}
     ids = comp.test["id"].to_numpy()
     n_fit = len(b.models) if b else 0
     if b:
-        ids, p_fit = blend_tests(all_tests, b.models, b.weights, b.space, b.temperature, comp.classes)
+        if runs is not None:  # external members with OOF stand in for their own fold models
+            given = {m.name: m.test for m in members if m.name in b.models}
+            b, _ = calibrate_test(b, all_tests, runs, comp.classes, run_tests, given)
+        ids, p_fit = blend_test(b, all_tests, comp.classes)  # test temperature and offsets, as submission.csv
     shares = {m.name: float(m.weight or 1.0) for m in fixed}
     total = n_fit + sum(shares.values())
     probs = n_fit / total * p_fit if b else np.zeros((len(ids), comp.num_classes))
@@ -243,6 +259,28 @@ def team_blend(oofs: dict, tests: dict, comp: Competition, external, metric: str
     every = {n: _labels_of(n, tests, members, ids, comp) for n in table["member"]}
     every |= {"blend": probs.argmax(axis=1), "team": labels}
     return TeamBlend(table, b, ids, probs, labels, agreement_table(every), overruled)
+
+
+def competition_folds(oofs: dict, comp: Competition) -> dict:
+    """``oofs`` with each table's ``fold`` taken from the competition's folds.csv by id: the blend is
+    cross-fitted over the competition's folds whatever a member's table says (a teammate's OOF may have
+    no fold column, or folds of their own). Without folds.csv the fold columns are dropped and the blend
+    is fitted in-sample, with a warning."""
+    path = comp.work / "folds.csv"
+    if not path.exists():
+        warnings.warn(f"{path} does not exist: the team blend's weights and temperature are fitted and scored on the "
+                      "same OOF rows (optimistic); lib.data.folds.make_folds writes it (02_train does)", stacklevel=3)
+        return {n: o.drop(columns="fold", errors="ignore") for n, o in oofs.items()}
+    fold = pd.read_csv(path, dtype={"id": str}).set_index("id")["fold"]
+    out = {}
+    for name, o in oofs.items():
+        unknown = sorted(set(o["id"]) - set(fold.index))
+        if unknown:
+            raise ValueError(f"{path} has no fold for {len(unknown)} OOF ids of {name} (e.g. {unknown[:3]}): it was "
+                             "made for other training images (did the data change after 02_train?); the team blend "
+                             "is cross-fitted over it, so it must hold every OOF id")
+        out[name] = o.assign(fold=o["id"].map(fold).to_numpy())
+    return out
 
 
 def _labels_of(name: str, tests: dict, members: list[Member], ids, comp: Competition) -> np.ndarray:

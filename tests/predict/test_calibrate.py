@@ -1,5 +1,8 @@
 """lib.predict.calibrate: the submitted fold mean is made as sharp as one calibrated fold model on the same
-test images (no test label read), with the evidence; the expected score and its interval."""
+test images (no test label read), with the evidence; the expected score and its interval; a fitted T of 1 is
+still matched; pseudo-labelled students are named and keep the OOF temperature."""
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -72,3 +75,56 @@ def test_expected_score_interval_widens_for_a_smaller_test_set():
     assert big["low"] < big["expected"] < big["high"]
     assert small["high"] - small["low"] > big["high"] - big["low"]
     assert small["test_sampling_sd"] > 3 * big["test_sampling_sd"] and big["fold_sd"] == small["fold_sd"] > 0
+
+
+def test_a_fitted_temperature_of_exactly_one_is_still_matched_on_test():
+    oofs, tests, runs, run_tests, members, _ = _world(n_test=300)
+    b = dataclasses.replace(fit_blend(oofs, CLASSES), temperature=1.0)     # fitted, and it came out 1.0
+    assert b.temperature_fitted
+    cal, evidence = calibrate_test(b, tests, runs, CLASSES, run_tests)
+    target = np.mean([mean_entropy(p) for p in members])                   # one fold model at T = 1
+    assert cal.test_temperature < 1.0 and len(evidence) == 4
+    assert mean_entropy(blend_test(cal, tests, CLASSES)[1]) == pytest.approx(target, abs=1e-4)
+
+
+def _run_folders(root, runs, run_tests, pseudo=()):
+    """``runs`` as run folders under ``root`` (params.yaml, test.csv), the models in ``pseudo`` trained with
+    pseudo_labels; returns the runs table pointing at them."""
+    dirs = []
+    for r in runs.itertuples():
+        d = root / r.run_name
+        d.mkdir(parents=True)
+        pl = "pseudo_labels: runs/teacher_test.csv\n" if r.model in pseudo else ""
+        (d / "params.yaml").write_text(f"backbone: test_resnet\nfold: {r.fold}\nn_folds: {K}\nrun_name: {r.run_name}\n"
+                                       + pl)
+        run_tests[r.run_name][["id", *CLASSES]].to_csv(d / "test.csv", index=False)
+        dirs.append(str(d))
+    return runs.assign(dir=dirs)
+
+
+def test_pseudo_labelled_students_are_named_and_keep_the_oof_temperature(tmp_path):
+    oofs, tests, runs, run_tests, _, _ = _world(n_test=300)
+    # a second model "st": a student of pseudo-labels on the same test images (its own noise)
+    rng = np.random.default_rng(9)
+    st_runs = runs.assign(model="st", run_name=[f"st_f{k}" for k in range(K)])
+    for k, name in enumerate(st_runs["run_name"]):
+        p = run_tests[f"m_f{k}"][CLASSES].to_numpy()
+        run_tests[name] = pd.DataFrame(softmax(np.log(p) + rng.normal(0, 0.3, p.shape), axis=1), columns=CLASSES
+                                       ).assign(id=run_tests[f"m_f{k}"]["id"])
+    tests["st"] = pd.DataFrame(np.mean([run_tests[n][CLASSES].to_numpy() for n in st_runs["run_name"]], axis=0),
+                               columns=CLASSES).assign(id=tests["m"]["id"])
+    oofs["st"] = oofs["m"].assign(**{c: oofs["m"][c] * 0.9 + 0.1 / len(CLASSES) for c in CLASSES})
+    runs = _run_folders(tmp_path, pd.concat([runs, st_runs], ignore_index=True), run_tests, pseudo=("st",))
+    b = fit_blend(oofs, CLASSES, metric="log_loss")
+    b = dataclasses.replace(b, weights=np.array([0.5, 0.5]))              # both in the blend
+    with pytest.warns(UserWarning, match=r"runs \['st_f0', 'st_f1', 'st_f2'\] trained on pseudo-labelled"):
+        cal, evidence = calibrate_test(b, tests, runs, CLASSES)
+    assert cal.pseudo_labelled == ("st_f0", "st_f1", "st_f2") and cal.test_temperature is None and len(evidence) == 1
+    with pytest.warns(UserWarning, match=r"expected score: runs \['st_f0', 'st_f1', 'st_f2'\]"):
+        expected = expected_score(cal, n_test=300)
+    assert expected["pseudo_labelled"] == ["st_f0", "st_f1", "st_f2"] and "does not apply" in expected["basis"]
+    # without the student the same runs calibrate as before, and the score applies
+    alone = dataclasses.replace(b, weights=np.array([1.0, 0.0]))
+    cal, _ = calibrate_test(alone, tests, runs, CLASSES)
+    assert cal.pseudo_labelled == () and cal.test_temperature is not None
+    assert expected_score(cal, n_test=300)["pseudo_labelled"] == []

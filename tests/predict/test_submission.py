@@ -169,3 +169,27 @@ def test_an_unreadable_test_image_costs_its_row_the_class_prior_not_the_submissi
         ids, filled = submission.with_unreadable_rows(comp.test["id"], probs, comp)
     sub = submission.make_submission(filled, ids, comp.sample_submission, positive=1)
     np.testing.assert_allclose(sub["label"], [0.1, 0.8, 0.5, 0.6])  # t2: the training prior (6 and 6 images)
+
+
+def test_blend_json_records_whether_the_temperature_was_fitted(tmp_path):
+    import json
+
+    from conftest import PNG_CLASSES, oof_table
+
+    from lib.predict.crossfit import fit_blend
+
+    rng = np.random.default_rng(0)
+    y = np.arange(60) % 3
+    oofs = {"m": oof_table(y, rng.dirichlet(np.ones(3), size=60), fold=np.arange(60) % 2)}
+    runs = pd.DataFrame({"run_name": ["m_f0", "m_f1"], "model": "m"})
+    table = {"classes": PNG_CLASSES}
+    for fitted in (True, False):
+        b = fit_blend(oofs, PNG_CLASSES, temperature=fitted)
+        path = submission.save_blend(b, tmp_path / f"blend_{fitted}.json", runs, ["identity"], "prob", table)
+        assert submission.load_blend(path)["temperature_fitted"] is fitted
+    # a blend.json from before the field: fitted unless its OOF temperature is 1 (what 04 then assumed)
+    for T, fitted in ((1.3, True), (1.0, False)):
+        plan = json.loads((tmp_path / "blend_True.json").read_text())
+        del plan["temperature_fitted"]
+        (tmp_path / "old.json").write_text(json.dumps({**plan, "oof_temperature": T}))
+        assert submission.load_blend(tmp_path / "old.json")["temperature_fitted"] is fitted
