@@ -186,7 +186,8 @@ class Blend:
     fitted on the others: what a new row can expect); ``report`` (in-sample), ``crossfit`` and
     ``decision`` (cross-fitted beside in-sample) tables; ``test_temperature``: the temperature the
     test predictions get (``lib.predict.calibrate.calibrate_test``; None: ``temperature``); ``metric``: what
-    the blend was chosen by."""
+    the blend was chosen by (the competition's), ``metric_source``: where that came from
+    (``lib.predict.crossfit.competition_metric``)."""
     models: list
     weights: np.ndarray
     temperature: float
@@ -204,6 +205,7 @@ class Blend:
     decision: pd.DataFrame | None = None
     test_temperature: float | None = None
     metric: str = "log_loss"
+    metric_source: str = "given"
 
 
 def blend_test(b: Blend, tests: dict, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:

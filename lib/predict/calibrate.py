@@ -111,7 +111,8 @@ def expected_score(b: Blend, metric: str | None = None, n_test: int | None = Non
     own sampling (the metric of ``n_test`` rows drawn with replacement, ``n_boot`` times) and the
     spread between models trained on other rows (the standard deviation of the per-fold scores);
     the submission averages fold models, which usually scores a little better than one of them.
-    Normal approximation, clipped to the metric's range.
+    Normal approximation, clipped to the metric's range. ``metric``: None is the blend's, the
+    competition's (``b.metric``; ``metric_source`` in the result says where it came from).
     """
     metric = metric or b.metric
     fn, _ = get_metric(metric)
@@ -127,6 +128,8 @@ def expected_score(b: Blend, metric: str | None = None, n_test: int | None = Non
     half = z * float(np.hypot(boots.std(ddof=1), fold_sd))
     expected = score(metric, y, probs)
     top = np.inf if metric == "log_loss" else 1.0  # the metric's range: the interval stays inside it
-    return {"metric": metric, "expected": expected, "low": max(expected - half, 0.0), "high": min(expected + half, top),
+    source = b.metric_source if metric == b.metric else "given"
+    return {"metric": metric, "metric_source": source,
+            "expected": expected, "low": max(expected - half, 0.0), "high": min(expected + half, top),
             "level": level, "test_sampling_sd": float(boots.std(ddof=1)), "fold_sd": fold_sd, "n_test": n,
             "n_oof": len(y), "basis": "cross-fitted OOF" if cross else "in-sample OOF (no folds: optimistic)"}

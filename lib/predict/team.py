@@ -216,7 +216,7 @@ def team_blend(oofs: dict, tests: dict, comp: Competition, external, metric: str
         raise ValueError("a team blend needs a probability member (a local run or a probability file): it breaks "
                          "the label votes' ties; compare label files with lib.insight.diffs.diff_submissions")
     # no member with OOF (their files alone, e.g. after a wiped server): no fitted part
-    b = fit_blend(fitted, comp.classes, metric, space, temperature) if fitted else None
+    b = fit_blend(fitted, comp.classes, metric, space, temperature, verbose=False) if fitted else None
     all_tests = {**tests, **{m.name: m.test for m in members if m.kind == "probs"}}
     ids = comp.test["id"].to_numpy()
     n_fit = len(b.models) if b else 0
