@@ -101,11 +101,21 @@ def missing_tables(cfg) -> list[str]:
             if path and not resolve(path).is_file()]
 
 
+# the settings in which a full-data refit differs from its fold runs' recipe by rule (``refit_problems``, the
+# grid's --full): it is no fold, trains every image for the epochs the CV chose (``lib.core.rundir.cv_epochs``,
+# or -p epochs) and keeps its last epoch's weights; every other setting must be its fold runs' (lib.predict.refit)
+REFIT_SETTINGS = ("fold", "full_data", "run_name", "epochs", "best_epoch", "patience", "average_top_k")
+
+
 def refit_problems(cfg) -> list[str]:
     """What a full-data recipe cannot do (``TrainConfig.problems`` calls this)."""
     if not cfg.full_data:
         return []
     out = []
+    if cfg.schedule == "plateau":
+        out.append("full_data with schedule plateau: its lr drops when the validation monitor stalls, and a full_data "
+                   "run has none, so its lr would follow another path than its fold runs'; train the recipe (folds "
+                   "and refit) with schedule onecycle or flat_cos, or leave it without a refit")
     if cfg.best_epoch != "last":
         out.append(f"full_data with best_epoch {cfg.best_epoch!r}: no validation fold picks an epoch; set best_epoch "
                    "'last' and epochs to what the CV chose (lib.core.rundir.cv_epochs, the grid's --full does)")

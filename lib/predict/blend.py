@@ -186,9 +186,11 @@ class Blend:
     fitted on the others: what a new row can expect); ``report`` (in-sample), ``crossfit`` and
     ``decision`` (cross-fitted beside in-sample) tables; ``test_temperature``: the temperature the
     test predictions get (``lib.predict.calibrate.calibrate_test``; None: ``temperature``); ``metric``: what
-    the blend was chosen by; ``temperature_fitted``: whether T was fitted on OOF (False: off, T = 1; a
-    fitted T may be 1.0 too); ``pseudo_labelled``: the blend's runs that trained on pseudo-labelled test
-    images (``calibrate_test`` finds them), whose test predictions no OOF number describes."""
+    the blend was chosen by (the competition's), ``metric_source``: where that came from
+    (``lib.predict.crossfit.competition_metric``); ``temperature_fitted``: whether T was fitted on OOF
+    (False: off, T = 1; a fitted T may be 1.0 too); ``pseudo_labelled``: the blend's runs that trained on
+    pseudo-labelled test images (``calibrate_test`` finds them), whose test predictions no OOF number
+    describes."""
     models: list
     weights: np.ndarray
     temperature: float
@@ -206,6 +208,7 @@ class Blend:
     decision: pd.DataFrame | None = None
     test_temperature: float | None = None
     metric: str = "log_loss"
+    metric_source: str = "given"
     temperature_fitted: bool = True
     pseudo_labelled: tuple = ()
 

@@ -142,9 +142,11 @@ def expected_score(b: Blend, metric: str | None = None, n_test: int | None = Non
     own sampling (the metric of ``n_test`` rows drawn with replacement, ``n_boot`` times) and the
     spread between models trained on other rows (the standard deviation of the per-fold scores);
     the submission averages fold models, which usually scores a little better than one of them.
-    Normal approximation, clipped to the metric's range. ``pseudo_labelled``: the blend's runs that
-    trained on test images (``calibrate_test`` finds them; warned about here too): the OOF rows say
-    nothing about their test rows, so with any the number is not what the submission can expect.
+    Normal approximation, clipped to the metric's range. ``metric``: None is the blend's, the
+    competition's (``b.metric``; ``metric_source`` in the result says where it came from).
+    ``pseudo_labelled``: the blend's runs that trained on test images (``calibrate_test`` finds them;
+    warned about here too): the OOF rows say nothing about their test rows, so with any the number is
+    not what the submission can expect.
     """
     metric = metric or b.metric
     fn, _ = get_metric(metric)
@@ -166,6 +168,8 @@ def expected_score(b: Blend, metric: str | None = None, n_test: int | None = Non
         warnings.warn(f"expected score: runs {list(b.pseudo_labelled)} trained on pseudo-labelled test images, so "
                       "their test predictions are not out-of-fold and the OOF score is not what the submission "
                       "gets", stacklevel=2)
-    return {"metric": metric, "expected": expected, "low": max(expected - half, 0.0), "high": min(expected + half, top),
+    source = b.metric_source if metric == b.metric else "given"
+    return {"metric": metric, "metric_source": source,
+            "expected": expected, "low": max(expected - half, 0.0), "high": min(expected + half, top),
             "level": level, "test_sampling_sd": float(boots.std(ddof=1)), "fold_sd": fold_sd, "n_test": n,
             "n_oof": len(y), "basis": basis, "pseudo_labelled": list(b.pseudo_labelled)}

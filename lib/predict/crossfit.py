@@ -11,6 +11,10 @@ refitted on all rows.
     cf = crossfit_blend(arrs, y, folds, metric="log_loss")
     cf.table        # strategy, weights, in-sample and cross-fitted scores, fold spread, chosen
     cf.chosen, cf.weights, cf.temperature, cf.offsets
+
+The metric all of it is chosen by is the competition's, one setting: ``fit_blend(..., metric=None,
+runs=runs)`` takes the ``monitor`` the runs picked their epochs by when they agree
+(``competition_metric``), so a macro-F1 recipe gets weights, offsets and an expected score for macro F1.
 """
 from __future__ import annotations
 
@@ -20,13 +24,39 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from lib.core.metrics import apply_temperature, fit_temperature, get_metric, probs_to_logits, score
+from lib.core.metrics import METRICS, apply_temperature, fit_temperature, get_metric, probs_to_logits, score
+from lib.core.rundir import recorded_config
 from lib.predict.blend import Blend, blend, blend_report, fit_blend_weights
 from lib.predict.decision import DECISION_METRICS, apply_offsets, fit_offsets
 from lib.predict.oof import common_ids
 
 STRATEGIES = ("equal", "best_single", "fitted")  # in this order of preference on ties: simplest first
 DECISION_SURE = 0.9  # offsets are used when they win in this share of paired bootstrap resamples of the OOF rows
+
+
+def competition_metric(runs: pd.DataFrame | None = None, metric: str | None = None) -> tuple[str, str]:
+    """(metric, where it came from): what the competition is scored by, which the blend weights, the
+    decision layer and the expected score use. ``metric`` when given; else the ``monitor`` the ``runs``
+    (``open_runs``' table: metrics.json, else params.yaml) picked their epochs by, when they all agree
+    (``valid_loss``, their loss on the validation fold, counts as ``log_loss``); runs that disagree are
+    an error naming them; log_loss when no run says."""
+    named = {}
+    for r in runs.itertuples() if runs is not None else []:
+        m = getattr(r, "monitor", None)
+        m = m if isinstance(m, str) else (recorded_config(r.dir) or {}).get("monitor")
+        if m:
+            named.setdefault("log_loss" if m == "valid_loss" else m, []).append(r.run_name)
+    said = ", ".join(f"{m} ({', '.join(rs[:3])}{', ...' if len(rs) > 3 else ''})" for m, rs in named.items())
+    if metric is not None:
+        get_metric(metric)
+        return metric, "given" + (f"; the runs monitor {said}" if set(named) - {metric} else "")
+    if len(named) > 1:
+        raise ValueError(f"the runs picked their epochs by different metrics: {said}; say which one the "
+                         f"competition is scored by (04's blend_metric, one of {sorted(METRICS)})")
+    if named:
+        m, rs = next(iter(named.items()))
+        return m, f"the monitor of all {len(rs)} runs"
+    return "log_loss", "no run recorded a monitor: log_loss"
 
 
 def strategy_weights(strategy: str, arrs: list[np.ndarray], y, metric: str, space: str) -> np.ndarray:
@@ -154,9 +184,12 @@ def _fmt(names, weights) -> str:
     return ", ".join(f"{n}={w:.3g}" for n, w in zip(names, weights) if w > 0)
 
 
-def fit_blend(oofs: dict, classes: list[str], metric: str = "log_loss", space: str = "prob",
-              temperature: bool = True, decide: bool = True) -> Blend:
-    """The blend to submit, chosen on the OOF rows all models share.
+def fit_blend(oofs: dict, classes: list[str], metric: str | None = None, space: str = "prob",
+              temperature: bool = True, decide: bool = True, runs: pd.DataFrame | None = None,
+              verbose: bool = True) -> Blend:
+    """The blend to submit, chosen on the OOF rows all models share, by ``metric``: None is the
+    competition's, the ``monitor`` of the ``runs`` (``competition_metric``; printed with where it came
+    from unless not ``verbose``, and kept in ``Blend.metric`` and ``metric_source``).
 
     With the OOF's ``fold`` column (2 folds or more) the strategies equal / best single / fitted
     weights, each followed by a temperature (and, with ``decide`` and metric accuracy or f1_macro,
@@ -167,6 +200,9 @@ def fit_blend(oofs: dict, classes: list[str], metric: str = "log_loss", space: s
     submitted (weights cell "...; T=...", plus "; offsets" when the decision layer is used).
     """
 
+    metric, source = competition_metric(runs, metric)
+    if verbose:
+        print(f"blend metric: {metric} ({source})")
     models = sorted(oofs)
     ids = common_ids(oofs)
     if not ids:
@@ -201,4 +237,4 @@ def fit_blend(oofs: dict, classes: list[str], metric: str = "log_loss", space: s
     last = {"model": "calibrated_blend", "weights": named, **{c: score(c, y, probs) for c in report.columns[2:]}}
     report = pd.concat([report, pd.DataFrame([last])], ignore_index=True)
     return Blend(models, w, T, space, ids, y, raw, probs, report, offsets, strategy, folds, cross, *tables,
-                 metric=metric, temperature_fitted=bool(temperature))
+                 metric=metric, metric_source=source, temperature_fitted=bool(temperature))

@@ -229,7 +229,8 @@ def team_blend(oofs: dict, tests: dict, comp: Competition, external, metric: str
         raise ValueError("a team blend needs a probability member (a local run or a probability file): it breaks "
                          "the label votes' ties; compare label files with lib.insight.diffs.diff_submissions")
     # no member with OOF (their files alone, e.g. after a wiped server): no fitted part
-    b = fit_blend(competition_folds(fitted, comp), comp.classes, metric, space, temperature, decide) if fitted else None
+    b = fit_blend(competition_folds(fitted, comp), comp.classes, metric, space, temperature, decide,
+                  verbose=False) if fitted else None
     all_tests = {**tests, **{m.name: m.test for m in members if m.kind == "probs"}}
     ids = comp.test["id"].to_numpy()
     n_fit = len(b.models) if b else 0

@@ -1,14 +1,18 @@
 """lib.predict.crossfit: strategies compared on held-out folds; fitted weights are used only when they win
 there, and fit_blend reports the cross-fitted score beside the in-sample one."""
+import json
 import warnings
 
 import numpy as np
 import pytest
+import yaml
 from conftest import PNG_CLASSES as CLASSES
 from conftest import oof_table
 from scipy.special import softmax
 
-from lib.predict.crossfit import cross_predict, crossfit_blend, fit_blend
+from lib.core.rundir import find_runs
+from lib.predict.calibrate import expected_score
+from lib.predict.crossfit import competition_metric, cross_predict, crossfit_blend, fit_blend
 
 
 def _labels(rng, p):
@@ -77,3 +81,46 @@ def test_fit_blend_without_folds_says_its_score_is_in_sample():
     with pytest.warns(UserWarning, match="same rows"):
         b = fit_blend(oofs, CLASSES)
     assert b.crossfit is None and b.cross_probs is None
+
+
+def _runs(root, monitors: dict, in_metrics: bool = True):
+    """find_runs' table of completed fake runs {run_name: monitor}, the monitor in metrics.json and
+    params.yaml (or, without ``in_metrics``, in params.yaml only, as an older metrics.json)."""
+    for name, m in monitors.items():
+        d = root / name
+        d.mkdir(parents=True)
+        (d / "params.yaml").write_text(yaml.safe_dump({"fold": int(name[-1]), "monitor": m}))
+        (d / "metrics.json").write_text(json.dumps({"complete": True, **({"monitor": m} if in_metrics else {})}))
+    return find_runs(root)
+
+
+def test_the_blend_decision_layer_and_expected_score_use_the_runs_monitor(tmp_path, capsys):
+    """A macro-F1 recipe (monitor f1_macro) gets a blend, offsets and an expected score for macro F1,
+    not for log loss, without 04 being told twice; 04's print says which metric and why."""
+    y, arrs, folds = _equally_good(c=3, m=2)
+    oofs = {f"m{k}": oof_table(y, a, fold=folds) for k, a in enumerate(arrs)}
+    runs = _runs(tmp_path, {f"m{k}_f{f}": "f1_macro" for k in range(2) for f in range(3)})
+    b = fit_blend(oofs, CLASSES, runs=runs)
+    assert "blend metric: f1_macro (the monitor of all 6 runs)" in capsys.readouterr().out
+    assert b.metric == "f1_macro" and "cross_fitted_f1_macro" in b.crossfit.columns
+    assert b.decision is not None and "cross_fitted_f1_macro" in b.decision.columns   # the decision layer ran
+    e = expected_score(b)
+    assert (e["metric"], e["metric_source"]) == ("f1_macro", "the monitor of all 6 runs")
+    given = fit_blend(oofs, CLASSES, "log_loss", runs=runs)                          # 04's blend_metric wins
+    assert given.metric == "log_loss" and given.decision is None
+    assert "blend metric: log_loss (given; the runs monitor f1_macro (m0_f0, m0_f1, m0_f2, ...))" \
+        in capsys.readouterr().out
+    assert fit_blend(oofs, CLASSES, verbose=False).metric == "log_loss"              # no runs: log loss
+    assert not capsys.readouterr().out
+
+
+def test_runs_that_monitor_different_metrics_must_be_told_which_one_scores(tmp_path):
+    runs = _runs(tmp_path / "a", {"a_f0": "f1_macro", "a_f1": "f1_macro", "b_f0": "accuracy"})
+    with pytest.raises(ValueError, match=r"different metrics: f1_macro \(a_f0, a_f1\), accuracy \(b_f0\); say which"):
+        competition_metric(runs)
+    assert competition_metric(runs, "accuracy")[0] == "accuracy"
+    with pytest.raises(ValueError, match="unknown metric 'auc'"):
+        competition_metric(runs, "auc")
+    old = _runs(tmp_path / "b", {"a_f0": "valid_loss", "b_f0": "log_loss"}, in_metrics=False)   # params.yaml
+    assert competition_metric(old) == ("log_loss", "the monitor of all 2 runs")                # valid_loss: a loss
+    assert competition_metric(None) == ("log_loss", "no run recorded a monitor: log_loss")

@@ -27,7 +27,7 @@ TINY["precision"] = "fp32"  # figures that must not depend on whether this CPU h
 
 def _fake_run(d, metrics: dict, test: pd.DataFrame | None = None, **params) -> None:
     d.mkdir(parents=True)
-    (d / "params.yaml").write_text(yaml.safe_dump({"fold": 0, **params}))
+    (d / "params.yaml").write_text(yaml.safe_dump({"fold": 0, "best_epoch": "last", **params}))  # as 02 writes it
     (d / "metrics.json").write_text(json.dumps({"complete": True, **metrics}))
     if test is not None:
         test.to_csv(d / "test.csv", index=False)
@@ -80,6 +80,8 @@ def test_refit_replace_and_blend_math(tmp_path):
         return df.iloc[order].reset_index(drop=True) if order is not None else df
     fold_mean, full = rng.dirichlet(np.ones(3), 5), rng.dirichlet(np.ones(3), 5)
     tests = {"m": table(fold_mean), "other": table(fold_mean[::-1])}
+    for k in range(3):  # m's fold runs: the full run is a refit of their recipe, for the epochs they kept
+        _fake_run(tmp_path / f"m_f{k}", {"weights_epoch": 5}, fold=k)
     _fake_run(tmp_path / "m_full", {}, table(full, order=[4, 2, 0, 1, 3]), full_data=True)  # rows in another order
     got, refits = refit_tests(tests, tmp_path, classes, "replace")
     assert np.allclose(got["m"][classes].to_numpy(), full) and list(got["m"]["id"]) == ids
@@ -119,3 +121,45 @@ def test_04_refit_reaches_the_submission_and_05_predicts_it_the_same_way(digits_
     assert blend_spec(runs, ["hflip"], progress=True) == PredictSpec(["hflip"], "prob", progress=True)
     with pytest.raises(ValueError, match="blend_spec"):  # 04 fitted its blend to prob-averaged TTA
         predict_submission(digits_comp, runs, tmp_path / "logit.csv", spec=PredictSpec(space="logit"))
+
+
+def test_a_stale_refit_is_refused_naming_both_runs_and_what_changed(tmp_path):
+    """Fold runs retrained (--force) on another recipe leave the old <model>_full behind: 04 refuses to mix it
+    in, naming the refit, the fold runs and the settings; the settings a refit changes by rule are no change."""
+    classes = ["a", "b"]
+    test = pd.DataFrame({"id": ["t0", "t1"], "a": [0.3, 0.6], "b": [0.7, 0.4]})
+    for k in range(3):
+        _fake_run(tmp_path / f"m_f{k}", {"weights_epoch": 3}, fold=k, lr=2e-3, best_epoch="monitor", patience=2,
+                  run_name=f"m_f{k}")
+    _fake_run(tmp_path / "m_full", {}, test, full_data=True, epochs=4, run_name="m_full", lr=2e-3)
+    got, refits = refit_tests({"m": test}, tmp_path, classes, "replace")   # fold, epochs, best_epoch, patience: rule
+    assert list(refits["full_run"]) == ["m_full"]
+    (tmp_path / "m_full" / "params.yaml").write_text(yaml.safe_dump(
+        {"fold": 0, "best_epoch": "last", "full_data": True, "epochs": 4, "run_name": "m_full", "lr": 1e-3,
+         "aug": "heavy"}))
+    with pytest.raises(ValueError, match=r"m_full was trained on another recipe than m's fold runs") as e:
+        refit_tests({"m": test}, tmp_path, classes, "blend")
+    msg = str(e.value)
+    for part in ("aug 'heavy' in m_full, 'light' in m_f0", "lr 0.001 in m_full, 0.002 in m_f0, 0.002 in m_f1",
+                 "--full --force", "refit 'none'"):
+        assert part in msg, (part, msg)
+    assert refit_tests({"m": test}, tmp_path, classes, "none")[0]["m"] is test     # none: nothing checked
+
+
+def test_a_refit_of_other_epochs_than_the_folds_now_choose_is_named(tmp_path):
+    test = pd.DataFrame({"id": ["t0"], "a": [0.3], "b": [0.7]})
+    for k in range(3):
+        _fake_run(tmp_path / f"m_f{k}", {"weights_epoch": 9}, fold=k, epochs=10)   # retrained for 10 epochs
+    _fake_run(tmp_path / "m_full", {}, test, full_data=True, epochs=6)             # the refit of the 6-epoch folds
+    with pytest.warns(UserWarning, match=r"m_full trained 6 epochs, m's fold runs now choose 10 \(cv_epochs\)"):
+        refit_tests({"m": test}, tmp_path, ["a", "b"], "replace")
+    (tmp_path / "m_f1").rename(tmp_path / "gone")
+    (tmp_path / "m_f0").rename(tmp_path / "gone0"), (tmp_path / "m_f2").rename(tmp_path / "gone2")
+    with pytest.raises(ValueError, match="m_full: no completed fold run of 'm'"):
+        refit_tests({"m": test}, tmp_path, ["a", "b"], "replace")
+
+
+def test_a_full_data_refit_refuses_the_plateau_schedule():
+    with pytest.raises(ValueError, match="full_data with schedule plateau: its lr drops when the validation monitor"):
+        TrainConfig(full_data=True, schedule="plateau")
+    assert TrainConfig(schedule="plateau").schedule == "plateau"                    # a fold run may
