@@ -248,3 +248,20 @@ def test_a_failed_push_is_recorded_and_sync_pushes_it_again(tmp_path, capsys):
     assert backup.last_pushes(run)[url]["ok"] and backup.failed_pushes(run) == {}
     assert backup.sync_runs(runs, url)["uploaded"].sum() == 0                     # recording a push sends nothing
 
+
+def test_a_run_whose_last_push_fails_fails_and_a_rerun_pushes_it_without_training(digits_comp, tmp_path):
+    mnt = tmp_path / "mnt"
+    mnt.write_text("the bucket's mount is missing")
+    cfg = TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path / "runs"), sync_to=str(mnt / "backup"),
+                      **{**TINY, "epochs": 1})
+    with pytest.raises(RuntimeError, match=r"tres_f0 is complete, but its backup to .*mnt/backup failed: "
+                                           r"NotADirectoryError.*Nothing is retrained"):
+        train_fold(cfg)
+    metrics = tmp_path / "runs" / "tres_f0" / "metrics.json"
+    stamp = metrics.stat().st_mtime_ns
+    assert json.loads(metrics.read_text())["complete"]
+    mnt.unlink()
+    got = train_fold(cfg)
+    assert metrics.stat().st_mtime_ns == stamp                            # pushed, not trained again
+    assert json.loads((mnt / "backup" / "tres_f0" / "metrics.json").read_text()) == got
+    assert backup.failed_pushes(metrics.parent) == {}
