@@ -16,6 +16,12 @@ resumes from. Every file appears whole: object stores write an object at once, o
 a temporary name and a rename. Nothing is ever deleted at the destination. Symlinks (``browse/``
 exports) and temporary files are not mirrored.
 
+A run is never pushed over a copy there that is further along (complete while this one is not, or
+more saved epochs) or that trained another recipe (its params.yaml): ``PushRefused`` names the run,
+the URL and what to do. Each push of a run, done, failed or refused, is written down in the run's
+``backup.json`` (``last_pushes``; kept on this machine, not mirrored), where the grid and the next
+training of the run find a failed one to push again.
+
 Restore copies back every run that the destination holds further than this machine (more saved epochs,
 or complete), and every other file this machine lacks; then ``make grid`` skips complete runs and
 resumes the others from their last saved epoch.
@@ -30,16 +36,22 @@ from pathlib import Path
 
 import fsspec
 import pandas as pd
+import yaml
 
-from lib.core.io import atomic_path, file_signature, read_json
+from lib.core.config import defaults
+from lib.core.io import atomic_path, file_signature, read_json, write_json
 from lib.core.paths import resolve
 from lib.core.rules import backup_problem
-from lib.core.rundir import RunDir
+from lib.core.rundir import RunDir, load_config, recorded_recipe
 
 MANIFEST = ".foldbook-sync.json"
 FIRST, LAST = (RunDir.WEIGHTS, RunDir.STATE), (RunDir.METRICS,)  # push order inside a run
 OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss", "memory"}  # a PUT is atomic
 SKIP_DIRS = {"browse"}  # folders of links to images (lib.insight.browse): not runs
+
+
+class PushRefused(ValueError):
+    """A push that would replace a further copy of the run at the destination, or a run of another recipe."""
 
 
 def open_url(url: str):
@@ -98,6 +110,8 @@ def _files(folder: Path, top_level_only: bool = False) -> list[str]:
         rel = p.relative_to(folder)
         if p.is_symlink() or not p.is_file() or p.name.endswith(".tmp") or rel.parts[0] in SKIP_DIRS:
             continue
+        if rel.as_posix() == RunDir.BACKUP:  # this machine's push record: pushing it would change it again
+            continue
         if any(part.startswith(".") for part in rel.parts):
             continue
         found.append(rel.as_posix())
@@ -126,14 +140,102 @@ def _push(fs, local_dir: Path, remote_dir: str, files: list[str]) -> int:
 def push_run(run_dir, url: str) -> int:
     """Mirror one run folder to ``<url>/<run name>/`` (what changed since its last push); returns the
     number of files uploaded. The checkpoint writer calls it after every saved epoch, training after
-    the run completes."""
+    the run completes. Raises ``PushRefused`` (nothing uploaded) when the copy there is further along or
+    of another recipe, or the destination's error; the run's backup.json records how it went."""
     run_dir = Path(run_dir)
     fs, root = open_url(url)
-    return _push(fs, run_dir, f"{root}/{run_dir.name}", _files(run_dir))
+    return _push_run(fs, run_dir, f"{root}/{run_dir.name}", url)
+
+
+def _push_run(fs, run_dir: Path, remote_dir: str, url: str) -> int:
+    """``_push`` of a run folder once ``_conflict`` allows it; backup.json records the outcome."""
+    progress = _progress(_local_metrics(run_dir))
+    try:
+        conflict = _conflict(fs, run_dir, remote_dir)
+        if conflict:
+            where = f"{str(url).rstrip('/')}/{run_dir.name}"
+            raise PushRefused(f"not pushing run {run_dir.name} ({run_dir}) to {where}: {conflict[0]}; nothing was "
+                              f"uploaded. {conflict[1]}, or delete {where} to replace it with this one")
+        sent = _push(fs, run_dir, remote_dir, _files(run_dir))
+    except Exception as e:
+        _record(run_dir, url, progress, f"{type(e).__name__}: {e}")
+        raise
+    _record(run_dir, url, progress, None)
+    return sent
+
+
+def _conflict(fs, run_dir: Path, remote_dir: str) -> tuple[str, str] | None:
+    """(why, what to do) when the copy at ``remote_dir`` trained another recipe than ``run_dir`` (their
+    params.yaml) or is further along (complete while this one is not, or more saved epochs); None when
+    it holds nothing trained yet (no metrics.json) or this run, at most as far as here."""
+    there = _read_remote_json(fs, f"{remote_dir}/{RunDir.METRICS}")
+    if there is None:
+        return None
+    changes = _recipe_changes(fs, run_dir, remote_dir)
+    if changes:
+        diff = ", ".join(f"{k} {b!r} there, {a!r} here" for k, (a, b) in changes.items())
+        return f"the copy there trained another recipe ({diff})", "Give this run another run_name (or sync_to)"
+    here, there = _progress(_local_metrics(run_dir)), _progress(there)
+    if there > here:
+        return (f"the copy there is further along ({_describe(there)}) than this one ({_describe(here)})",
+                "Restore it first (python -m lib.ops.backup restore, make restore) to go on from there, or give "
+                "this run another run_name")
+    return None
+
+
+def _recipe_changes(fs, run_dir: Path, remote_dir: str) -> dict:
+    """{setting: (here, there)} between the run's params.yaml and the destination's; {} when one is missing."""
+    try:
+        there = yaml.safe_load(fs.cat_file(f"{remote_dir}/{RunDir.PARAMS}"))
+    except FileNotFoundError:
+        return {}
+    if not (run_dir / RunDir.PARAMS).exists():
+        return {}
+    there = recorded_recipe(there if isinstance(there, dict) else {})
+    return load_config(run_dir).differences({**defaults(), **there})  # unset there: the default, as from_yaml reads it
+
+
+def _describe(progress: tuple[bool, int]) -> str:
+    return f"{'complete' if progress[0] else 'not complete'}, {progress[1]} saved epoch(s)"
+
+
+def _url_key(url: str) -> str:
+    """A destination as backup.json records it: a plain path made absolute (from the repo root)."""
+    url = str(url)
+    return str(resolve(url)) if fsspec.core.split_protocol(url)[0] is None else url.rstrip("/")
+
+
+def _record(run_dir: Path, url: str, progress: tuple[bool, int], error: str | None) -> None:
+    """Write down in the run's backup.json (atomically) its last push to ``url``."""
+    pushes = last_pushes(run_dir)
+    pushes[_url_key(url)] = {"ok": error is None, "error": error, "complete": progress[0], "epochs": progress[1],
+                             "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    write_json(RunDir(run_dir).backup, pushes)
+
+
+def last_pushes(run_dir) -> dict:
+    """{destination URL: its last push of the run from this machine}, from the run's backup.json: ok,
+    error (None when it worked; a refusal or the destination's error), complete and epochs (the saved
+    epochs it pushed), at (local time). {} when it was never pushed from here."""
+    path = RunDir(run_dir).backup
+    return read_json(path) if path.exists() else {}
+
+
+def failed_pushes(run_dir, url: str | None = None) -> dict:
+    """{URL: error} of the destinations whose last push of the run failed or was refused (``url``: that one only)."""
+    pushes = last_pushes(run_dir)
+    if url is not None:
+        pushes = {k: v for k, v in pushes.items() if k == _url_key(url)}
+    return {k: v["error"] for k, v in pushes.items() if not v["ok"]}
 
 
 def _is_run(folder: Path) -> bool:
     return folder.is_dir() and (folder / RunDir.PARAMS).exists()
+
+
+def _local_metrics(run_dir: Path) -> dict | None:
+    path = run_dir / RunDir.METRICS
+    return read_json(path) if path.exists() else None
 
 
 def _progress(metrics: dict | None) -> tuple[bool, int]:
@@ -144,9 +246,11 @@ def _progress(metrics: dict | None) -> tuple[bool, int]:
 
 
 def sync_runs(runs_dir="runs", url: str | None = None) -> pd.DataFrame:
-    """Mirror all of ``runs_dir`` to ``url``: each run folder (complete ones are skipped once pushed
-    whole), the executed notebooks, logs and the other tables and folders (ensemble/, analysis/).
-    Returns one row per unit: what, files uploaded, complete."""
+    """Mirror all of ``runs_dir`` to ``url``: each run folder (``push_run``: a complete one is skipped
+    once pushed whole; one whose last push failed or was cut short goes again), the executed notebooks,
+    logs and the other tables and folders (ensemble/, analysis/). A unit that could not be pushed (refused,
+    or the destination's error) does not stop the others. Returns one row per unit: what, files uploaded,
+    complete, epochs, problem (None when it was pushed)."""
     runs_dir = resolve(runs_dir)
     if not runs_dir.is_dir():
         raise FileNotFoundError(f"{runs_dir}: no runs folder to back up")
@@ -157,13 +261,21 @@ def sync_runs(runs_dir="runs", url: str | None = None) -> pd.DataFrame:
         raise ValueError(f"{url} is inside {runs_dir}: back up to another disk or bucket")
     rows = []
     for d in sorted(p for p in runs_dir.iterdir() if _is_run(p)):
-        complete, epochs = _progress(read_json(d / RunDir.METRICS) if (d / RunDir.METRICS).exists() else None)
-        rows.append({"what": d.name, "uploaded": _push(fs, d, f"{root}/{d.name}", _files(d)),
-                     "complete": complete, "epochs": epochs})
+        complete, epochs = _progress(_local_metrics(d))
+        sent, problem = _attempt(lambda d=d: _push_run(fs, d, f"{root}/{d.name}", url))
+        rows.append({"what": d.name, "uploaded": sent, "complete": complete, "epochs": epochs, "problem": problem})
     others = [f for f in _files(runs_dir) if not _is_run(runs_dir / f.split("/")[0])]
-    rows.append({"what": "(other files)", "uploaded": _push(fs, runs_dir, root, others), "complete": None,
-                 "epochs": None})
-    return pd.DataFrame(rows, columns=["what", "uploaded", "complete", "epochs"]).astype({"epochs": "Int64"})
+    sent, problem = _attempt(lambda: _push(fs, runs_dir, root, others))
+    rows.append({"what": "(other files)", "uploaded": sent, "complete": None, "epochs": None, "problem": problem})
+    return pd.DataFrame(rows, columns=["what", "uploaded", "complete", "epochs", "problem"]).astype({"epochs": "Int64"})
+
+
+def _attempt(push) -> tuple[int, str | None]:
+    """(files uploaded, None) of ``push()``, or (0, the error) when it was refused or the destination failed."""
+    try:
+        return push(), None
+    except (PushRefused, OSError) as e:
+        return 0, f"{type(e).__name__}: {e}"
 
 
 def _get(fs, remote: str, local: Path, sig=None) -> None:
@@ -202,8 +314,7 @@ def restore_runs(url: str, runs_dir="runs") -> pd.DataFrame:
     rows = []
     for run in runs:
         remote = _progress(_read_remote_json(fs, f"{root}/{run}/metrics.json"))
-        local_m = runs_dir / run / RunDir.METRICS
-        local = _progress(read_json(local_m) if local_m.exists() else None)
+        local = _progress(_local_metrics(runs_dir / run))
         if local[0] or (local >= remote and (runs_dir / run / RunDir.STATE).exists()):
             action = "kept (this machine's copy is as far)"
         else:

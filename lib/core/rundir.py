@@ -29,10 +29,13 @@ class RunDir:
     params.yaml (the recipe), metrics.json (scores and per-epoch history; ``"complete": true`` is its
     last write), model.safetensors (the kept weights), state.pt (resumable training state), oof.csv
     and test.csv (probabilities), env.json (versions, device, precision), curves.png, classes.json
-    (the class table re-prediction needs without the data). ``RunDir(d).metrics`` is ``d / METRICS``.
+    (the class table re-prediction needs without the data), backup.json (this machine's last push of
+    the run to each backup URL, ``lib.core.backup``: never mirrored itself). ``RunDir(d).metrics`` is
+    ``d / METRICS``.
     """
     PARAMS, METRICS, WEIGHTS, STATE = "params.yaml", "metrics.json", "model.safetensors", "state.pt"
     OOF, TEST, ENV, CURVES, CLASSES = "oof.csv", "test.csv", "env.json", "curves.png", "classes.json"
+    BACKUP = "backup.json"
     PREDICT = (PARAMS, WEIGHTS)  # what re-predicting a run needs (05, a bundle)
 
     def __init__(self, path):
@@ -47,6 +50,7 @@ class RunDir:
     env = property(lambda self: self.path / self.ENV)
     curves = property(lambda self: self.path / self.CURVES)
     classes = property(lambda self: self.path / self.CLASSES)
+    backup = property(lambda self: self.path / self.BACKUP)
 
     @property
     def complete(self) -> bool:
@@ -77,7 +81,12 @@ def recorded_config(run_dir) -> dict | None:
     p = Path(run_dir) / "params.yaml"
     if not p.exists():
         return None
-    values = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    return recorded_recipe(yaml.safe_load(p.read_text(encoding="utf-8")) or {})
+
+
+def recorded_recipe(values: dict) -> dict:
+    """A params.yaml's mapping with the settings added since it was written set to what that run did
+    (``lib.core.config.legacy_settings``): comparable with ``TrainConfig.differences``."""
     return {**legacy_settings(values), **values}
 
 

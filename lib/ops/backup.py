@@ -2,6 +2,8 @@
 
     python -m lib.ops.backup sync --runs-dir runs --to s3://team/cars/runs        # make sync
     python -m lib.ops.backup restore --from s3://team/cars/runs --runs-dir runs    # make restore
+
+Exit status 1 when a run could not be pushed (its line on stderr says why), 2 when nothing was done.
 """
 from __future__ import annotations
 
@@ -28,9 +30,13 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError, PermissionError) as e:
         print(f"backup {a.command}: {e}", file=sys.stderr)
         return 2
+    problems = [] if a.command != "sync" else [(w, p) for w, p in zip(table["what"], table["problem"]) if p]
+    table = table.drop(columns="problem", errors="ignore")
     with pd.option_context("display.width", 160, "display.max_rows", 500):
         print(table.astype(object).where(table.notna(), "").to_string(index=False))
-    return 0
+    for what, problem in problems:
+        print(f"backup sync: {what} NOT backed up: {problem}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":

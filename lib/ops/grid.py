@@ -10,9 +10,12 @@ and its artifacts ``runs/<run>/``. Every recipe (with the ``-p`` overrides) is c
 anything runs. Completed runs are skipped while their recorded recipe is the one asked for (another
 one stops the grid, naming what differs: ``--force`` retrains them); an interrupted one resumes
 (02_train does that); a failed one does not stop the others and is reported at the end with its
-notebook and error. With ``--jobs N`` on a machine with GPUs, each job is pinned to one GPU through
-``CUDA_VISIBLE_DEVICES``. The Ray backend sends each job as a task asking for one GPU (one CPU
-where the cluster has none); ``runs/`` and the data must be on a filesystem all nodes share.
+notebook and error. A run trained with ``sync_to`` fails when its last push does, and a complete
+one whose last push failed runs again to push it (no retraining); every run's failed push (its
+``backup.json``, ``lib.core.backup``) is listed at the end. With ``--jobs N`` on a machine with GPUs,
+each job is pinned to one GPU through ``CUDA_VISIBLE_DEVICES``. The Ray backend sends each job as a
+task asking for one GPU (one CPU where the cluster has none); ``runs/`` and the data must be on a
+filesystem all nodes share.
 Every notebook runs on the project's Jupyter kernel, ``foldbook`` (``make env`` registers it), not
 on whatever kernel a notebook was last saved with.
 """
@@ -28,6 +31,7 @@ from functools import partial
 
 from tqdm import tqdm
 
+from lib.core.backup import failed_pushes
 from lib.core.paths import repo_root, resolve
 from lib.ops.jobs import (
     NOTEBOOK,
@@ -47,7 +51,9 @@ from lib.ops.ray_grid import RayOptions, run_on_ray
 def run_grid(params_files, folds, runs_dir="runs", jobs: int = 1, backend: str = "local", *,
              overrides: dict | None = None, notebook: str = NOTEBOOK, force: bool = False, full: bool = False,
              ray: RayOptions | None = None) -> dict:
-    """Run every job not yet complete; returns {"done": [...], "skipped": [...], "failed": [(run, nb, error)]}.
+    """Run every job not yet complete, and every complete one whose last push to its ``sync_to`` failed;
+    returns {"done": [...], "pushed": [...] (complete, pushed again), "skipped": [...], "failed": [(run, nb,
+    error)], "backup_failed": [(run, url, error)] (each job's destinations whose last push failed, at the end)}.
 
     A run folder that holds training of another recipe (another data_dir, backbone, size, folds...)
     stops the grid before anything runs, naming each setting that differs; ``force`` retrains those
@@ -67,12 +73,15 @@ def run_grid(params_files, folds, runs_dir="runs", jobs: int = 1, backend: str =
     grid_jobs = [dataclasses.replace(c, cfg=c.cfg.replace(force=True)) if c.run_name in changed else c
                  for c in grid_jobs]
     resolve(runs_dir).mkdir(parents=True, exist_ok=True)
-    todo = [c for c in grid_jobs if c.cfg.force or not c.complete]
-    result = {"done": [], "skipped": [c.run_name for c in grid_jobs if c not in todo], "failed": []}
-    print(f"grid: {len(grid_jobs)} runs, {len(result['skipped'])} already complete, {len(todo)} to run "
+    todo = [c for c in grid_jobs if c.cfg.force or not c.complete or c.push_due]
+    repush = {c.run_name for c in todo if not c.cfg.force and c.complete}
+    result = {"done": [], "pushed": [], "skipped": [c.run_name for c in grid_jobs if c not in todo], "failed": [],
+              "backup_failed": []}
+    again = f" ({len(repush)} complete, to push to sync_to again)" if repush else ""
+    print(f"grid: {len(grid_jobs)} runs, {len(result['skipped'])} already complete, {len(todo)} to run{again} "
           f"({backend}, jobs={jobs if backend == 'local' else 'ray'})", flush=True)
     if not todo:
-        return result
+        return _with_backups(result, grid_jobs)
     check_kernel()
     bar = tqdm(total=len(todo), desc="grid", mininterval=1)
     grid_clock = GridClock(todo, jobs if backend == "local" else 1)
@@ -80,7 +89,7 @@ def run_grid(params_files, folds, runs_dir="runs", jobs: int = 1, backend: str =
     def record(job: GridJob, code: int, tail: str):
         grid_clock.finished(job.run_name)
         if code == 0 and job.complete:
-            result["done"].append(job.run_name)
+            result["pushed" if job.run_name in repush else "done"].append(job.run_name)
         else:
             result["failed"].append((job.run_name, str(job.notebook), _error_of(job.notebook, tail)))
             bar.write(f"FAILED {job.run_name}: {result['failed'][-1][2]}")
@@ -110,6 +119,13 @@ def run_grid(params_files, folds, runs_dir="runs", jobs: int = 1, backend: str =
     else:
         raise ValueError(f"backend {backend!r}: choose local or ray")
     bar.close()
+    return _with_backups(result, grid_jobs)
+
+
+def _with_backups(result: dict, grid_jobs: list[GridJob]) -> dict:
+    """``result`` with "backup_failed": (run, url, error) of every failed last push of the jobs' runs."""
+    result["backup_failed"] = [(j.run_name, url, err) for j in grid_jobs
+                               for url, err in failed_pushes(j.run_dir).items()]
     return result
 
 
@@ -139,10 +155,14 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"grid: nothing was run.\n{e}", file=sys.stderr)
         return 2
-    print(f"grid: {len(res['done'])} trained, {len(res['skipped'])} skipped (complete), {len(res['failed'])} failed")
+    pushed, backups = res.get("pushed", []), res.get("backup_failed", [])
+    print(f"grid: {len(res['done'])} trained, " + (f"{len(pushed)} pushed again, " if pushed else "")
+          + f"{len(res['skipped'])} skipped (complete), {len(res['failed'])} failed, {len(backups)} backup(s) failed")
     for name, nb, err in res["failed"]:
         print(f"  FAILED {name}: {err}\n         notebook: {nb}")
-    return 1 if res["failed"] else 0
+    for name, url, err in backups:
+        print(f"  BACKUP FAILED {name} -> {url}: {err}")
+    return 1 if res["failed"] or backups else 0
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import torch
 import yaml
 from jupyter_client.kernelspec import KernelSpecManager
 
+from lib.core.backup import failed_pushes
 from lib.core.config import TrainConfig
 from lib.core.io import clock
 from lib.core.paths import repo_root, resolve
@@ -68,6 +69,12 @@ class GridJob:
     @property
     def complete(self) -> bool:
         return run_complete(self.run_dir)
+
+    @property
+    def push_due(self) -> bool:
+        """Complete, but its last push to the recipe's ``sync_to`` failed or was refused: the job runs
+        again to push it (nothing is retrained: ``lib.train.loop.write_predictions``)."""
+        return bool(self.cfg.sync_to) and self.complete and bool(failed_pushes(self.run_dir, self.cfg.sync_to))
 
     def changed(self) -> dict:
         """{setting: (now, recorded)} when the run folder holds training of another recipe, else {}."""

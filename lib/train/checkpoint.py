@@ -6,7 +6,8 @@ so far by ``monitor``; EMA weights when EMA is on; the average at the end with `
 average needs, per-epoch history), read back with ``torch.load(weights_only=True)``.
 Both are written by one background thread, in order, atomically, so training does not wait for the
 disk and an interrupted run leaves a consistent pair. With a ``sync_to`` URL the same thread then
-mirrors the run folder there (``lib.core.backup.push_run``).
+mirrors the run folder there (``lib.core.backup.push_run``); a failed push is retried after the next
+epoch, and the run fails when its last push does (``final_backup``).
 """
 from __future__ import annotations
 
@@ -86,6 +87,18 @@ def backup(run_dir: Path, url: str, when: str) -> bool:
         print(f"backup of {run_dir.name} to {url} failed after {when}: {type(e).__name__}: {e}; "
               "training goes on and tries again", file=sys.stderr, flush=True)
         return False
+
+
+def final_backup(run_dir: Path, url: str) -> None:
+    """Push a complete run to ``url`` (``lib.core.backup.push_run``); raise when that fails or is
+    refused, so that the run (and the grid's job) fails rather than ends with its results on this
+    machine only. Running it again pushes without retraining (``failed_pushes`` says it is due)."""
+    try:
+        push_run(run_dir, url)
+    except Exception as e:  # noqa: BLE001 - whatever the destination raised, said once, with what to do
+        raise RuntimeError(f"{run_dir.name} is complete, but its backup to {url} failed: {type(e).__name__}: {e} "
+                           f"(recorded in {run_dir / RunDir.BACKUP}). Nothing is retrained: run it again (the same "
+                           f"command, or the grid) or `make sync SYNC_TO={url}` to push it") from e
 
 
 def load_state(learn, state_file: Path) -> tuple[int, list]:

@@ -28,6 +28,7 @@ import torch
 import torch.distributed as dist
 from fastai.learner import Learner
 
+from lib.core.backup import failed_pushes
 from lib.core.config import TrainConfig
 from lib.core.device import cpu_name, device_list, pick_device
 from lib.core.io import read_json, write_csv, write_json
@@ -43,7 +44,7 @@ from lib.model.forward import predict_loader
 from lib.train.averaging import averaging_callbacks, find_averager, finish_averaging
 from lib.train.build import FoldData, build_datasets, build_learner, training_callbacks
 from lib.train.callbacks import RunRecorder, best_record, find_ema
-from lib.train.checkpoint import CheckpointWriter, backup, load_state
+from lib.train.checkpoint import CheckpointWriter, final_backup, load_state
 from lib.train.distributed import launch, rank, world_size
 from lib.train.report import environment, plot_curves
 from lib.train.stages import schedule_callbacks, stage_callbacks
@@ -237,9 +238,12 @@ def write_predictions(run: Run, progress: bool | None = None) -> dict:
     accuracy, f1_macro, valid_loss, as in the history: picking the best epoch on the fold it is then
     scored on makes valid_best optimistic); ema (decay, horizon_epochs, steps_per_epoch as set; None
     when off); minutes; epochs (the per-epoch history, each epoch's img_size the size it trained at;
-    with EMA each epoch's ema_decay and ema_horizon_epochs, at its last update). Epochs count from 0."""
+    with EMA each epoch's ema_decay and ema_horizon_epochs, at its last update). Epochs count from 0.
+    A complete run whose last push to ``sync_to`` failed is pushed again (``final_backup``: raises if it fails)."""
 
     if run.complete:
+        if run.cfg.sync_to and failed_pushes(run.dir, run.cfg.sync_to):
+            final_backup(run.dir, run.cfg.sync_to)
         return read_json(run.dir / RunDir.METRICS)
     preds = predict_run(run, progress)
     return finish_run(run, preds, run_summary(run, preds))
@@ -292,7 +296,8 @@ def run_summary(run: Run, preds: RunPredictions) -> dict:
 def finish_run(run: Run, preds: RunPredictions, summary: dict) -> dict:
     """Write the run's files in this order: oof.csv (not for a full-data refit), test.csv, curves.png,
     env.json and, last, metrics.json (``summary``: it marks the run complete); then send ``summary``
-    to the tracker (``tracker``) and back the run up (``sync_to``). Returns ``summary``."""
+    to the tracker (``tracker``) and back the run up (``sync_to``; raises when that fails, the run
+    staying complete). Returns ``summary``."""
     cfg = run.cfg
     if not cfg.full_data:  # a full-data refit has no OOF: its scored rows are training images (lib.predict.refit)
         write_csv(run.dir / RunDir.OOF, preds.oof)
@@ -303,7 +308,7 @@ def finish_run(run: Run, preds: RunPredictions, summary: dict) -> dict:
     if cfg.tracker != "none":
         finish_tracking(cfg, summary)
     if cfg.sync_to:
-        backup(run.dir, cfg.sync_to, "its last epoch")
+        final_backup(run.dir, cfg.sync_to)  # a failed push fails the run: its results must not stay here only
     return summary
 
 

@@ -187,3 +187,81 @@ def test_a_bucket_key_outside_runs_is_refused_and_nothing_is_written(tmp_path):
         assert not (tmp_path / "repo" / "lib").exists() and not (tmp_path / "repo" / "outside.txt").exists()
         assert list(runs.iterdir()) == []
     assert backup.restore_runs(f"memory://{root}/runs", runs)["action"].iloc[0] == "restored 2 files"
+
+
+def _run_folder(run, epochs: int, complete: bool = False, **recipe):
+    """A run folder as training leaves it after ``epochs`` saved epochs (its params.yaml written once)."""
+    run.mkdir(parents=True, exist_ok=True)
+    if not (run / "params.yaml").exists():
+        TrainConfig(backbone="test_resnet", run_name=run.name, **recipe).to_yaml(run / "params.yaml")
+    (run / "state.pt").write_bytes(b"s" * epochs)
+    if complete:
+        (run / "oof.csv").write_text("id,target\n")
+    history = [{"epoch": k} for k in range(epochs)]
+    (run / "metrics.json").write_text(json.dumps({"complete": complete, "epochs": history}))
+    return run
+
+
+def test_a_push_never_replaces_a_further_copy_or_another_recipe(tmp_path):
+    """Machine A pushes a run as it advances, to its end; machine B's fresh run of the same name (another lr,
+    or the same recipe started over) must not land beside A's oof.csv: refused, naming the run and the URL."""
+    url = f"memory://push-{tmp_path.name}/runs"
+    a = tmp_path / "A" / "m_f0"
+    assert backup.push_run(_run_folder(a, 1, lr=1e-3), url) == 3          # params, state, metrics
+    assert backup.push_run(_run_folder(a, 2), url) == 2                    # the next epoch: state, metrics
+    assert backup.push_run(a, url) == 0                                    # the same state again: nothing sent
+    assert backup.push_run(_run_folder(a, 6, complete=True), url) == 3     # complete: + oof.csv
+    fs, root = backup.open_url(url)
+    remote = {f: fs.cat_file(f"{root}/m_f0/{f}") for f in ("params.yaml", "metrics.json", "state.pt", "oof.csv")}
+
+    b = _run_folder(tmp_path / "B" / "m_f0", 1, lr=3e-3)
+    with pytest.raises(ValueError, match=r"run m_f0 .* to memory://push-.*/runs/m_f0: the copy there trained "
+                                                 r"another recipe \(lr 0.001 there, 0.003 here\).*another run_name"):
+        backup.push_run(b, url)
+    c = _run_folder(tmp_path / "C" / "m_f0", 1, lr=1e-3)
+    with pytest.raises(ValueError, match=r"further along \(complete, 6 saved epoch\(s\)\) than this one "
+                                                 r"\(not complete, 1 saved epoch\(s\)\).*Restore it first"):
+        backup.push_run(c, url)
+    assert {f: fs.cat_file(f"{root}/m_f0/{f}") for f in remote} == remote  # A's run, whole
+    assert backup.failed_pushes(a) == {} and list(backup.failed_pushes(b)) == [url]
+    assert backup.failed_pushes(c, url)[url].startswith("PushRefused: not pushing run m_f0")
+    assert backup.sync_runs(tmp_path / "B", url).set_index("what").loc["m_f0", "problem"].startswith("PushRefused")
+
+
+def test_a_failed_push_is_recorded_and_sync_pushes_it_again(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    run = _run_folder(runs / "m_f0", 2, complete=True)
+    mnt = tmp_path / "mnt"
+    mnt.write_text("the backup disk is not mounted: a file where its folder should be")
+    url = str(mnt / "backup")
+    with pytest.raises(NotADirectoryError):
+        backup.push_run(run, url)
+    assert backup_cli.main(["sync", "--runs-dir", str(runs), "--to", url]) == 1   # still failing: said, not 0
+    assert "m_f0 NOT backed up: NotADirectoryError" in capsys.readouterr().err
+    pushed = backup.last_pushes(run)[url]
+    assert not pushed["ok"] and pushed["error"].startswith("NotADirectoryError") and pushed["complete"]
+    assert pushed["epochs"] == 2 and pushed["at"]
+
+    mnt.unlink()                                                                  # the disk is back
+    assert backup_cli.main(["sync", "--runs-dir", str(runs), "--to", url]) == 0
+    assert (mnt / "backup" / "m_f0" / "oof.csv").exists() and not (mnt / "backup" / "m_f0" / "backup.json").exists()
+    assert backup.last_pushes(run)[url]["ok"] and backup.failed_pushes(run) == {}
+    assert backup.sync_runs(runs, url)["uploaded"].sum() == 0                     # recording a push sends nothing
+
+
+def test_a_run_whose_last_push_fails_fails_and_a_rerun_pushes_it_without_training(digits_comp, tmp_path):
+    mnt = tmp_path / "mnt"
+    mnt.write_text("the bucket's mount is missing")
+    cfg = TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path / "runs"), sync_to=str(mnt / "backup"),
+                      **{**TINY, "epochs": 1})
+    with pytest.raises(RuntimeError, match=r"tres_f0 is complete, but its backup to .*mnt/backup failed: "
+                                           r"NotADirectoryError.*Nothing is retrained"):
+        train_fold(cfg)
+    metrics = tmp_path / "runs" / "tres_f0" / "metrics.json"
+    stamp = metrics.stat().st_mtime_ns
+    assert json.loads(metrics.read_text())["complete"]
+    mnt.unlink()
+    got = train_fold(cfg)
+    assert metrics.stat().st_mtime_ns == stamp                            # pushed, not trained again
+    assert json.loads((mnt / "backup" / "tres_f0" / "metrics.json").read_text()) == got
+    assert backup.failed_pushes(metrics.parent) == {}

@@ -15,6 +15,7 @@ from lib.core.paths import repo_root
 from lib.ops.grid import main, run_grid
 from lib.ops.jobs import GridClock, make_jobs, parse_folds, parse_value, run_env
 from lib.ops.ray_grid import RayOptions
+from lib.train.loop import train_fold
 
 TINY = {"backbone": "test_resnet", "img_size": 24, "batch_size": 32, "epochs": 1, "lr": 0.003, "n_folds": 2}
 TINY["precision"] = "fp32"  # figures that must not depend on whether this CPU has native bf16 (lib.core.precision)
@@ -155,3 +156,26 @@ def test_a_run_of_another_recipe_is_never_skipped_as_complete(digits_comp, tmp_p
     assert TrainConfig.from_yaml(runs / "demo_f0" / "params.yaml").data_dir == str(other)
     again = run_grid([recipe], [0], runs_dir=str(runs), overrides={"data_dir": str(other)}, force=True)
     assert again["skipped"] == ["demo_f0"] and not again["done"]                 # same recipe: kept
+
+
+def test_a_complete_run_whose_push_failed_is_listed_and_pushed_by_the_next_grid(digits_comp, tmp_path, capsys):
+    """Not "0 failed" and skipped: the summary lists the failed backup, and a grid with its sync_to runs
+    the job again, which pushes the run without training it again."""
+    mnt = tmp_path / "mnt"
+    mnt.write_text("the bucket's mount is missing: a file where its folder should be")
+    url = str(mnt / "backup")
+    p = _params(tmp_path, "bk", data_dir=str(digits_comp))
+    runs = tmp_path / "runs"
+    with pytest.raises(RuntimeError, match="bk_f0 is complete, but its backup"):
+        train_fold(make_jobs([p], [0], runs_dir=str(runs), overrides={"sync_to": url})[0].cfg)
+    metrics = runs / "bk_f0" / "metrics.json"
+    stamp = metrics.stat().st_mtime_ns
+    assert main(["--params", str(p), "--folds", "0", "--runs-dir", str(runs)]) == 1   # no sync_to here: listed
+    out = capsys.readouterr().out
+    assert "0 failed, 1 backup(s) failed" in out and f"BACKUP FAILED bk_f0 -> {url}: NotADirectoryError" in out
+    mnt.unlink()
+    res = run_grid([p], [0], runs_dir=str(runs), overrides={"sync_to": url})
+    assert res["pushed"] == ["bk_f0"] and not res["done"] and not res["failed"] and not res["backup_failed"], res
+    assert metrics.stat().st_mtime_ns == stamp                                          # pushed, not retrained
+    assert json.loads((mnt / "backup" / "bk_f0" / "metrics.json").read_text())["complete"]
+    assert run_grid([p], [0], runs_dir=str(runs), overrides={"sync_to": url})["skipped"] == ["bk_f0"]
