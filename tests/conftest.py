@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import shutil
 
 import matplotlib
@@ -25,6 +26,17 @@ PHOTO_CLASSES = ["고양이", "로켓", "커피 잔"]
 PNG_CLASSES = ["영", "일", "칠 번"]  # a space and Hangul, as in real competitions
 
 matplotlib.use("Agg")  # this process only: notebook kernels keep their inline backend (plots as PNG)
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (`make test`: ``-n auto``), the cores are split between the workers: torch
+    here and, through OMP_NUM_THREADS, the papermill kernels and grid jobs a test starts, so that two
+    workers on two cores do not each run two threads."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = max(1, len(os.sched_getaffinity(0)) // workers)
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(scope="session")

@@ -132,5 +132,5 @@ def backup_problem(url: str) -> str | None:
     try:
         fsspec.get_filesystem_class(protocol)
     except ImportError as e:
-        return f"{e} (for s3://: pip install -e '.[backup]', which `make env` does)"
+        return f"{e} (for s3://: `make env EXTRAS=backup`, i.e. pip install -e '.[backup]')"
     return None

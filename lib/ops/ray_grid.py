@@ -93,8 +93,11 @@ def run_on_ray(jobs: list, notebook: str, record, options: RayOptions | None = N
     """Run ``jobs`` (``lib.ops.jobs.GridJob``) as Ray tasks as ``options`` say (None: ``RayOptions()``);
     ``record(job, exit code, output tail)`` is called as each ends."""
     options = options or RayOptions()
-    import ray
-    from ray.exceptions import RayError
+    try:
+        import ray
+        from ray.exceptions import RayError
+    except ImportError as e:
+        raise ImportError(f"--backend ray needs Ray: `make env EXTRAS=cluster` (pip install -e '.[cluster]'); {e}") from e
 
     ray.init(address=options.address, ignore_reinit_error=True, log_to_driver=False,
              runtime_env={"working_dir": str(repo_root()), "excludes": EXCLUDES})
