@@ -14,7 +14,7 @@ from lib.core.metrics import get_metric
 
 def plot_cv_lb(log: pd.DataFrame, save=None):
     """Per metric of the log, two panels over submission time: each submission's CV (circles) and public
-    leaderboard score (squares), joined in time order and numbered as ``lb_table`` numbers them; and
+    leaderboard score (squares), joined in time order and numbered as ``lb_table`` numbers them (``#``); and
     the gap (lb - cv) with its zero line. Saved to ``save`` (PNG) when given. Returns the figure."""
     if log.empty:
         fig = plt.figure(figsize=(5, 1))

@@ -79,7 +79,8 @@ def show_log(runs_dir, log: pd.DataFrame | None = None) -> None:
     """Print the leaderboard log and draw it to ``<runs_dir>/lb_log.png``."""
     log = read_lb_log(runs_dir) if log is None else log
     with pd.option_context("display.width", 200, "display.max_colwidth", 40, "display.precision", 4):
-        print(lb_table(log).to_string() if len(log) else f"{relative(resolve(runs_dir) / LB_LOG)}: no score yet")
+        print(lb_table(log).to_string(index=False) if len(log)
+              else f"{relative(resolve(runs_dir) / LB_LOG)}: no score yet")
     png = resolve(runs_dir) / "lb_log.png"
     plt.close(plot_cv_lb(log, save=png))
     print(f"plot: {relative(png)}")

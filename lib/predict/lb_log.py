@@ -118,7 +118,7 @@ def add_lb_score(submission, lb: float, runs_dir="runs", cv: float | None = None
 
 
 def lb_table(log: pd.DataFrame) -> pd.DataFrame:
-    """The log as printed: one row per submission, numbered from 1, the sha1 shortened."""
+    """The log as printed: one row per submission, numbered from 1 in column ``#``, the sha1 shortened."""
     out = log.assign(sha1=log["sha1"].str[:10], time=log["time"].dt.strftime("%Y-%m-%d %H:%M"))
-    out.index = pd.RangeIndex(1, len(out) + 1, name="#")
-    return out
+    out.insert(0, "#", range(1, len(out) + 1))
+    return out.reset_index(drop=True)

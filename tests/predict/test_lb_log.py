@@ -67,7 +67,7 @@ def test_a_file_without_recorded_cv_needs_it_given(submitted, tmp_path):
     log = add_lb_score(sub, 1.0, runs, cv=0.7, now=T0 - timedelta(days=1))
     assert list(log["metric"]) == ["log_loss", "log_loss"] and list(log["lb"]) == [1.0, 0.9]  # in time order
     assert log.iloc[0]["cv_from"] == "given"  # a given CV wins over the recorded one
-    assert list(lb_table(log).index) == [1, 2]
+    assert lb_table(log)["#"].tolist() == [1, 2]
 
 
 def test_duplicates_bad_scores_and_foreign_logs_are_refused(submitted, tmp_path):
