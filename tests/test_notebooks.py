@@ -19,6 +19,7 @@ from lib.core.paths import repo_root
 from lib.ops import summary
 from lib.ops.grid import run_grid
 from lib.ops.jobs import KERNEL
+from lib.predict.lb_log import submission_cv
 
 NB = repo_root() / "notebooks"
 
@@ -102,7 +103,8 @@ def test_four_notebooks_end_to_end(digits_comp, tmp_path, capsys):
     assert _pngs(train_nb) >= 2                                       # augmented batch + curves
 
     ana = _execute("03_oof_analysis", runs, data_dir=data, runs_dir=str(runs), n_folds=2)
-    assert _pngs(ana) >= 4
+    assert _pngs(ana) >= 5                                            # ... and every run's learning curves
+    assert (runs / "analysis" / "learning_curves.png").exists()
     assert "open this notebook in JupyterLab" in _text(ana)          # headless: no widget, static galleries
     assert not any("application/vnd.jupyter.widget-view+json" in o.get("data", {})
                    for c in ana.cells for o in c.get("outputs", []))
@@ -119,6 +121,8 @@ def test_four_notebooks_end_to_end(digits_comp, tmp_path, capsys):
     assert list(team.columns) == list(pd.read_csv(sub_path, nrows=1).columns) and len(team) == 60
     assert (runs / "ensemble" / "diff_pairs.csv").exists()
     assert (runs / "browse" / "test_predicted" / "manifest.csv").exists()
+    expected = json.loads((runs / "ensemble" / "expected_score.json").read_text())
+    assert submission_cv(sub_path, runs)["cv"] == expected["expected"]  # what `lib.ops.team lb add` finds
     sub = pd.read_csv(sub_path, dtype={"ID": str})
     sample = pd.read_csv(digits_comp / "sample_submission.csv", dtype={"ID": str})
     assert list(sub.columns) == list(sample.columns)

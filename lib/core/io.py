@@ -6,6 +6,7 @@ old file or the new one, never a truncated one.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import uuid
@@ -63,6 +64,12 @@ def file_signature(path) -> tuple[int, int]:
     except OSError:
         return -1, -1
     return st.st_size, st.st_mtime_ns
+
+
+def file_sha1(path) -> str:
+    """The sha1 of a file's bytes, 40 hex digits: what names a submission whatever it is called."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha1").hexdigest()
 
 
 def read_json(path):

@@ -146,7 +146,7 @@ def find_runs(runs_dir="runs", complete_only: bool = True, full_data: bool = Tru
     for c in ("monitor_best", "monitor_last", "weights_epoch", "last_epoch", "min_per_epoch"):
         df[c] = pd.to_numeric(df[c]).astype(float)  # None (not recorded) -> NaN
     if complete_only:
-        df = df[df["complete"]]
+        df = df[df["complete"].astype(bool)]  # empty, the column is not bool: pandas would read it as column names
     return df.sort_values(["model", "fold"]).reset_index(drop=True)
 
 

@@ -18,6 +18,7 @@ from lib.core.io import read_json, write_csv, write_json
 from lib.core.paths import resolve
 from lib.data.competition import Competition
 from lib.predict.blend import Blend, blend_test
+from lib.predict.lb_log import expected_record
 from lib.predict.refit import refit_plan
 
 
@@ -189,7 +190,8 @@ def write_ensemble(b: Blend, tests: dict, comp: Competition, runs_dir="runs",
     """Write the submission (sample_submission's ids, row and column order; validated before
     writing), ``<runs_dir>/ensemble/blend_report.csv``, ``crossfit.csv`` and ``decision.csv`` (the
     cross-fitted comparisons), ``expected_score.json`` (given ``expected``, from
-    ``lib.predict.calibrate.expected_score``), ``oof_blend.csv`` (id, target, classes),
+    ``lib.predict.calibrate.expected_score``, with the submission's path and sha1, by which
+    ``lib.predict.lb_log`` finds the CV of a leaderboard score), ``oof_blend.csv`` (id, target, classes),
     ``test_<model>.csv`` (each single model's test predictions, its folds' mean with the same TTA, as
     a submission: uncalibrated, no temperature and no decision offsets, so its leaderboard score is the
     model's raw one; compare accuracy-type scores with the blend's, not log loss) and, given ``runs`` (``open_runs``),
@@ -209,7 +211,7 @@ def write_ensemble(b: Blend, tests: dict, comp: Competition, runs_dir="runs",
         if table is not None:
             write_csv(out / name, table)
     if expected is not None:
-        write_json(out / "expected_score.json", expected)
+        write_json(out / "expected_score.json", expected_record(expected, submission))  # with its sha1
     oof = pd.DataFrame(b.probs, columns=comp.classes)
     oof.insert(0, "target", b.y), oof.insert(0, "id", b.ids)
     write_csv(out / "oof_blend.csv", oof)
