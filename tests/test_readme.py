@@ -99,3 +99,9 @@ def test_make_quick_ends_in_a_valid_submission(digits_comp, tmp_path):
     probs = sub[sample.columns[1:]].to_numpy()
     assert np.isfinite(probs).all() and np.allclose(probs.sum(axis=1), 1, atol=1e-6)
     assert nbformat.read(runs / "04_ensemble_tta.ipynb", as_version=4).cells  # the executed notebook is kept
+
+
+def test_readme_stays_short():
+    """The README is the way in (at most 7 KB); details live in docs/."""
+    size = (ROOT / "README.md").stat().st_size
+    assert size <= 7000, f"README.md is {size} bytes: move details to docs/ (limit 7000)"
