@@ -17,8 +17,8 @@ import yaml
 
 from lib.core.paths import repo_root
 from lib.ops import summary
-from lib.ops.grid import run_grid
 from lib.ops.jobs import KERNEL
+from lib.ops.runner import run_grid
 
 NB = repo_root() / "notebooks"
 

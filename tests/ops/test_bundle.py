@@ -20,7 +20,7 @@ import pytest
 from conftest import as_document_competition
 
 from lib.core.config import TrainConfig
-from lib.ops.bundle import make_bundle
+from lib.ops.offline import make_bundle
 from lib.predict.crossfit import fit_blend
 from lib.predict.inference import PredictSpec, tta_predictions
 from lib.predict.oof import open_runs
