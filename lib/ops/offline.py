@@ -87,10 +87,10 @@ def _notebook(path: Path, out: Path) -> None:
     cell = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
     lines = []
     for line in cell["source"]:
-        name = line.split("=")[0].strip()
-        if name in ("runs_dir", "wheels"):
-            value = out / ("runs" if name == "runs_dir" else "wheels")
-            line = f"{name} = {str(value)!r}  # this bundle's; on Kaggle: /kaggle/input/<bundle>/{value.name}\n"
+        target = line.split("=")[0].rstrip()          # "runs_dir: str": the name and its type
+        if target.split(":")[0].strip() in ("runs_dir", "wheels"):
+            value = out / ("runs" if target.startswith("runs_dir") else "wheels")
+            line = f"{target} = {str(value)!r}  # this bundle's; on Kaggle: /kaggle/input/<bundle>/{value.name}\n"
         lines.append(line)
     cell["source"] = lines
     # an offline kernel (Kaggle's) has no foldbook kernel: the bundle's notebook runs on the default one
