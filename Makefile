@@ -22,13 +22,16 @@ DEMO_FOLDS  ?= 0-2
 # digits are not mirror-symmetric: the digits demo trains without horizontal flips
 DEMO_FLIPS  := $(if $(filter digits,$(DEMO_NAME)),-p hflip False)
 
-# the grid: every params file x fold
-PARAMS ?= $(DEMO_PARAMS)
-DATA   ?= $(DEMO_DATA)
-N_FOLDS ?= 3
-FOLDS  ?= $(DEMO_FOLDS)
+# the grid: every params file (PARAMS, required) x fold; DATA and N_FOLDS, when given, override the recipes'
+# (whose default is 5 folds, as the notebooks' and lib.ops.grid's); any other grid option in ARGS, e.g.
+# make grid PARAMS=params/convnext_tiny.yaml DATA=data/cars ARGS='-y "{loss_args: {label_smoothing: 0.1}}" --jobs 2'
+PARAMS ?=
+DATA   ?=
+N_FOLDS ?=
+FOLDS  ?= 0-4
 JOBS   ?= 1
 RUNS   ?= runs
+ARGS   ?=
 PAPERMILL := $(PY) -m papermill --cwd $(CURDIR) -k $(KERNEL)
 
 # the scored Fashion-MNIST benchmark (params/fmnist/README.md): full data, each recipe x 5 folds + its full-data refit
@@ -82,8 +85,8 @@ demo: env
 # your own competition, a first submission in minutes: 01, params/quick.yaml on 3 folds, 04, the summary.
 # DATA=data/<name>; ARGS: more overrides for the grid, e.g. ARGS="-p max_samples 500" for a smoke run
 QUICK_PARAMS ?= params/quick.yaml
-ARGS ?=
 quick: env
+	@test -n "$(DATA)" || { echo "make quick: give DATA=data/<name> (your competition's folder)"; exit 2; }
 	@start=$$(date +%s); mkdir -p $(RUNS) && \
 	$(PAPERMILL) notebooks/01_eda.ipynb $(RUNS)/01_eda.ipynb -p data_dir $(DATA) -p n_folds 3 && \
 	$(PY) -m lib.ops.grid --params $(QUICK_PARAMS) --folds 0-2 --runs-dir $(RUNS) -p data_dir $(DATA) -p n_folds 3 $(ARGS) && \
@@ -130,7 +133,8 @@ lab: env
 	TORCHINDUCTOR_CACHE_DIR=$${TORCHINDUCTOR_CACHE_DIR:-$(CURDIR)/.cache/torchinductor} $(VENV)/bin/jupyter lab --notebook-dir=$(CURDIR)$(if $(filter 0,$(shell id -u)), --allow-root)
 
 grid: env
-	$(PY) -m lib.ops.grid --params $(PARAMS) --folds $(FOLDS) --jobs $(JOBS) --runs-dir $(RUNS) -p data_dir $(DATA) -p n_folds $(N_FOLDS)
+	@test -n "$(PARAMS)" || { echo 'make grid: give PARAMS="params/<recipe>.yaml ..." and DATA=data/<competition> (make demo runs the demo grid)'; exit 2; }
+	$(PY) -m lib.ops.grid --params $(PARAMS) --folds $(FOLDS) --jobs $(JOBS) --runs-dir $(RUNS)$(if $(DATA), -p data_dir $(DATA))$(if $(N_FOLDS), -p n_folds $(N_FOLDS)) $(ARGS)
 
 # an offline bundle of 04's blend for code competitions (wheel + runs + 05_inference.ipynb)
 OUT  ?= bundle

@@ -41,7 +41,7 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="session")
 def _digits_source(tmp_path_factory):
-    from lib.ops.demo import build_demo
+    from lib.ops.demo_data import build_demo
 
     return build_demo("digits", out=str(tmp_path_factory.mktemp("data")), max_train_per_class=20,
                       max_test=60, verbose=False)

@@ -136,9 +136,10 @@ class TrainConfig:
     @classmethod
     def from_notebook(cls, namespace: dict, notebook_only=()) -> TrainConfig:
         """The recipe from 02_train's globals once its parameters cell (and papermill's injected
-        cell) ran. The parameters cell starts with ``_names_before = set(globals())``: a plain value
-        defined after that line which is neither a setting nor in ``notebook_only`` is a misspelt
-        parameter (e.g. ``-p lr_max 1e-3``) and fails here, before anything is written."""
+        cell) ran. The cell before the parameters cell sets ``_names_before = set(globals())`` (kept out
+        of the parameters cell, so ``papermill --help-notebook`` lists settings only): a plain value
+        defined after it which is neither a setting nor in ``notebook_only`` is a misspelt parameter
+        (e.g. ``-p lr_max 1e-3``) and fails here, before anything is written."""
         before = namespace.pop("_names_before", None)
         names = field_names()
         if before is not None:

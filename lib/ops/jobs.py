@@ -99,33 +99,12 @@ class GridJob:
         return cmd
 
 
-def parse_folds(spec: str) -> list[int]:
-    """"0-4" -> [0..4], "0,2,3" -> [0, 2, 3]."""
-    out = []
-    for part in str(spec).split(","):
-        a, _, b = part.partition("-")
-        out += list(range(int(a), int(b) + 1)) if b else [int(a)]
-    return out
-
-
-def parse_value(text: str):
-    """A ``-p`` value as papermill reads it: True/False/None, an int, a float, else the text."""
-    consts = {"True": True, "False": False, "None": None}
-    if text in consts:
-        return consts[text]
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
 def make_jobs(params_files, folds, runs_dir="runs", overrides: dict | None = None, full: bool = False) -> list[GridJob]:
     """A job per params file x fold, each recipe checked (names, choices, files) before anything runs. With
     ``full``, one full-data refit per params file instead (``<stem>_full``, ``lib.predict.refit``), for the epochs
-    its completed fold runs chose (``cv_epochs``) unless ``-p epochs`` says otherwise."""
-    overrides = {k: parse_value(v) if isinstance(v, str) else v for k, v in (overrides or {}).items()}
+    its completed fold runs chose (``cv_epochs``) unless ``overrides`` give ``epochs``. ``overrides``: settings for
+    every job, typed (the command line reads ``-p`` text with ``parse_value``, ``-y`` as YAML)."""
+    overrides = dict(overrides or {})
     jobs = []
     for pf in params_files:
         pf = resolve(pf)

@@ -31,7 +31,7 @@ from lib.ops.jobs import run_command, run_env
 
 @dataclass(frozen=True)
 class RayOptions:
-    """How the grid uses a Ray cluster (``lib.ops.grid.run_grid(..., backend="ray", ray=RayOptions(...))``).
+    """How the grid uses a Ray cluster (``lib.ops.runner.run_grid(..., backend="ray", ray=RayOptions(...))``).
 
     ``address``: the cluster (``auto``, ``ray://host:10001``; None: the Ray this process already
     started, else ``$RAY_ADDRESS``'s, else a new local one); ``cpus_per_run`` / ``gpus_per_run``: what

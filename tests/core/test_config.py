@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import typing
 
 import nbformat
 import papermill as pm
@@ -19,17 +20,21 @@ NOTEBOOK_ONLY = {"find_lr"}
 
 
 def _parameters_cell() -> dict:
-    """name -> default of 02_train's parameters cell (literals only)."""
+    """name -> (annotation, default) of 02_train's parameters cell (``name: type = literal``)."""
     nb = nbformat.read(repo_root() / "notebooks" / "02_train.ipynb", as_version=4)
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
-    return {node.targets[0].id: ast.literal_eval(node.value) for node in ast.parse(cell.source).body
-            if isinstance(node, ast.Assign) and not node.targets[0].id.startswith("_")}
+    body = ast.parse(cell.source).body
+    assert all(isinstance(node, ast.AnnAssign) for node in body), "every parameter as `name: type = value  # help`"
+    return {node.target.id: (ast.unparse(node.annotation), ast.literal_eval(node.value)) for node in body}
 
 
-def test_notebook_cell_defaults_are_the_dataclass_defaults():
+def test_notebook_cell_defaults_and_types_are_the_dataclass_ones():
     cell = _parameters_cell()
     assert set(cell) == set(field_names()) | NOTEBOOK_ONLY
-    assert {k: v for k, v in cell.items() if k not in NOTEBOOK_ONLY} == defaults()
+    assert {k: v for k, (_, v) in cell.items() if k not in NOTEBOOK_ONLY} == defaults()
+    hints = typing.get_type_hints(TrainConfig)
+    wrong = {k: (t, str(hints[k])) for k, (t, _) in cell.items() if k in hints and eval(t, vars(typing)) != hints[k]}
+    assert not wrong, f"02_train's parameter types differ from TrainConfig's: {wrong}"
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: str(p.relative_to(repo_root() / "params")))

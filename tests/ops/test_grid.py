@@ -12,9 +12,10 @@ from conftest import start_and_kill
 
 from lib.core.config import TrainConfig
 from lib.core.paths import repo_root
-from lib.ops.grid import main, run_grid
-from lib.ops.jobs import GridClock, make_jobs, parse_folds, parse_value, run_env
+from lib.ops.grid import main, overrides, parse_folds, parse_value, parse_yaml
+from lib.ops.jobs import NOTEBOOK, GridClock, make_jobs, run_env
 from lib.ops.ray_grid import RayOptions
+from lib.ops.runner import run_grid
 from lib.train.loop import train_fold
 
 TINY = {"backbone": "test_resnet", "img_size": 24, "batch_size": 32, "epochs": 1, "lr": 0.003, "n_folds": 2}
@@ -30,6 +31,23 @@ def _params(tmp_path, name, **kw):
 def test_parse_folds_and_values():
     assert parse_folds("0-4") == [0, 1, 2, 3, 4] and parse_folds("0,2") == [0, 2] and parse_folds("3") == [3]
     assert [parse_value(v) for v in ("3", "1e-3", "False", "None", "data/x")] == [3, 1e-3, False, None, "data/x"]
+
+
+def test_yaml_overrides_pass_lists_and_dicts_to_every_job(tmp_path, capsys):
+    """``-y`` as papermill's: a YAML mapping, so lists and dicts reach the recipe typed; ``-p`` wins over it."""
+    given = overrides([parse_yaml("{stages: [[16, 1], [24, 1]], loss_args: {label_smoothing: 0.1}, img_size: 32}"),
+                       parse_yaml("run_name: '007'")], [("img_size", "24"), ("hflip", "False")])
+    assert given == {"stages": [[16, 1], [24, 1]], "loss_args": {"label_smoothing": 0.1}, "img_size": 24,
+                     "run_name": "007", "hflip": False}
+    job = make_jobs([_params(tmp_path, "y", epochs=2)], [0], runs_dir=str(tmp_path / "runs"),
+                    overrides={k: v for k, v in given.items() if k != "run_name"})[0]
+    assert job.cfg.stages == [[16, 1], [24, 1]] and job.cfg.loss_args == {"label_smoothing": 0.1}
+    cmd = job.command()
+    assert yaml.safe_load(cmd[cmd.index("-y") + 1])["stages"] == [[16, 1], [24, 1]]      # and its papermill command
+    for bad, why in (("[identity, hflip]", "is not a YAML mapping"), ("{stages: [[16, 1]", "is not YAML")):
+        with pytest.raises(SystemExit):
+            main(["--params", "a.yaml", "-y", bad])
+        assert f"argument -y/--yaml: '{bad}' {why}" in capsys.readouterr().err
 
 
 def test_grid_skips_complete_and_reports_broken(digits_comp, tmp_path):
@@ -52,13 +70,14 @@ def test_grid_skips_complete_and_reports_broken(digits_comp, tmp_path):
 
 def test_the_command_line_gives_the_ray_flags_as_one_ray_options(monkeypatch):
     seen = {}
-    monkeypatch.setattr("lib.ops.grid.run_grid", lambda *a, **k: seen.update(k) or
+    monkeypatch.setattr("lib.ops.runner.run_grid", lambda *a, **k: seen.update(k) or
                         {"done": [], "skipped": [], "failed": []})
     assert main(["--params", "a.yaml", "--folds", "0-1", "--backend", "ray", "--address", "auto",
                  "--cpus-per-run", "8", "--gpus-per-run", "1", "--resources", '{"a100": 1}', "--max-retries", "5"]) == 0
     assert seen["ray"] == RayOptions("auto", 8, 1, {"a100": 1}, 5)
     main(["--params", "a.yaml"])
     assert seen["ray"] == RayOptions()                      # the flags' defaults are RayOptions' defaults
+    assert seen["notebook"] == NOTEBOOK                     # and --notebook's the grid's
 
 
 def test_runs_share_one_inductor_cache_through_their_environment(digits_comp, tmp_path, monkeypatch):
@@ -68,8 +87,8 @@ def test_runs_share_one_inductor_cache_through_their_environment(digits_comp, tm
     assert run_env(tmp_path) == {}                                 # the grid's own setting: the runs inherit it
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
     envs = []
-    monkeypatch.setattr("lib.ops.grid.check_kernel", lambda: None)
-    monkeypatch.setattr("lib.ops.grid.run_command", lambda cmd, log, env, cwd, on_line: envs.append(env) or (1, "x"))
+    monkeypatch.setattr("lib.ops.runner.check_kernel", lambda: None)
+    monkeypatch.setattr("lib.ops.runner.run_command", lambda cmd, log, env, cwd, on_line: envs.append(env) or (1, "x"))
     run_grid([_params(tmp_path, "env", data_dir=str(digits_comp))], [0, 1], runs_dir=str(tmp_path / "runs"), jobs=2)
     cache = str(repo_root() / ".cache" / "torchinductor")
     assert [e["TORCHINDUCTOR_CACHE_DIR"] for e in envs] == [cache, cache]
@@ -137,7 +156,7 @@ def test_ray_backend_on_a_local_cluster(digits_comp, tmp_path):
     assert json.loads((tmp_path / "runs" / "rayrun_f0" / "metrics.json").read_text())["complete"]
 
 
-def test_a_run_of_another_recipe_is_never_skipped_as_complete(digits_comp, tmp_path):
+def test_a_run_of_another_recipe_is_never_skipped_as_complete(digits_comp, tmp_path, capsys):
     """The demo switched from digits to another competition in the same runs folder: the grid names
     what differs before training anything, and --force retrains exactly those runs."""
     other = shutil.copytree(digits_comp, tmp_path / "fmnist_like")
@@ -148,9 +167,14 @@ def test_a_run_of_another_recipe_is_never_skipped_as_complete(digits_comp, tmp_p
     with pytest.raises(ValueError, match=r"(?s)demo_f0: data_dir '.*digits' recorded, '.*fmnist_like' asked.*--force"):
         run_grid([recipe], [0], runs_dir=str(runs), overrides={"data_dir": str(other)})
     with pytest.raises(ValueError, match="img_size 24 recorded, 32 asked"):
-        run_grid([recipe], [0], runs_dir=str(runs), overrides={"data_dir": str(digits_comp), "img_size": "32"})
+        run_grid([recipe], [0], runs_dir=str(runs), overrides={"data_dir": str(digits_comp), "img_size": 32})
     assert (runs / "demo_f0" / "metrics.json").stat().st_mtime_ns == stamp       # nothing was trained
     assert main(["--params", str(recipe), "--folds", "0", "--runs-dir", str(runs), "-p", "data_dir", str(other)]) == 2
+    capsys.readouterr()
+    assert main(["--params", str(recipe), "--folds", "0", "--runs-dir", str(runs), "-p", "data_dir", str(digits_comp),
+                 "-y", "{loss_args: {label_smoothing: 0.1}, img_size: 32}", "-p", "img_size", "24"]) == 2
+    err = capsys.readouterr().err                     # -y's dict reached the job's recipe; -p's img_size won
+    assert "demo_f0: loss_args {} recorded, {'label_smoothing': 0.1} asked" in err and "img_size" not in err, err
     res = run_grid([recipe], [0], runs_dir=str(runs), overrides={"data_dir": str(other)}, force=True)
     assert res["done"] == ["demo_f0"]
     assert TrainConfig.from_yaml(runs / "demo_f0" / "params.yaml").data_dir == str(other)

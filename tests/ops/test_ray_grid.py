@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lib.ops.grid import run_grid
 from lib.ops.ray_grid import RayOptions, _run_job
+from lib.ops.runner import run_grid
 from lib.train.distributed import free_port
 
 RAY = Path(sys.executable).with_name("ray")

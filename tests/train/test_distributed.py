@@ -16,8 +16,8 @@ import yaml
 from conftest import start_and_kill
 
 from lib.core.config import TrainConfig
-from lib.ops.grid import run_grid
 from lib.ops.jobs import make_jobs
+from lib.ops.runner import run_grid
 from lib.train.distributed import ShardedDataLoader
 from lib.train.loop import train_fold
 

@@ -18,7 +18,7 @@ import yaml
 from fastai.callback.core import Callback
 
 from lib.core.config import TrainConfig
-from lib.ops.grid import run_grid
+from lib.ops.runner import run_grid
 from lib.train.distributed import free_port
 from lib.train.loop import fit, setup_run, train_fold
 
