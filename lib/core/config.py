@@ -238,7 +238,8 @@ class TrainConfig:
                 found = False
             if not found:
                 out.append(f"tracker {self.tracker!r}: the {self.tracker} package is not installed here; "
-                           f"`make env EXTRAS=tracking` installs it (pip install -e '.[tracking]'), or set tracker 'none'")
+                           f"`make env EXTRAS=tracking` installs it (pip install -e '.[tracking]'), "
+                           f"or set tracker 'none'")
         if self.sync_to:
             problem = rules.backup_problem(self.sync_to)
             if problem:

@@ -97,7 +97,8 @@ def run_on_ray(jobs: list, notebook: str, record, options: RayOptions | None = N
         import ray
         from ray.exceptions import RayError
     except ImportError as e:
-        raise ImportError(f"--backend ray needs Ray: `make env EXTRAS=cluster` (pip install -e '.[cluster]'); {e}") from e
+        raise ImportError(f"--backend ray needs Ray: `make env EXTRAS=cluster` "
+                          f"(pip install -e '.[cluster]'); {e}") from e
 
     ray.init(address=options.address, ignore_reinit_error=True, log_to_driver=False,
              runtime_env={"working_dir": str(repo_root()), "excludes": EXCLUDES})
