@@ -2,6 +2,9 @@
 
     jobs = make_jobs(["params/demo/resnet.yaml"], [0, 1, 2], "runs")   # each recipe checked first
     code, tail = run_command(jobs[0].command(), jobs[0].log)          # `tail -f runs/<run>.log`
+
+Each attempt at a job appends to its log under a ``--- attempt n ---``
+line: a retry (Ray's, or the next grid) keeps what the failed attempt printed.
 """
 from __future__ import annotations
 
@@ -9,11 +12,13 @@ import ctypes
 import os
 import re
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +36,7 @@ from lib.core.rundir import cv_epochs, recipe_changes, run_complete
 NOTEBOOK = "notebooks/02_train.ipynb"
 KERNEL = "foldbook"  # the project's kernel: ``make env`` registers it, the notebooks declare it
 INDUCTOR_CACHE = ".cache/torchinductor"  # torch.compile's on-disk caches, under the repo (``run_env``)
+ATTEMPT = "--- attempt "  # how each attempt's output starts in a job's log (``run_command``)
 
 
 def check_kernel(name: str = KERNEL) -> None:
@@ -163,19 +169,35 @@ def run_command(cmd: list[str], log: Path, env_extra: dict | None = None, cwd: s
                 on_line=None) -> tuple[int, str]:
     """Run one papermill command, its output streamed line by line to ``log`` (``tail -f`` it), each
     line followed by what ``on_line(line)`` returns, if anything (the grid's ETA after an epoch line);
-    returns (exit code, its last lines). On Linux the command dies with the process that started it
-    (a lost Ray worker leaves no orphan training on)."""
+    returns (exit code, the last lines of this attempt). The output is appended under a line
+    ``--- attempt n (time, host) ---`` (n: the attempts the log holds, plus one), so a retried job keeps
+    what its failed attempts printed. On Linux the command dies with the process that started it (a lost
+    Ray worker leaves no orphan training on)."""
     env = {**os.environ, **(env_extra or {}), "PYTHONUNBUFFERED": "1"}
     log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w", encoding="utf-8") as out:
+    tail: deque[str] = deque(maxlen=15)
+    n = 1 + attempts(log)
+    with open(log, "a", encoding="utf-8") as out:
+        out.write(f"{ATTEMPT}{n} ({time.strftime('%Y-%m-%d %H:%M:%S')}, {socket.gethostname()}) ---\n")
+        out.flush()
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, errors="replace", bufsize=1, preexec_fn=_die_with_parent)
         for line in proc.stdout:
             extra = on_line(line) if on_line else None
-            out.write(line + (f"{extra}\n" if extra else ""))
+            text = line + (f"{extra}\n" if extra else "")
+            out.write(text)
             out.flush()
+            tail.extend(text.splitlines())
         code = proc.wait()
-    return code, "\n".join(log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-15:])
+    return code, "\n".join(tail).strip()
+
+
+def attempts(log: Path) -> int:
+    """How many attempts at a job its log holds (``run_command``'s ``--- attempt n`` lines); 0 without a log."""
+    if not log.exists():
+        return 0
+    with open(log, encoding="utf-8", errors="replace") as f:
+        return sum(line.startswith(ATTEMPT) for line in f)
 
 
 EPOCH_LINE = re.compile(r"epoch (\d+)/(\d+)\s.*?([\d.]+)s  eta ")

@@ -15,8 +15,9 @@ What the nodes need, and why:
 
 Resources per run come from ``RayOptions`` (``cpus_per_run``, ``gpus_per_run``, custom ``resources``),
 not from what the cluster holds when the grid starts (an autoscaler adds GPU nodes later). Each run's
-output streams to ``runs/<run>.log``. A task whose worker or node dies is retried ``max_retries`` times, and the run
-resumes; a run that still fails is listed with its reason, and the others go on.
+output streams to ``runs/<run>.log``, each attempt under its ``--- attempt n ---`` line. A task whose worker or node
+dies is retried ``max_retries`` times, and the run resumes; a run that still fails is listed with its reason, and
+the others go on.
 """
 from __future__ import annotations
 

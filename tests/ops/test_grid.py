@@ -5,6 +5,7 @@ import json
 import os
 import re
 import shutil
+import sys
 
 import pytest
 import yaml
@@ -13,7 +14,7 @@ from conftest import start_and_kill
 from lib.core.config import TrainConfig
 from lib.core.paths import repo_root
 from lib.ops.grid import main, run_grid
-from lib.ops.jobs import GridClock, make_jobs, parse_folds, parse_value, run_env
+from lib.ops.jobs import GridClock, make_jobs, parse_folds, parse_value, run_command, run_env
 from lib.ops.ray_grid import RayOptions
 from lib.train.loop import train_fold
 
@@ -179,3 +180,15 @@ def test_a_complete_run_whose_push_failed_is_listed_and_pushed_by_the_next_grid(
     assert metrics.stat().st_mtime_ns == stamp                                          # pushed, not retrained
     assert json.loads((mnt / "backup" / "bk_f0" / "metrics.json").read_text())["complete"]
     assert run_grid([p], [0], runs_dir=str(runs), overrides={"sync_to": url})["skipped"] == ["bk_f0"]
+
+
+def test_a_retried_job_appends_to_its_log_under_an_attempt_line(tmp_path):
+    """A Ray retry (or the next grid) of a job keeps what its failed attempt printed; the tail it returns
+    is its own."""
+    log = tmp_path / "r_f0.log"
+    code, tail = run_command([sys.executable, "-c", "print('epoch 1 saved'); raise SystemExit(3)"], log)
+    assert code == 3 and tail == "epoch 1 saved"
+    code, tail = run_command([sys.executable, "-c", "print('resumed after epoch 1')"], log)
+    assert code == 0 and tail == "resumed after epoch 1"
+    assert re.fullmatch(r"--- attempt 1 \(.+\) ---\nepoch 1 saved\n--- attempt 2 \(.+\) ---\nresumed after epoch 1\n",
+                        log.read_text()), log.read_text()
