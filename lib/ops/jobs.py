@@ -1,9 +1,13 @@
 """One job of the grid: a recipe x fold, the papermill command that runs it, its streamed log and ETA.
 
     jobs = make_jobs(["params/demo/resnet.yaml"], [0, 1, 2], "runs")   # each recipe checked first
-    code, tail = run_command(jobs[0].command(), jobs[0].log)          # `tail -f runs/<run>.log`
+    code, tail = run_command(jobs[0].command(), jobs[0].log, jobs[0].secret_env)   # `tail -f runs/<run>.log`
 
-Each attempt at a job appends to its log under a ``--- attempt n ---``
+A URL setting with credentials (``tracker_uri: http://user:pass@host``, ``sync_to``) never becomes a
+papermill parameter, which the executed notebook would keep: the command passes it redacted
+(``http://***@host``) and the job's process gets the full URL in ``$FOLDBOOK_TRACKER_URI`` /
+``$FOLDBOOK_SYNC_TO`` (``secret_env``), from which 02_train's recipe takes it back
+(``TrainConfig.from_notebook``). Each attempt at a job appends to its log under a ``--- attempt n ---``
 line: a retry (Ray's, or the next grid) keeps what the failed attempt printed.
 """
 from __future__ import annotations
@@ -28,9 +32,9 @@ import yaml
 from jupyter_client.kernelspec import KernelSpecManager
 
 from lib.core.backup import failed_pushes
-from lib.core.config import TrainConfig
+from lib.core.config import SECRET_ENV, TrainConfig
 from lib.core.io import clock
-from lib.core.paths import repo_root, resolve
+from lib.core.paths import has_credentials, redact_url, repo_root, resolve
 from lib.core.rundir import cv_epochs, recipe_changes, run_complete
 
 NOTEBOOK = "notebooks/02_train.ipynb"
@@ -53,7 +57,20 @@ class GridJob:
     papermill command that runs it, and where its outputs go."""
     params_file: Path
     cfg: TrainConfig
-    overrides: dict  # the grid's settings for every job (typed), passed to papermill as YAML
+    overrides: dict  # the grid's settings for every job (typed), passed to papermill as YAML; URLs redacted
+
+    def __post_init__(self):
+        # a URL with credentials goes to papermill redacted (also over the params file's), whole in secret_env
+        self.overrides = {**self.overrides, **{k: redact_url(v) for k, v in self._secrets().items()}}
+
+    def _secrets(self) -> dict:
+        return {k: getattr(self.cfg, k) for k in SECRET_ENV if has_credentials(getattr(self.cfg, k))}
+
+    @property
+    def secret_env(self) -> dict:
+        """What the job's process gets added to its environment: the full URL of each URL setting with
+        credentials, in its ``SECRET_ENV`` variable (the command passes it redacted)."""
+        return {SECRET_ENV[k]: v for k, v in self._secrets().items()}
 
     @property
     def run_name(self) -> str:
@@ -139,7 +156,7 @@ def make_jobs(params_files, folds, runs_dir="runs", overrides: dict | None = Non
         for f in [0] if full else folds:
             cfg = TrainConfig.from_yaml(pf, **{**overrides, **extra, "fold": f, "runs_dir": str(runs_dir),
                                                "run_name": f"{pf.stem}_full" if full else f"{pf.stem}_f{f}",
-                                               "progress": False})
+                                               "progress": False}).with_credentials()
             missing = cfg.missing_files()
             if missing:
                 raise FileNotFoundError(f"{pf}: " + "; ".join(missing))

@@ -59,7 +59,7 @@ def _run_job(job, notebook: str):
     resumes from its last saved epoch instead of being recorded as failed."""
     work = _working_dir(job.cfg.name)
     inode = _inode(work)
-    code, tail = run_command(job.command(notebook, root=work), job.log, run_env(work), str(work))
+    code, tail = run_command(job.command(notebook, root=work), job.log, {**run_env(work), **job.secret_env}, str(work))
     if code != 0 and _inode(work) != inode:
         raise RuntimeError(f"{job.cfg.name}: the code Ray unpacked for this task ({work}) was removed during "
                            f"the run; Ray retries it. Its last output:\n{tail}")

@@ -98,6 +98,7 @@ class _Job:
     """What ``_run_job`` uses of a ``lib.ops.jobs.GridJob``."""
     def __init__(self, log: Path):
         self.cfg, self.log = type("Cfg", (), {"name": "r_f0"})(), log
+        self.secret_env = {}
 
     def command(self, notebook, root):
         return ["papermill", notebook]
