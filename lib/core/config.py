@@ -9,11 +9,19 @@ and ``-p``; flat names, later sources win) -> ``TrainConfig.from_notebook`` -> `
 writes its recipe to ``runs/<run>/params.yaml`` (``to_yaml``); re-prediction, analysis and resume
 read it back with ``from_yaml``. Every name and choice is checked when a recipe is made, before any
 file is written: a misspelt setting fails and names the valid ones.
+
+A URL setting may carry a password (``tracker_uri: http://user:pass@host``, ``sync_to``): what a run
+records, sends or shows is ``to_record()``, with the credentials as ``***`` (``lib.core.paths.redact_url``).
+The full URL reaches a papermill run without being a parameter (papermill writes its parameters into
+the executed notebook): the grid passes ``-p tracker_uri http://***@host`` and the full URL in
+``$FOLDBOOK_TRACKER_URI`` (``SECRET_ENV``), and ``from_notebook`` puts it back (``with_credentials``).
 """
 from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +30,7 @@ import yaml
 from lib.core import choices, rules
 from lib.core.checks import check_types, unknown_message
 from lib.core.io import write_yaml
-from lib.core.paths import resolve
+from lib.core.paths import has_credentials, is_redacted, redact_url, resolve
 
 
 @dataclass(frozen=True)
@@ -148,14 +156,53 @@ class TrainConfig:
             unknown = sorted(set(new) - set(names) - set(notebook_only))
             if unknown:
                 raise ValueError(unknown_message(unknown, names, "parameter"))
-        return cls(**{k: namespace[k] for k in names if k in namespace})
+        cfg = cls(**{k: namespace[k] for k in names if k in namespace})
+        for name, env in SECRET_ENV.items():
+            if has_credentials(getattr(cfg, name)):
+                shown = redact_url(getattr(cfg, name))
+                warnings.warn(f"{name} holds credentials: the run records it as {shown!r}, but this notebook's "
+                              f"parameters keep it whole (papermill writes them into the executed notebook). Pass "
+                              f"-p {name} '{shown}' and the full URL in ${env} (what the grid does), or the URL "
+                              f"without credentials and them in {CREDENTIALS[name]}", stacklevel=2)
+        return cfg.with_credentials()
+
+    def with_credentials(self, environ=None) -> TrainConfig:
+        """This recipe with each redacted URL setting (``http://***@host``, as ``to_record`` writes it)
+        replaced by the full URL in its environment variable (``SECRET_ENV``, from ``environ``, default
+        ``os.environ``) that redacts to it. Raises, saying what to do, when that variable is unset or holds
+        another URL: a redacted URL has lost its password."""
+        environ = os.environ if environ is None else environ
+        full = {}
+        for name, env in SECRET_ENV.items():
+            value = getattr(self, name)
+            if not is_redacted(value):
+                continue
+            given = environ.get(env)
+            if not given or redact_url(given) != value:
+                why = f"${env} is unset" if not given else f"${env} holds another URL ({redact_url(given)!r})"
+                raise ValueError(f"{name} {value!r} is a recorded URL whose credentials were replaced by *** ({why}); "
+                                 f"set ${env} to the full URL, or give {name} without credentials and them in "
+                                 f"{CREDENTIALS[name]}")
+            full[name] = given
+        return self.replace(**full) if full else self
 
     def to_dict(self) -> dict:
+        """Every setting as it is, credentials in ``tracker_uri``/``sync_to`` included: for this process only."""
         return dataclasses.asdict(self)
 
+    def to_record(self) -> dict:
+        """Every setting as a run records it (params.yaml, tracker parameters, messages): ``to_dict`` with
+        the credentials of its URL settings (``SECRET_ENV``) replaced by ``***``."""
+        out = self.to_dict()
+        return {**out, **{k: redact_url(out[k]) for k in SECRET_ENV}}
+
     def to_yaml(self, path) -> Path:
-        """Write the recipe (every setting) atomically; ``from_yaml`` reads it back equal."""
-        return write_yaml(path, self.to_dict())
+        """Write the recipe as recorded (``to_record``) atomically; ``from_yaml`` reads it back equal, but
+        for the credentials of a URL setting."""
+        return write_yaml(path, self.to_record())
+
+    def __repr__(self) -> str:
+        return f"TrainConfig({', '.join(f'{k}={v!r}' for k, v in self.to_record().items())})"
 
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)
@@ -243,7 +290,7 @@ class TrainConfig:
         if self.sync_to:
             problem = rules.backup_problem(self.sync_to)
             if problem:
-                out.append(f"sync_to {self.sync_to!r}: {problem}")
+                out.append(f"sync_to {redact_url(self.sync_to)!r}: {problem}")
         if self.pretrained not in ("none", "hub") and not resolve(self.pretrained).is_file():
             out.append(f"pretrained {self.pretrained!r}: no such weights file; give 'none', 'hub' or a "
                        ".safetensors path (relative to the repo root or absolute)")
@@ -256,6 +303,13 @@ class TrainConfig:
 RUNTIME = frozenset({"runs_dir", "device", "num_workers", "cache", "resume", "force", "progress", "verbose",
                      "devices", "sync_bn", "grad_checkpointing", "compile", "tracker", "tracker_uri", "tracker_group",
                      "sync_to"})
+
+
+# URL settings that may carry credentials: the environment variable that brings a papermill run the full
+# URL (the parameter being the redacted one), and where else the credentials can live
+SECRET_ENV = {"tracker_uri": "FOLDBOOK_TRACKER_URI", "sync_to": "FOLDBOOK_SYNC_TO"}
+CREDENTIALS = {"tracker_uri": "~/.netrc or $MLFLOW_TRACKING_USERNAME / $MLFLOW_TRACKING_PASSWORD",
+               "sync_to": "the file system's own settings (for s3://: AWS_* variables or ~/.aws/credentials)"}
 
 
 def field_names() -> list[str]:

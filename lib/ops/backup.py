@@ -34,10 +34,11 @@ def main(argv=None) -> int:
     import pandas as pd
 
     from lib.core.backup import restore_runs, sync_runs
+    from lib.core.paths import redact_text
     try:
         table = sync_runs(a.runs_dir, a.to) if a.command == "sync" else restore_runs(a.source, a.runs_dir)
     except (ValueError, FileNotFoundError, PermissionError) as e:
-        print(f"backup {a.command}: {e}", file=sys.stderr)
+        print(redact_text(f"backup {a.command}: {e}"), file=sys.stderr)
         return 2
     problems = [] if a.command != "sync" else [(w, p) for w, p in zip(table["what"], table["problem"]) if p]
     table = table.drop(columns="problem", errors="ignore")

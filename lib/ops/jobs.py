@@ -1,7 +1,14 @@
 """One job of the grid: a recipe x fold, the papermill command that runs it, its streamed log and ETA.
 
     jobs = make_jobs(["params/demo/resnet.yaml"], [0, 1, 2], "runs")   # each recipe checked first
-    code, tail = run_command(jobs[0].command(), jobs[0].log)          # `tail -f runs/<run>.log`
+    code, tail = run_command(jobs[0].command(), jobs[0].log, jobs[0].secret_env)   # `tail -f runs/<run>.log`
+
+A URL setting with credentials (``tracker_uri: http://user:pass@host``, ``sync_to``) never becomes a
+papermill parameter, which the executed notebook would keep: the command passes it redacted
+(``http://***@host``) and the job's process gets the full URL in ``$FOLDBOOK_TRACKER_URI`` /
+``$FOLDBOOK_SYNC_TO`` (``secret_env``), from which 02_train's recipe takes it back
+(``TrainConfig.from_notebook``). Each attempt at a job appends to its log under a ``--- attempt n ---``
+line: a retry (Ray's, or the next grid) keeps what the failed attempt printed.
 """
 from __future__ import annotations
 
@@ -9,11 +16,13 @@ import ctypes
 import os
 import re
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,14 +32,15 @@ import yaml
 from jupyter_client.kernelspec import KernelSpecManager
 
 from lib.core.backup import failed_pushes
-from lib.core.config import TrainConfig
+from lib.core.config import SECRET_ENV, TrainConfig
 from lib.core.io import clock
-from lib.core.paths import repo_root, resolve
+from lib.core.paths import has_credentials, redact_url, repo_root, resolve
 from lib.core.rundir import cv_epochs, recipe_changes, run_complete
 
 NOTEBOOK = "notebooks/02_train.ipynb"
 KERNEL = "foldbook"  # the project's kernel: ``make env`` registers it, the notebooks declare it
 INDUCTOR_CACHE = ".cache/torchinductor"  # torch.compile's on-disk caches, under the repo (``run_env``)
+ATTEMPT = "--- attempt "  # how each attempt's output starts in a job's log (``run_command``)
 
 
 def check_kernel(name: str = KERNEL) -> None:
@@ -47,7 +57,20 @@ class GridJob:
     papermill command that runs it, and where its outputs go."""
     params_file: Path
     cfg: TrainConfig
-    overrides: dict  # the grid's settings for every job (typed), passed to papermill as YAML
+    overrides: dict  # the grid's settings for every job (typed), passed to papermill as YAML; URLs redacted
+
+    def __post_init__(self):
+        # a URL with credentials goes to papermill redacted (also over the params file's), whole in secret_env
+        self.overrides = {**self.overrides, **{k: redact_url(v) for k, v in self._secrets().items()}}
+
+    def _secrets(self) -> dict:
+        return {k: getattr(self.cfg, k) for k in SECRET_ENV if has_credentials(getattr(self.cfg, k))}
+
+    @property
+    def secret_env(self) -> dict:
+        """What the job's process gets added to its environment: the full URL of each URL setting with
+        credentials, in its ``SECRET_ENV`` variable (the command passes it redacted)."""
+        return {SECRET_ENV[k]: v for k, v in self._secrets().items()}
 
     @property
     def run_name(self) -> str:
@@ -112,7 +135,7 @@ def make_jobs(params_files, folds, runs_dir="runs", overrides: dict | None = Non
         for f in [0] if full else folds:
             cfg = TrainConfig.from_yaml(pf, **{**overrides, **extra, "fold": f, "runs_dir": str(runs_dir),
                                                "run_name": f"{pf.stem}_full" if full else f"{pf.stem}_f{f}",
-                                               "progress": False})
+                                               "progress": False}).with_credentials()
             missing = cfg.missing_files()
             if missing:
                 raise FileNotFoundError(f"{pf}: " + "; ".join(missing))
@@ -142,19 +165,35 @@ def run_command(cmd: list[str], log: Path, env_extra: dict | None = None, cwd: s
                 on_line=None) -> tuple[int, str]:
     """Run one papermill command, its output streamed line by line to ``log`` (``tail -f`` it), each
     line followed by what ``on_line(line)`` returns, if anything (the grid's ETA after an epoch line);
-    returns (exit code, its last lines). On Linux the command dies with the process that started it
-    (a lost Ray worker leaves no orphan training on)."""
+    returns (exit code, the last lines of this attempt). The output is appended under a line
+    ``--- attempt n (time, host) ---`` (n: the attempts the log holds, plus one), so a retried job keeps
+    what its failed attempts printed. On Linux the command dies with the process that started it (a lost
+    Ray worker leaves no orphan training on)."""
     env = {**os.environ, **(env_extra or {}), "PYTHONUNBUFFERED": "1"}
     log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w", encoding="utf-8") as out:
+    tail: deque[str] = deque(maxlen=15)
+    n = 1 + attempts(log)
+    with open(log, "a", encoding="utf-8") as out:
+        out.write(f"{ATTEMPT}{n} ({time.strftime('%Y-%m-%d %H:%M:%S')}, {socket.gethostname()}) ---\n")
+        out.flush()
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, errors="replace", bufsize=1, preexec_fn=_die_with_parent)
         for line in proc.stdout:
             extra = on_line(line) if on_line else None
-            out.write(line + (f"{extra}\n" if extra else ""))
+            text = line + (f"{extra}\n" if extra else "")
+            out.write(text)
             out.flush()
+            tail.extend(text.splitlines())
         code = proc.wait()
-    return code, "\n".join(log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-15:])
+    return code, "\n".join(tail).strip()
+
+
+def attempts(log: Path) -> int:
+    """How many attempts at a job its log holds (``run_command``'s ``--- attempt n`` lines); 0 without a log."""
+    if not log.exists():
+        return 0
+    with open(log, encoding="utf-8", errors="replace") as f:
+        return sum(line.startswith(ATTEMPT) for line in f)
 
 
 EPOCH_LINE = re.compile(r"epoch (\d+)/(\d+)\s.*?([\d.]+)s  eta ")

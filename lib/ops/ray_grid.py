@@ -15,8 +15,9 @@ What the nodes need, and why:
 
 Resources per run come from ``RayOptions`` (``cpus_per_run``, ``gpus_per_run``, custom ``resources``),
 not from what the cluster holds when the grid starts (an autoscaler adds GPU nodes later). Each run's
-output streams to ``runs/<run>.log``. A task whose worker or node dies is retried ``max_retries`` times, and the run
-resumes; a run that still fails is listed with its reason, and the others go on.
+output streams to ``runs/<run>.log``, each attempt under its ``--- attempt n ---`` line. A task whose worker or node
+dies is retried ``max_retries`` times, and the run resumes; a run that still fails is listed with its reason, and
+the others go on.
 """
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def _run_job(job, notebook: str):
     resumes from its last saved epoch instead of being recorded as failed."""
     work = _working_dir(job.cfg.name)
     inode = _inode(work)
-    code, tail = run_command(job.command(notebook, root=work), job.log, run_env(work), str(work))
+    code, tail = run_command(job.command(notebook, root=work), job.log, {**run_env(work), **job.secret_env}, str(work))
     if code != 0 and _inode(work) != inode:
         raise RuntimeError(f"{job.cfg.name}: the code Ray unpacked for this task ({work}) was removed during "
                            f"the run; Ray retries it. Its last output:\n{tail}")

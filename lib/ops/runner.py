@@ -98,7 +98,7 @@ def run_grid(params_files, folds, runs_dir="runs", jobs: int = 1, backend: str =
         def work(job: GridJob):
             slot = slots.get()
             try:
-                env = {**run_env(), **({"CUDA_VISIBLE_DEVICES": str(slot % gpus)} if gpus else {})}
+                env = {**run_env(), **job.secret_env, **({"CUDA_VISIBLE_DEVICES": str(slot % gpus)} if gpus else {})}
                 return run_command(job.command(notebook), job.log, env, str(repo_root()),
                                    partial(grid_clock.line, job.run_name))
             finally:

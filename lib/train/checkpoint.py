@@ -22,6 +22,7 @@ import torch
 
 from lib.core.backup import push_run
 from lib.core.io import atomic_path, write_json
+from lib.core.paths import redact_text
 from lib.core.rundir import RunDir
 from lib.train.averaging import find_averager
 from lib.train.callbacks import find_ema
@@ -84,8 +85,8 @@ def backup(run_dir: Path, url: str, when: str) -> bool:
         push_run(run_dir, url)
         return True
     except Exception as e:  # noqa: BLE001 - a network or permission error must not stop training
-        print(f"backup of {run_dir.name} to {url} failed after {when}: {type(e).__name__}: {e}; "
-              "training goes on and tries again", file=sys.stderr, flush=True)
+        print(redact_text(f"backup of {run_dir.name} to {url} failed after {when}: {type(e).__name__}: {e}; "
+                          "training goes on and tries again"), file=sys.stderr, flush=True)
         return False
 
 
@@ -96,9 +97,10 @@ def final_backup(run_dir: Path, url: str) -> None:
     try:
         push_run(run_dir, url)
     except Exception as e:  # noqa: BLE001 - whatever the destination raised, said once, with what to do
-        raise RuntimeError(f"{run_dir.name} is complete, but its backup to {url} failed: {type(e).__name__}: {e} "
-                           f"(recorded in {run_dir / RunDir.BACKUP}). Nothing is retrained: run it again (the same "
-                           f"command, or the grid) or `make sync SYNC_TO={url}` to push it") from e
+        raise RuntimeError(redact_text(
+            f"{run_dir.name} is complete, but its backup to {url} failed: {type(e).__name__}: {e} (recorded in "
+            f"{run_dir / RunDir.BACKUP}). Nothing is retrained: run it again (the same command, or the grid) or "
+            f"`make sync SYNC_TO={url}` to push it")) from None
 
 
 def load_state(learn, state_file: Path) -> tuple[int, list]:

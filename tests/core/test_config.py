@@ -140,3 +140,40 @@ def test_runs_recorded_before_the_new_settings_read_back_as_they_trained(tmp_pat
         "best_epoch": ("last", "monitor"), "ema": (None, 0.999), "ema_epochs": (2.0, None)}
     assert asked.replace(best_epoch="monitor", ema=0.999, ema_epochs=None).differences(
         recorded_config(tmp_path / "doc")) == {}
+
+
+def test_credentials_in_url_settings_are_never_recorded(tmp_path):
+    """params.yaml, the recipe's repr and the checks' messages hold ``***`` for the password of
+    ``tracker_uri``/``sync_to``; the recipe itself keeps the full URL to use it."""
+    cfg = TrainConfig(tracker_uri="http://alice:s3cret@mlflow.internal:5000", sync_to="nosuch://bob:hunter2@b/runs")
+    path = cfg.to_yaml(tmp_path / "params.yaml")
+    recorded = yaml.safe_load(path.read_text())
+    assert recorded["tracker_uri"] == "http://***@mlflow.internal:5000" and recorded["sync_to"] == "nosuch://***@b/runs"
+    assert cfg.to_record() == recorded and cfg.tracker_uri == "http://alice:s3cret@mlflow.internal:5000"
+    shown = repr(cfg) + " ".join(cfg.missing_files())
+    assert "sync_to 'nosuch://***@b/runs': fsspec knows no protocol" in shown
+    assert "s3cret" not in shown and "hunter2" not in shown and "s3cret" not in path.read_text()
+
+
+def test_a_notebook_gets_the_full_url_from_the_environment_not_from_its_parameters(monkeypatch):
+    """papermill writes parameters into the executed notebook: the grid passes the redacted URL as the
+    parameter and the full one in $FOLDBOOK_TRACKER_URI; from_notebook puts it back when they match."""
+    def notebook(**params):
+        ns = {"_names_before": set()}
+        ns.update(defaults(), find_lr=False, **params)
+        return ns
+    full, shown = "http://alice:s3cret@mlflow.internal:5000", "http://***@mlflow.internal:5000"
+    monkeypatch.delenv("FOLDBOOK_TRACKER_URI", raising=False)
+    with pytest.raises(ValueError, match=r"tracker_uri 'http://\*\*\*@mlflow.internal:5000' is a recorded URL .*"
+                                         r"\$FOLDBOOK_TRACKER_URI is unset\); set \$FOLDBOOK_TRACKER_URI"):
+        TrainConfig.from_notebook(notebook(tracker_uri=shown), NOTEBOOK_ONLY)
+    monkeypatch.setenv("FOLDBOOK_TRACKER_URI", full)
+    assert TrainConfig.from_notebook(notebook(tracker_uri=shown), NOTEBOOK_ONLY).tracker_uri == full
+    with pytest.raises(ValueError, match=r"holds another URL \('http://\*\*\*@other:5000'\)"):
+        TrainConfig(tracker_uri=shown).with_credentials(environ={"FOLDBOOK_TRACKER_URI": "http://alice:s3cret@other:5000"})
+    assert TrainConfig(sync_to="s3://b/runs").with_credentials(environ={}).sync_to == "s3://b/runs"  # nothing hidden
+    # given whole by hand (papermill -p): used, and the user is told the notebook keeps it and what to do instead
+    with pytest.warns(UserWarning, match=r"tracker_uri holds credentials: the run records it as "
+                                         r"'http://\*\*\*@mlflow.internal:5000'.*FOLDBOOK_TRACKER_URI.*~/.netrc") as w:
+        assert TrainConfig.from_notebook(notebook(tracker_uri=full), NOTEBOOK_ONLY).tracker_uri == full
+    assert "s3cret" not in str(w[0].message)

@@ -5,7 +5,10 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 
+import nbformat
 import pytest
 import yaml
 from conftest import start_and_kill
@@ -13,7 +16,7 @@ from conftest import start_and_kill
 from lib.core.config import TrainConfig
 from lib.core.paths import repo_root
 from lib.ops.grid import main, overrides, parse_folds, parse_value, parse_yaml
-from lib.ops.jobs import NOTEBOOK, GridClock, make_jobs, run_env
+from lib.ops.jobs import NOTEBOOK, GridClock, make_jobs, run_command, run_env
 from lib.ops.ray_grid import RayOptions
 from lib.ops.runner import run_grid
 from lib.train.loop import train_fold
@@ -203,3 +206,47 @@ def test_a_complete_run_whose_push_failed_is_listed_and_pushed_by_the_next_grid(
     assert metrics.stat().st_mtime_ns == stamp                                          # pushed, not retrained
     assert json.loads((mnt / "backup" / "bk_f0" / "metrics.json").read_text())["complete"]
     assert run_grid([p], [0], runs_dir=str(runs), overrides={"sync_to": url})["skipped"] == ["bk_f0"]
+
+
+def test_a_url_with_credentials_reaches_the_run_but_not_its_command_or_notebook(digits_comp, tmp_path, monkeypatch):
+    """A password in tracker_uri (here in the params file) or sync_to (here a -p override) is in no
+    papermill argument and not in the notebook papermill writes (its injected parameters and metadata):
+    the job's process gets the full URLs in its environment, and 02_train's recipe takes them back."""
+    tracker, sync = "http://alice:s3cret@mlflow.internal:5000", "memory://bob:hunter2@bucket/runs"
+    p = _params(tmp_path, "sec", data_dir=str(digits_comp), tracker_uri=tracker)
+    job = make_jobs([p], [0], runs_dir=str(tmp_path / "runs"), overrides={"sync_to": sync})[0]
+    assert (job.cfg.tracker_uri, job.cfg.sync_to) == (tracker, sync)
+    cmd = job.command()
+    assert not any("s3cret" in a or "hunter2" in a for a in cmd), cmd
+    assert job.secret_env == {"FOLDBOOK_TRACKER_URI": tracker, "FOLDBOOK_SYNC_TO": sync}
+    # papermill as the grid runs it, as far as the notebook with its injected parameters (not executed)
+    job.notebook.parent.mkdir(parents=True)
+    out = subprocess.run(cmd + ["--prepare-only"], env={**os.environ, **job.secret_env}, cwd=str(repo_root()),
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    text = job.notebook.read_text()
+    assert "s3cret" not in text and "hunter2" not in text
+    nb = nbformat.read(job.notebook, as_version=4)
+    assert nb.metadata.papermill.parameters["tracker_uri"] == "http://***@mlflow.internal:5000"
+    # the parameters cell and papermill's injected one, run as the kernel runs them, then the recipe
+    ns: dict = {}
+    for cell in nb.cells:
+        if {"parameters", "injected-parameters"} & set(cell.metadata.get("tags", [])):
+            exec(cell.source, ns)
+    assert ns["sync_to"] == "memory://***@bucket/runs"
+    for k, v in job.secret_env.items():
+        monkeypatch.setenv(k, v)
+    cfg = TrainConfig.from_notebook(ns, notebook_only={"find_lr"})
+    assert (cfg.tracker_uri, cfg.sync_to) == (tracker, sync)
+
+
+def test_a_retried_job_appends_to_its_log_under_an_attempt_line(tmp_path):
+    """A Ray retry (or the next grid) of a job keeps what its failed attempt printed; the tail it returns
+    is its own."""
+    log = tmp_path / "r_f0.log"
+    code, tail = run_command([sys.executable, "-c", "print('epoch 1 saved'); raise SystemExit(3)"], log)
+    assert code == 3 and tail == "epoch 1 saved"
+    code, tail = run_command([sys.executable, "-c", "print('resumed after epoch 1')"], log)
+    assert code == 0 and tail == "resumed after epoch 1"
+    assert re.fullmatch(r"--- attempt 1 \(.+\) ---\nepoch 1 saved\n--- attempt 2 \(.+\) ---\nresumed after epoch 1\n",
+                        log.read_text()), log.read_text()
