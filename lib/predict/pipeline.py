@@ -14,7 +14,7 @@ import pandas as pd
 from lib.core.paths import resolve
 from lib.core.rundir import RunDir
 from lib.data.competition import open_test_set
-from lib.predict.blend import blend_tests
+from lib.predict.blend import blend, blend_tests
 from lib.predict.inference import PredictSpec, predict_images
 from lib.predict.refit import mix
 from lib.predict.submission import load_blend, make_submission, with_unreadable_rows, write_submission
@@ -36,12 +36,13 @@ def predict_submission(data_dir, runs_dir="runs", submission="runs/submission.cs
                        spec: PredictSpec | None = None, work: str | None = None) -> pd.DataFrame:
     """The submission for whatever test set ``data_dir`` holds now (a hidden one included), from the
     trained runs alone: 04's ``ensemble/blend.json`` (models, their runs, weights, temperature, TTA,
-    class table) and each run's ``params.yaml`` and ``model.safetensors``. No training image, fold
-    or class file is read. ``models`` keeps a subset (weights renormalised). ``spec``: how each run
-    predicts (``blend_spec``; None: 04's TTA ops and space, no progress bars); its ``space`` must be
-    04's. Another model subset or other TTA ops than 04's leave 04's temperature and decision offsets
-    out (fitted for another prediction; a warning says so). Test images that cannot be read get the
-    class prior (uniform here: no training labels). Written like 04's (validated against the sample);
+    how the fold models are averaged, class table) and each run's ``params.yaml`` and
+    ``model.safetensors``. No training image, fold or class file is read. ``models`` keeps a subset
+    (weights renormalised). ``spec``: how each run predicts (``blend_spec``; None: 04's TTA ops and
+    space, no progress bars); its ``space`` must be 04's. Another model subset or other TTA ops than
+    04's leave 04's temperature and decision offsets out (fitted for another prediction; a warning
+    says so). Test images that cannot be read get the class prior (uniform here: no training labels).
+    Written like 04's (validated against the sample);
     returns it."""
 
     runs_dir = resolve(runs_dir)
@@ -61,7 +62,8 @@ def predict_submission(data_dir, runs_dir="runs", submission="runs/submission.cs
         missing = [str(d / f) for d in dirs for f in RunDir.PREDICT if not (d / f).exists()]
         if missing:
             raise FileNotFoundError(f"the blend needs {missing[:3]}; copy the runs (or make a bundle) with them")
-        tests[m] = _test_table(comp, np.mean([predict_images(d, comp, "test", comp.test, spec) for d in dirs], axis=0))
+        parts = [predict_images(d, comp, "test", comp.test, spec) for d in dirs]
+        tests[m] = _test_table(comp, blend(parts, np.ones(len(parts)), plan["fold_space"]))  # as 04 averaged them
         refit = (plan.get("refit") or {}).get(m)  # 04's full-data refit of the model, mixed in (lib.predict.refit)
         if refit:
             full = _test_table(comp, predict_images(runs_dir / refit["run"], comp, "test", comp.test, spec))

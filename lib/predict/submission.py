@@ -19,6 +19,7 @@ from lib.core.paths import resolve
 from lib.data.competition import Competition
 from lib.predict.blend import Blend, blend_test
 from lib.predict.lb_log import expected_record
+from lib.predict.oof import FOLD_SPACE
 from lib.predict.refit import refit_plan
 
 
@@ -229,7 +230,8 @@ def save_blend(b: Blend, path, runs: pd.DataFrame, tta, tta_space: str, class_ta
                refits: pd.DataFrame | None = None) -> Path:
     """The blend as 05_inference needs it to predict a hidden test set from the runs alone: each
     model's runs, weights, space, the test temperature (and the OOF one, and whether it was fitted), the
-    decision offsets per class, TTA ops and space, the class table and the full-data refits mixed in
+    decision offsets per class, TTA ops and space, how the fold models were averaged (``fold_space``:
+    the temperature was fitted to that mean), the class table and the full-data refits mixed in
     (``refits``). JSON, atomic."""
     model_runs = {m: sorted(runs.loc[runs["model"] == m, "run_name"]) for m in b.models}
     offsets = None if b.offsets is None else dict(zip(class_table["classes"], map(float, b.offsets)))
@@ -238,16 +240,20 @@ def save_blend(b: Blend, path, runs: pd.DataFrame, tta, tta_space: str, class_ta
                              "space": b.space, "temperature": float(T), "oof_temperature": float(b.temperature),
                              "temperature_fitted": bool(b.temperature_fitted), "offsets": offsets,
                              "tta": list([tta] if isinstance(tta, str) else tta), "tta_space": tta_space,
+                             "fold_space": FOLD_SPACE,
                              "class_table": class_table, "refit": refit_plan(refits, b.models)})
 
 
 def load_blend(path) -> dict:
     """A blend file of ``save_blend``; a clear error when 04 has not written one. A file from before
-    ``temperature_fitted`` was recorded gets what 04 then assumed: fitted unless the OOF T is 1."""
+    ``temperature_fitted`` was recorded gets what 04 then assumed: fitted unless the OOF T is 1; one from
+    before ``fold_space`` was recorded averaged the fold models' probabilities ("prob"), and its
+    temperature was fitted to that mean."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no blend file; run 04_ensemble_tta first (it writes the weights, "
                                 "temperature and TTA that 05_inference applies)")
     plan = read_json(path)
     plan.setdefault("temperature_fitted", plan.get("oof_temperature", plan.get("temperature", 1.0)) != 1.0)
+    plan.setdefault("fold_space", "prob")
     return plan
