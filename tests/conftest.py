@@ -84,15 +84,16 @@ def doc_comp(_digits_source, tmp_path):
     return as_document_competition(_digits_source, tmp_path / "docs")
 
 
-def start_and_kill(job, epochs: int = 2, timeout: float = 300) -> dict:
-    """Start a grid job's papermill command in its own session, wait until its metrics.json records
-    ``epochs`` epochs, then SIGKILL the whole session (papermill, its kernel, any DDP workers): a
-    lost machine, no cleanup. Returns the metrics.json left behind."""
+def start_and_kill(job, epochs: int = 2, timeout: float = 300, cmd: list[str] | None = None) -> dict:
+    """Start a grid job's papermill command (``cmd``, default ``job.command()``) in its own session, wait
+    until its metrics.json records ``epochs`` epochs, then SIGKILL the whole session (papermill, its kernel,
+    any DDP workers): a lost machine, no cleanup. Returns the metrics.json left behind."""
     import os
     import signal
     import subprocess
     import time
-    proc = subprocess.Popen(job.command(), start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd or job.command(), start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     metrics = job.run_dir / "metrics.json"
     deadline = time.time() + timeout
     while time.time() < deadline:

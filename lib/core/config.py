@@ -30,7 +30,7 @@ import yaml
 from lib.core import choices, rules
 from lib.core.checks import check_types, unknown_message
 from lib.core.io import write_yaml
-from lib.core.paths import has_credentials, is_redacted, redact_url, resolve
+from lib.core.paths import has_credentials, is_redacted, redact_url, resolve, same_path
 
 
 @dataclass(frozen=True)
@@ -216,13 +216,14 @@ class TrainConfig:
 
     def differences(self, other: TrainConfig | dict) -> dict:
         """{setting: (self's, other's)} for the settings that make a run another run (``RUNTIME``
-        settings may differ between a run and its resume)."""
+        settings may differ between a run and its resume). Path settings (``PATHS``) are compared as
+        the files they name: ``data/cars`` and ``/abs/repo/data/cars`` are one recipe."""
         mine, theirs = self.to_dict(), other.to_dict() if isinstance(other, TrainConfig) else dict(other)
         theirs.setdefault("run_name", None)
         if mine.get("run_name") is None or theirs.get("run_name") is None:  # a default name is the same run
             mine["run_name"] = theirs["run_name"] = None
         return {k: (mine.get(k), theirs.get(k)) for k in sorted(set(mine) | set(theirs))
-                if k not in RUNTIME and mine.get(k) != theirs.get(k)}
+                if k not in RUNTIME and not _same_setting(k, mine.get(k), theirs.get(k))}
 
     # ---------------------------------------------------------------- checks
 
@@ -310,6 +311,17 @@ RUNTIME = frozenset({"runs_dir", "device", "num_workers", "cache", "resume", "fo
 SECRET_ENV = {"tracker_uri": "FOLDBOOK_TRACKER_URI", "sync_to": "FOLDBOOK_SYNC_TO"}
 CREDENTIALS = {"tracker_uri": "~/.netrc or $MLFLOW_TRACKING_USERNAME / $MLFLOW_TRACKING_PASSWORD",
                "sync_to": "the file system's own settings (for s3://: AWS_* variables or ~/.aws/credentials)"}
+
+# settings naming a file or folder (relative to the repo root, or absolute); pretrained's none and hub are names
+PATHS = frozenset({"data_dir", "exclude_ids", "teacher", "pseudo_labels", "init_from", "pretrained"})
+PATH_WORDS = frozenset({"none", "hub"})
+
+
+def _same_setting(name: str, a, b) -> bool:
+    if a == b:
+        return True
+    return (name in PATHS and isinstance(a, str) and isinstance(b, str) and not {a, b} & PATH_WORDS
+            and same_path(a, b))
 
 
 def field_names() -> list[str]:

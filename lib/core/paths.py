@@ -37,6 +37,12 @@ def resolve(path) -> Path:
     return p if p.is_absolute() else repo_root() / p
 
 
+def same_path(a, b) -> bool:
+    """Whether two path settings name one file or folder: each resolved against the repo root (``resolve``),
+    ``.`` and ``..`` collapsed and symlinks followed; ``data/cars`` and ``/abs/repo/data/cars`` are one."""
+    return os.path.realpath(resolve(a)) == os.path.realpath(resolve(b))
+
+
 def relative(path) -> Path:
     """``path`` relative to the repo root when it lies inside it (for messages and printed paths),
     else as given."""

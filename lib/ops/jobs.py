@@ -105,7 +105,8 @@ class GridJob:
 
     def command(self, notebook: str = NOTEBOOK, root: Path | None = None) -> list[str]:
         """The papermill command, for this interpreter and a copy of the repo at ``root`` (default this
-        one; on a Ray node, the copy Ray unpacked): paths inside the repo are taken relative to it."""
+        one; on a Ray node, the copy Ray unpacked): paths inside the repo are taken relative to it.
+        It never forces: ``lib.ops.grid`` deletes the runs it retrains once, before launching any."""
         root = Path(root or repo_root())
 
         def here(path) -> str:
@@ -117,17 +118,27 @@ class GridJob:
                "-k", KERNEL, "--log-output", "--no-progress-bar"]
         if self.overrides:
             cmd += ["-y", yaml.safe_dump(self.overrides, default_flow_style=True, allow_unicode=True)]
-        if self.cfg.force:
-            cmd += ["-p", "force", "True"]
-        return cmd
+        # never force (-p wins over -f and -y): the grid deleted what it retrains before launching, and a
+        # retried attempt (Ray) must resume the epochs the failed one saved, not delete them
+        return cmd + ["-p", "force", "False"]
 
 
 def make_jobs(params_files, folds, runs_dir="runs", overrides: dict | None = None, full: bool = False) -> list[GridJob]:
     """A job per params file x fold, each recipe checked (names, choices, files) before anything runs. With
     ``full``, one full-data refit per params file instead (``<stem>_full``, ``lib.predict.refit``), for the epochs
     its completed fold runs chose (``cv_epochs``) unless ``overrides`` give ``epochs``. ``overrides``: settings for
-    every job, typed (the command line reads ``-p`` text with ``parse_value``, ``-y`` as YAML)."""
+    every job, typed (the command line reads ``-p`` text with ``parse_value``, ``-y`` as YAML). Two params files
+    that give one run name (one stem in two folders, or a file listed twice) are refused, naming both:
+    their jobs would train into one run folder."""
     overrides = dict(overrides or {})
+    stems: dict[str, Path] = {}
+    for pf in map(resolve, params_files):
+        if pf.stem in stems:
+            same = "is listed twice" if pf == stems[pf.stem] else f"and {stems[pf.stem]} have one stem"
+            raise ValueError(f"{pf} {same}: a run is named <params file stem>_f<fold>, so their runs would "
+                             f"share the folders {resolve(runs_dir) / pf.stem}_*; rename one file, or give "
+                             "each its own grid and --runs-dir")
+        stems[pf.stem] = pf
     jobs = []
     for pf in params_files:
         pf = resolve(pf)

@@ -47,7 +47,9 @@ class RayOptions:
     max_retries: int = 3
 
 
-EXCLUDES = [".git", ".venv", "data", "runs", "work", "bundle", "build", "**/__pycache__", "*.egg-info"]
+# Ray's excludes are .gitignore patterns: a bare "data" would also leave lib/data out of the nodes' copy,
+# so the project's own folders are anchored to its root with a leading "/"
+EXCLUDES = ["/.git", "/.venv", "/data", "/runs", "/work", "/bundle", "/build", "**/__pycache__", "*.egg-info"]
 
 
 def _run_job(job, notebook: str):

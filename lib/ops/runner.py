@@ -4,10 +4,12 @@
     res["done"], res["skipped"], res["failed"]             # its command line: python -m lib.ops.grid
 
 A job's run name is ``<params file stem>_f<fold>``: its executed notebook is ``runs/<run>.ipynb``
-and its artifacts ``runs/<run>/``. Every recipe (with the overrides) is checked before
-anything runs. Completed runs are skipped while their recorded recipe is the one asked for (another
-one stops the grid, naming what differs: ``force`` retrains them); an interrupted one resumes
-(02_train does that); a failed one does not stop the others and is reported at the end with its
+and its artifacts ``runs/<run>/`` (two params files of one stem are refused). Every recipe (with the
+overrides) is checked before anything runs. Completed runs are skipped while their recorded recipe is
+the one asked for (another one stops the grid, naming what differs: ``force`` retrains them, deleted
+here once before any job starts; no job forces, so a retried one resumes); an interrupted one resumes
+(02_train does that); a run another process is training is refused by its lock (``lib.core.runlock``);
+a failed one does not stop the others and is reported at the end with its
 notebook and error. A run trained with ``sync_to`` fails when its last push does, and a complete
 one whose last push failed runs again to push it (no retraining); every run's failed push (its
 ``backup.json``, ``lib.core.backup``) is listed at the end. With ``jobs=N`` on a machine with GPUs,
@@ -22,12 +24,14 @@ from __future__ import annotations
 import dataclasses
 import queue
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import ExitStack
 from functools import partial
 
 from tqdm import tqdm
 
 from lib.core.backup import failed_pushes
 from lib.core.paths import repo_root, resolve
+from lib.core.runlock import delete_run, lock_run
 from lib.ops.jobs import (
     NOTEBOOK,
     GridClock,
@@ -51,7 +55,9 @@ def run_grid(params_files, folds, runs_dir="runs", jobs: int = 1, backend: str =
 
     A run folder that holds training of another recipe (another data_dir, backbone, size, folds...)
     stops the grid before anything runs, naming each setting that differs; ``force`` retrains those
-    runs from scratch (the others are still skipped or resumed). ``backend="ray"``: the cluster and
+    runs from scratch (the others are still skipped or resumed): their folders are deleted here, once,
+    before any job starts (``delete_runs``), and no job's command forces, so a retried attempt (Ray)
+    resumes what the failed one saved. ``backend="ray"``: the cluster and
     what each run asks of it come in ``ray`` (``lib.ops.ray_grid.RayOptions``: ``address``,
     ``cpus_per_run``, ``gpus_per_run``, custom ``resources``, ``max_retries``; default ``RayOptions()``).
     ``full``: the recipes' full-data refits instead of their folds (``make_jobs``)."""
@@ -64,15 +70,18 @@ def run_grid(params_files, folds, runs_dir="runs", jobs: int = 1, backend: str =
         raise ValueError(f"{len(changed)} run folder(s) in {resolve(runs_dir)} hold runs of another recipe:\n"
                          + "\n".join(lines) + "\nretrain them with --force (force=True), or give this grid "
                          "another --runs-dir")
-    grid_jobs = [dataclasses.replace(c, cfg=c.cfg.replace(force=True)) if c.run_name in changed else c
-                 for c in grid_jobs]
+    # the runs to train again from scratch: another recipe with force, or every one when the recipe says force
+    retrain = {c.run_name for c in grid_jobs if c.run_name in changed or c.cfg.force}
+    grid_jobs = [dataclasses.replace(c, cfg=c.cfg.replace(force=False)) for c in grid_jobs]
     resolve(runs_dir).mkdir(parents=True, exist_ok=True)
-    todo = [c for c in grid_jobs if c.cfg.force or not c.complete or c.push_due]
-    repush = {c.run_name for c in todo if not c.cfg.force and c.complete}
+    deleted = delete_runs([c for c in grid_jobs if c.run_name in retrain])
+    todo = [c for c in grid_jobs if c.run_name in retrain or not c.complete or c.push_due]
+    repush = {c.run_name for c in todo if c.run_name not in retrain and c.complete}
     result = {"done": [], "pushed": [], "skipped": [c.run_name for c in grid_jobs if c not in todo], "failed": [],
               "backup_failed": []}
     again = f" ({len(repush)} complete, to push to sync_to again)" if repush else ""
-    print(f"grid: {len(grid_jobs)} runs, {len(result['skipped'])} already complete, {len(todo)} to run{again} "
+    gone = f", {len(deleted)} deleted to train again (--force)" if deleted else ""
+    print(f"grid: {len(grid_jobs)} runs, {len(result['skipped'])} already complete, {len(todo)} to run{again}{gone} "
           f"({backend}, jobs={jobs if backend == 'local' else 'ray'})", flush=True)
     if not todo:
         return _with_backups(result, grid_jobs)
@@ -114,6 +123,15 @@ def run_grid(params_files, folds, runs_dir="runs", jobs: int = 1, backend: str =
         raise ValueError(f"backend {backend!r}: choose local or ray")
     bar.close()
     return _with_backups(result, grid_jobs)
+
+
+def delete_runs(grid_jobs: list[GridJob]) -> list[str]:
+    """Delete the run folders of ``grid_jobs`` (``--force``), once, here in the driver, before any job starts:
+    every lock is taken first (``lib.core.runlock``: a run another process is training stops the grid
+    before anything is deleted), then the folders go. Returns the names of the runs deleted."""
+    with ExitStack() as held:
+        locks = [held.enter_context(lock_run(c.run_dir)) for c in grid_jobs]
+        return [c.run_name for c, lock in zip(grid_jobs, locks) if delete_run(c.run_dir, lock)]
 
 
 def _with_backups(result: dict, grid_jobs: list[GridJob]) -> dict:

@@ -14,6 +14,7 @@ import yaml
 
 from lib.core.config import RUNTIME, TrainConfig, defaults, field_names
 from lib.core.paths import repo_root
+from lib.core.rundir import recipe_changes
 
 RECIPES = sorted((repo_root() / "params").rglob("*.yaml"))
 NOTEBOOK_ONLY = {"find_lr"}
@@ -104,6 +105,22 @@ def test_differences_ignore_where_and_how_a_run_runs():
     b = a.replace(runs_dir="elsewhere", num_workers=4, progress=False, cache=False, run_name="test_resnet_f1")
     assert a.differences(b) == {} and RUNTIME >= {"runs_dir", "cache", "device"}
     assert a.differences({**b.to_dict(), "img_size": 64, "old_key": 1}) == {"img_size": (32, 64), "old_key": (None, 1)}
+
+
+def test_a_path_setting_is_compared_by_the_file_it_names(tmp_path):
+    """data/cars recorded, /abs/repo/data/cars asked (absolute paths, as a Ray cluster needs): one recipe,
+    so the grid neither proposes --force nor deletes the finished run."""
+    rel = TrainConfig(data_dir="data/cars", exclude_ids="data/cars/noisy.csv", pretrained="hub")
+    run = tmp_path / "cars_f0"
+    run.mkdir()
+    rel.to_yaml(run / "params.yaml")
+    (run / "state.pt").write_bytes(b"")                       # trained there: recipe_changes compares
+    root = repo_root()
+    same = rel.replace(data_dir=str(root / "data" / "cars"), exclude_ids=str(root / "data/./x/../cars/noisy.csv"))
+    assert same.differences(rel) == {} and recipe_changes(run, same) == {}
+    other = rel.replace(data_dir=str(root / "data" / "dogs"), pretrained=str(root / "hub"))
+    assert recipe_changes(run, other) == {"data_dir": (str(root / "data" / "dogs"), "data/cars"),
+                                          "pretrained": (str(root / "hub"), "hub")}   # hub is a word, not a path
 
 
 def test_papermill_settings_reach_the_run_and_a_typo_writes_nothing(digits_comp, tmp_path):

@@ -250,3 +250,41 @@ def test_a_retried_job_appends_to_its_log_under_an_attempt_line(tmp_path):
     assert code == 0 and tail == "resumed after epoch 1"
     assert re.fullmatch(r"--- attempt 1 \(.+\) ---\nepoch 1 saved\n--- attempt 2 \(.+\) ---\nresumed after epoch 1\n",
                         log.read_text()), log.read_text()
+
+
+def test_force_deletes_once_in_the_driver_and_a_retried_attempt_resumes(digits_comp, tmp_path, monkeypatch):
+    """--force on a changed run, whose first attempt is lost after 2 epochs and retried with the same command
+    (what Ray does): the driver deleted the old run before launching, and the retry resumes the 2 saved
+    epochs (before, every attempt carried force True and deleted them)."""
+    recipe = _params(tmp_path, "re", data_dir=str(digits_comp), epochs=4, img_size=48)
+    runs = tmp_path / "runs"
+    assert run_grid([recipe], [0], runs_dir=str(runs), overrides={"epochs": "1"})["done"] == ["re_f0"]
+    job, seen = make_jobs([recipe], [0], runs_dir=str(runs))[0], {}
+    run_dir = job.run_dir
+
+    def lost_then_retried(cmd, log, env, cwd, on_line):
+        seen.update(cmd=cmd, there_at_launch=run_dir.exists())
+        seen["killed"] = start_and_kill(job, epochs=2, cmd=cmd)             # attempt 1: its node is lost
+        return run_command(cmd, log, env, cwd, on_line)                      # attempt 2: the same command
+    monkeypatch.setattr("lib.ops.runner.run_command", lost_then_retried)
+    res = run_grid([recipe], [0], runs_dir=str(runs), force=True)               # epochs 1 -> 4: another recipe
+    assert res["done"] == ["re_f0"] and not res["failed"], res
+    killed, done = seen["killed"], json.loads((run_dir / "metrics.json").read_text())
+    assert not killed["complete"] and 2 <= len(killed["epochs"]) < 4
+    assert done["complete"] and len(done["epochs"]) == 4
+    assert done["epochs"][:len(killed["epochs"])] == killed["epochs"]         # resumed (same seconds), not redone
+    assert f"resuming re_f0 after epoch {len(killed['epochs'])}/4" in (runs / "re_f0.log").read_text()
+    assert not seen["there_at_launch"]                                          # deleted by the driver, once
+    assert seen["cmd"][-3:] == ["-p", "force", "False"]
+
+
+def test_two_params_files_giving_one_run_name_are_refused(tmp_path):
+    """a/resnet.yaml and b/resnet.yaml both make resnet_f0: with --jobs 2 or Ray their jobs would write one
+    run folder at once. Refused before anything runs, naming both files."""
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    a, b = _params(tmp_path / "a", "resnet"), _params(tmp_path / "b", "resnet", lr=0.01)
+    with pytest.raises(ValueError, match=rf"{b} and {a} have one stem: .*runs would share the folders"):
+        run_grid([a, b], [0, 1], runs_dir=str(tmp_path / "runs"), jobs=2)
+    with pytest.raises(ValueError, match=rf"{a} is listed twice"):
+        make_jobs([a, a], [0])
+    assert not (tmp_path / "runs").exists()                                      # nothing was written

@@ -12,12 +12,14 @@ import sys
 import tempfile
 import threading
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
 import yaml
 
-from lib.ops.ray_grid import RayOptions, _run_job
+from lib.core.paths import repo_root
+from lib.ops.ray_grid import EXCLUDES, RayOptions, _run_job
 from lib.ops.runner import run_grid
 from lib.train.distributed import free_port
 
@@ -129,3 +131,21 @@ def test_a_task_whose_code_was_removed_during_the_run_raises_so_ray_retries_it(t
     shutil.rmtree(work)                                  # removed, and not unpacked again: raise, Ray retries
     with pytest.raises(RuntimeError, match="r_f0: the code Ray unpacked .* was removed before it started"):
         _run_job(_Job(tmp_path / "r_f0.log"), "nb")
+
+
+def test_the_code_sent_to_the_nodes_has_all_of_lib_and_none_of_data_or_runs(tmp_path):
+    """Ray's excludes are .gitignore patterns: an unanchored "data" also left lib/data out of the nodes' copy."""
+    pytest.importorskip("ray")
+    from ray._private.runtime_env.packaging import _zip_files  # what ray.init(runtime_env=...) packs
+    project = tmp_path / "project"                              # the repo's lib beside a competition and runs
+    shutil.copytree(repo_root() / "lib", project / "lib", ignore=shutil.ignore_patterns("__pycache__"))
+    (project / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    for planted in ("data/cars/train/a.jpg", "runs/r_f0/state.pt", "work/cars-1/cache.u8", "build/lib/x.py"):
+        (project / planted).parent.mkdir(parents=True, exist_ok=True)
+        (project / planted).write_bytes(b"x")
+    _zip_files(str(project), EXCLUDES, str(tmp_path / "pkg.zip"), include_gitignore=True)
+    sent = set(zipfile.ZipFile(tmp_path / "pkg.zip").namelist())
+    lib = {str(p.relative_to(project)) for p in (project / "lib").rglob("*.py")}
+    assert lib <= sent, sorted(lib - sent)[:5]
+    assert {"lib/data/folds.py", "lib/core/runlock.py", "pyproject.toml"} <= sent
+    assert not [n for n in sent if n.split("/")[0] in ("data", "runs", "work", "build")]
