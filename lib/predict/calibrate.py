@@ -21,7 +21,7 @@ Where the fold models agree (no noise) this is the OOF temperature; the more the
 sharper the submission is made. It replaces matching one fold model's entropy, which left a fold mean
 of fold models that see the truth through noise too soft (extra temperature 0.69-0.81). The mean of
 probabilities is not quite "signal + noise / K": where fold models disagree by more than the signal
-varies, it is made too sharp (extra temperature ~1.3 at noise 2.5 x the signal's spread). Measured on
+varies, it is made too sharp (extra temperature ~1.3 where the noise's spread is 1.7 x the signal's). Measured on
 the demos: bench/README.md, "Calibration of the fold mean". ``sharpness`` shows the evidence: mean
 max-probability, entropy and logit variance of each prediction.
 
