@@ -1,15 +1,16 @@
 """Calibrating what is submitted, and the score to expect from it.
 
 The temperature of a blend is fitted on OOF predictions, where every row comes from one fold model.
-A test row is the mean of K fold models (``lib.predict.oof.FOLD_SPACE``: of their logits), which
-is *more* accurate than any one of them, so the OOF temperature does not fit it. ``calibrate_test``
-finds the test temperature without reading a test label, from the fold models' predictions of the
-test images (each fold's runs blended as one OOF row is: ``fold_members``) and how they differ:
+A test row is the mean of K fold models (and TTA views), which is *more* accurate than any one of
+them, so the OOF temperature does not fit it. ``calibrate_test`` finds the test temperature without
+reading a test label, from the fold models' predictions of the test images (each fold's runs blended
+as one OOF row is: ``fold_members``) and how they differ:
 
-- each fold model's centred logits are signal s plus its own noise e_k (variance ``noise``: the
-  spread between fold models, per image and class); one fold model's variance is V1 = Vs + noise,
-  the submitted prediction's is measured the same way (the logit mean: Vs + noise / K);
-- from a prediction x of variance Vx, s is known up to shrink a = Vs / Vx and a remaining variance
+- each fold model's centred logits (log-probabilities minus the row mean) are signal s plus its own
+  noise (variance ``noise``: the spread between fold models, per image and class); one fold model's
+  variance is V1 = Vs + noise, so Vs = V1 - noise; the submitted prediction's variance Vsub is
+  measured the same way (a mean of K logits would have Vs + noise / K);
+- from a prediction x of variance Vx, s is known up to a shrink a = Vs / Vx and a remaining variance
   v = a (Vx - Vs) (Gaussian); a softmax over an uncertain logit is flatter by sqrt(1 + pi v / 8)
   (the probit approximation), so the temperature that calibrates x is proportional to
   sqrt(1 + pi v / 8) / a;
@@ -17,10 +18,12 @@ test images (each fold's runs blended as one OOF row is: ``fold_members``) and h
   T x [sqrt(1 + pi v_sub / 8) / a_sub] / [sqrt(1 + pi v_1 / 8) / a_1] (``ensemble_temperature``).
 
 Where the fold models agree (no noise) this is the OOF temperature; the more they disagree, the
-sharper the submission is made. ``sharpness`` shows the evidence: mean max-probability, entropy and
-logit variance of each prediction. On a small test set with few errors the extra temperature the
-held-back labels would want is noisy: one fold model's own test rows can want far from 1
-(bench/README.md, "Calibration of the fold mean").
+sharper the submission is made. It replaces matching one fold model's entropy, which left a fold mean
+of fold models that see the truth through noise too soft (extra temperature 0.69-0.81). The mean of
+probabilities is not quite "signal + noise / K": where fold models disagree by more than the signal
+varies, it is made too sharp (extra temperature ~1.3 where the noise's spread is 1.7 x the signal's). Measured on
+the demos: bench/README.md, "Calibration of the fold mean". ``sharpness`` shows the evidence: mean
+max-probability, entropy and logit variance of each prediction.
 
 ``expected_score`` turns the cross-fitted OOF predictions (``lib.predict.crossfit``) into the score to expect
 on a test set of the submission's size, with an interval.

@@ -7,11 +7,11 @@ A *model* is a run name without its ``_f<fold>`` suffix (``convnext_tiny_f3`` ->
 the folds of one model are joined into one full out-of-fold prediction and averaged into one test
 prediction. A run's recipe is its ``params.yaml`` (``lib.core.config.TrainConfig``).
 
-The fold models' test predictions are averaged in ``FOLD_SPACE``: the mean of their log-probabilities,
-then a softmax (a geometric mean). Each fold model sees the test image through its own noise; the
-mean of the logits is the signal with that noise divided by K, which ``lib.predict.calibrate`` can
-calibrate from the fold models' spread alone. A mean of probabilities is softer than any of them
-wherever one fold model hesitates, by an amount no OOF row shows.
+The fold models' test predictions are averaged in ``FOLD_SPACE``: probabilities (``"logit"``: the
+mean of their log-probabilities, then a softmax). 04 records it in blend.json, so 05 averages the
+same way. On the Fashion-MNIST demo the mean of probabilities scored the better test log loss at the
+same calibration (bench/README.md, "Calibration of the fold mean"); ``lib.predict.calibrate`` fits
+the test temperature to either.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from lib.data.competition import open_competition
 from lib.data.folds import fold_settings, warn_unchecked_duplicates
 from lib.predict.blend import blend
 
-FOLD_SPACE = "logit"  # how fold models' test predictions are averaged (``lib.predict.blend.SPACES``)
+FOLD_SPACE = "prob"  # how fold models' test predictions are averaged (``lib.predict.blend.SPACES``)
 
 
 def load_runs(runs_dir, classes: list[str], n_folds: int | None = None,
@@ -105,8 +105,8 @@ def load_test(runs: pd.DataFrame, classes: list[str]) -> dict[str, pd.DataFrame]
 
 
 def fold_mean(parts: list[pd.DataFrame], dirs, classes: list[str], space: str = FOLD_SPACE) -> pd.DataFrame:
-    """id + classes: the mean in ``space`` (``FOLD_SPACE``: of the log-probabilities, then a softmax) of one
-    model's per-fold test predictions, which must list the same ids."""
+    """id + classes: the mean in ``space`` (``FOLD_SPACE``; ``"logit"``: of the log-probabilities, then a
+    softmax) of one model's per-fold test predictions, which must list the same ids."""
     dirs = list(dirs)
     for p, d in zip(parts, dirs):
         _check_columns(p, classes, d)

@@ -194,10 +194,12 @@ def test_blend_json_records_whether_the_temperature_was_fitted_and_how_folds_wer
         del plan["temperature_fitted"]
         (tmp_path / "old.json").write_text(json.dumps({**plan, "oof_temperature": T}))
         assert submission.load_blend(tmp_path / "old.json")["temperature_fitted"] is fitted
-    # how the fold models were averaged, which the temperature was fitted to (05 averages them the same way);
-    # a blend.json from before the field averaged probabilities
-    assert submission.load_blend(tmp_path / "blend_True.json")["fold_space"] == FOLD_SPACE == "logit"
+    # how the fold models were averaged, which the temperature was fitted to (05 averages them the same way,
+    # a blend.json written while 04 averaged logits included); a blend.json from before the field: probabilities
+    assert submission.load_blend(tmp_path / "blend_True.json")["fold_space"] == FOLD_SPACE
     plan = json.loads((tmp_path / "blend_True.json").read_text())
+    (tmp_path / "logit.json").write_text(json.dumps({**plan, "fold_space": "logit"}))
+    assert submission.load_blend(tmp_path / "logit.json")["fold_space"] == "logit"
     del plan["fold_space"]
     (tmp_path / "old.json").write_text(json.dumps(plan))
     assert submission.load_blend(tmp_path / "old.json")["fold_space"] == "prob"
