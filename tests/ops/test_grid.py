@@ -147,18 +147,6 @@ def test_kill_9_mid_run_resumes_to_the_same_metrics(digits_comp, tmp_path):
             assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-6), (a["epoch"], k)
 
 
-def test_ray_backend_on_a_local_cluster(digits_comp, tmp_path):
-    ray = pytest.importorskip("ray")
-    p = _params(tmp_path, "rayrun", data_dir=str(digits_comp))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        res = run_grid([p], [0], runs_dir=str(tmp_path / "runs"), backend="ray")
-    finally:
-        ray.shutdown()
-    assert res["done"] == ["rayrun_f0"] and not res["failed"]
-    assert json.loads((tmp_path / "runs" / "rayrun_f0" / "metrics.json").read_text())["complete"]
-
-
 def test_a_run_of_another_recipe_is_never_skipped_as_complete(digits_comp, tmp_path, capsys):
     """The demo switched from digits to another competition in the same runs folder: the grid names
     what differs before training anything, and --force retrains exactly those runs."""

@@ -149,3 +149,19 @@ def test_the_code_sent_to_the_nodes_has_all_of_lib_and_none_of_data_or_runs(tmp_
     assert lib <= sent, sorted(lib - sent)[:5]
     assert {"lib/data/folds.py", "lib/core/runlock.py", "pyproject.toml"} <= sent
     assert not [n for n in sent if n.split("/")[0] in ("data", "runs", "work", "build")]
+
+
+def test_ray_backend_on_a_local_cluster(digits_comp, tmp_path):
+    """Every Ray test lives in this file: they start and stop clusters on this machine, so under
+    pytest-xdist (``--dist loadfile``) one worker runs them one after another."""
+    ray = pytest.importorskip("ray")
+    p = tmp_path / "rayrun.yaml"
+    p.write_text(yaml.safe_dump({"backbone": "test_resnet", "img_size": 24, "batch_size": 32, "epochs": 1,
+                                 "lr": 0.003, "n_folds": 2, "data_dir": str(digits_comp)}))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        res = run_grid([p], [0], runs_dir=str(tmp_path / "runs"), backend="ray")
+    finally:
+        ray.shutdown()
+    assert res["done"] == ["rayrun_f0"] and not res["failed"]
+    assert json.loads((tmp_path / "runs" / "rayrun_f0" / "metrics.json").read_text())["complete"]
