@@ -11,6 +11,7 @@ cannot carry the lock).
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -19,11 +20,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
-
-try:
-    import fcntl
-except ImportError:  # Windows: no flock, and locked() holds no lock there
-    fcntl = None
 
 
 @contextmanager
@@ -69,8 +65,7 @@ def locked(path):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path.parent / f".{path.name}.lock", os.O_CREAT | os.O_RDWR, 0o666)
     try:
-        if fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        fcntl.flock(fd, fcntl.LOCK_EX)
         yield path
     finally:
         os.close(fd)  # closing the only descriptor of this open file releases its lock

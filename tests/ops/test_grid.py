@@ -246,7 +246,7 @@ def test_force_deletes_once_in_the_driver_and_a_retried_attempt_resumes(digits_c
     epochs (before, every attempt carried force True and deleted them)."""
     recipe = _params(tmp_path, "re", data_dir=str(digits_comp), epochs=4, img_size=48)
     runs = tmp_path / "runs"
-    assert run_grid([recipe], [0], runs_dir=str(runs), overrides={"epochs": "1"})["done"] == ["re_f0"]
+    assert run_grid([recipe], [0], runs_dir=str(runs), overrides={"epochs": 1})["done"] == ["re_f0"]
     job, seen = make_jobs([recipe], [0], runs_dir=str(runs))[0], {}
     run_dir = job.run_dir
 
