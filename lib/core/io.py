@@ -6,6 +6,7 @@ old file or the new one, never a truncated one.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import uuid
@@ -63,6 +64,16 @@ def file_signature(path) -> tuple[int, int]:
     except OSError:
         return -1, -1
     return st.st_size, st.st_mtime_ns
+
+
+def file_sha256(path) -> str | None:
+    """The sha256 of a file's bytes (64 hex digits), or None when there is no such file: what a bundle's
+    manifest and a run's data.json (``lib.core.rundir.data_changes``) record of the files they name."""
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except FileNotFoundError:
+        return None
 
 
 def read_json(path):

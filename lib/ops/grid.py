@@ -55,11 +55,13 @@ def run_grid(params_files, folds, runs_dir="runs", jobs: int = 1, backend: str =
     returns {"done": [...], "pushed": [...] (complete, pushed again), "skipped": [...], "failed": [(run, nb,
     error)], "backup_failed": [(run, url, error)] (each job's destinations whose last push failed, at the end)}.
 
-    A run folder that holds training of another recipe (another data_dir, backbone, size, folds...)
-    stops the grid before anything runs, naming each setting that differs; ``force`` retrains those
-    runs from scratch (the others are still skipped or resumed). ``backend="ray"``: the cluster and
-    what each run asks of it come in ``ray`` (``lib.ops.ray_grid.RayOptions``: ``address``,
-    ``cpus_per_run``, ``gpus_per_run``, custom ``resources``, ``max_retries``; default ``RayOptions()``).
+    A run folder that holds training of another recipe (another data_dir, backbone, size, folds...),
+    or that was trained on another folds.csv or other tables than the recipe's files now (its
+    data.json: ``GridJob.data_changed``), stops the grid before anything runs, naming each setting or
+    file that differs; ``force`` retrains those runs from scratch (the others are still skipped or
+    resumed). ``backend="ray"``: the cluster and what each run asks of it come in ``ray``
+    (``lib.ops.ray_grid.RayOptions``: ``address``, ``cpus_per_run``, ``gpus_per_run``, custom
+    ``resources``, ``max_retries``; default ``RayOptions()``).
     ``full``: the recipes' full-data refits instead of their folds (``make_jobs``)."""
     grid_jobs = make_jobs(params_files, folds, runs_dir, overrides, full)
     changed = {c.run_name: c.changed() for c in grid_jobs}
@@ -70,7 +72,18 @@ def run_grid(params_files, folds, runs_dir="runs", jobs: int = 1, backend: str =
         raise ValueError(f"{len(changed)} run folder(s) in {resolve(runs_dir)} hold runs of another recipe:\n"
                          + "\n".join(lines) + "\nretrain them with --force (force=True), or give this grid "
                          "another --runs-dir")
-    grid_jobs = [dataclasses.replace(c, cfg=c.cfg.replace(force=True)) if c.run_name in changed else c
+    data = {c.run_name: c.data_changed() for c in grid_jobs if c.run_name not in changed}
+    stale = {k: v for k, v in data.items() if v}
+    if stale and not force:
+        lines = [f"  {name}: " + "; ".join(why) for name, why in stale.items()]
+        raise ValueError(f"{len(stale)} run folder(s) in {resolve(runs_dir)} were trained on other data than now:\n"
+                         + "\n".join(lines) + "\nretrain them with --force (force=True), or put back the files "
+                         "they were trained on")
+    unchecked = sorted(k for k, v in data.items() if v is None)
+    if unchecked:
+        print(f"grid: {len(unchecked)} run(s) made before data.json record no folds or tables, so a change of "
+              f"those is not checked: {', '.join(unchecked)}", flush=True)
+    grid_jobs = [dataclasses.replace(c, cfg=c.cfg.replace(force=True)) if c.run_name in changed | stale else c
                  for c in grid_jobs]
     resolve(runs_dir).mkdir(parents=True, exist_ok=True)
     todo = [c for c in grid_jobs if c.cfg.force or not c.complete or c.push_due]
@@ -140,7 +153,7 @@ def main(argv=None) -> int:
     ap.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                     help="override a notebook parameter for every run, e.g. -p data_dir data/mycomp")
     ap.add_argument("--notebook", default=NOTEBOOK)
-    ap.add_argument("--force", action="store_true", help="retrain runs recorded with another recipe")
+    ap.add_argument("--force", action="store_true", help="retrain runs recorded with another recipe or data")
     ap.add_argument("--full", action="store_true", help="full-data refits <stem>_full (after the folds), not folds")
     ap.add_argument("--cpus-per-run", type=float, default=1, help="Ray: CPUs each run asks for (its loader workers)")
     ap.add_argument("--gpus-per-run", type=float, default=0, help="Ray: GPUs each run asks for")
