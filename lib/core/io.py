@@ -109,6 +109,16 @@ def file_sha1(path) -> str:
         return hashlib.file_digest(f, "sha1").hexdigest()
 
 
+def file_sha256(path) -> str | None:
+    """The sha256 of a file's bytes (64 hex digits), or None when there is no such file: what a bundle's
+    manifest and a run's data.json (``lib.core.rundir.data_changes``) record of the files they name."""
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except FileNotFoundError:
+        return None
+
+
 def read_json(path):
     return json.loads(Path(path).read_text(encoding="utf-8"))
 

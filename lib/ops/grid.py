@@ -83,7 +83,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                     help="override a notebook parameter for every run, e.g. -p data_dir data/mycomp")
     ap.add_argument("--notebook", default="notebooks/02_train.ipynb", help="the notebook each run executes")
-    ap.add_argument("--force", action="store_true", help="retrain runs recorded with another recipe")
+    ap.add_argument("--force", action="store_true", help="retrain runs recorded with another recipe or data")
     ap.add_argument("--full", action="store_true", help="full-data refits <stem>_full (after the folds), not folds")
     ray = ap.add_argument_group("Ray backend (--backend ray)")
     ray.add_argument("--address", default=None, help="Ray cluster address, e.g. auto or ray://host:10001 "

@@ -35,7 +35,8 @@ from lib.core.backup import failed_pushes
 from lib.core.config import SECRET_ENV, TrainConfig
 from lib.core.io import clock
 from lib.core.paths import has_credentials, redact_url, repo_root, resolve
-from lib.core.rundir import cv_epochs, recipe_changes, run_complete
+from lib.core.rundir import RunDir, cv_epochs, data_changes, recipe_changes, run_complete
+from lib.data.folds import data_record
 
 NOTEBOOK = "notebooks/02_train.ipynb"
 KERNEL = "foldbook"  # the project's kernel: ``make env`` registers it, the notebooks declare it
@@ -102,6 +103,14 @@ class GridJob:
     def changed(self) -> dict:
         """{setting: (now, recorded)} when the run folder holds training of another recipe, else {}."""
         return recipe_changes(self.run_dir, self.cfg)
+
+    def data_changed(self) -> list[str] | None:
+        """What changed in the folds.csv and tables the run folder was trained on, when 02_train would reuse
+        it complete or resume it (``lib.core.rundir.data_changes``, one line per file): [] when nothing did or
+        nothing is reused, None when its run recorded nothing (made before data.json existed)."""
+        if not (self.complete or (self.cfg.resume and RunDir(self.run_dir).state.exists())):
+            return []
+        return data_changes(self.run_dir, data_record(self.cfg))
 
     def command(self, notebook: str = NOTEBOOK, root: Path | None = None) -> list[str]:
         """The papermill command, for this interpreter and a copy of the repo at ``root`` (default this

@@ -12,7 +12,6 @@ and renamed into place, so an interrupted build leaves nothing half-made.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -20,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from lib.core.io import write_json
+from lib.core.io import file_sha256, write_json
 from lib.core.paths import repo_root, resolve
 from lib.core.rundir import RunDir
 from lib.predict.submission import load_blend
@@ -63,7 +62,7 @@ def make_bundle(runs_dir="runs", out="bundle", force: bool = False) -> Path:
         files = sorted(p for p in tmp.rglob("*") if p.is_file())
         write_json(tmp / "manifest.json", {
             "runs": runs, "git_commit": environment(0, "cpu")["git_commit"],
-            "files": {str(p.relative_to(tmp)): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files}})
+            "files": {str(p.relative_to(tmp)): {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in files}})
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
@@ -97,7 +96,3 @@ def _notebook(path: Path, out: Path) -> None:
     nb["metadata"]["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
     path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()

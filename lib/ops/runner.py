@@ -53,8 +53,10 @@ def run_grid(params_files, folds, runs_dir="runs", jobs: int = 1, backend: str =
     returns {"done": [...], "pushed": [...] (complete, pushed again), "skipped": [...], "failed": [(run, nb,
     error)], "backup_failed": [(run, url, error)] (each job's destinations whose last push failed, at the end)}.
 
-    A run folder that holds training of another recipe (another data_dir, backbone, size, folds...)
-    stops the grid before anything runs, naming each setting that differs; ``force`` retrains those
+    A run folder that holds training of another recipe (another data_dir, backbone, size, folds...),
+    or that was trained on another folds.csv or other tables than the recipe's files now (its
+    data.json: ``GridJob.data_changed``), stops the grid before anything runs, naming each setting or
+    file that differs; ``force`` retrains those
     runs from scratch (the others are still skipped or resumed): their folders are deleted here, once,
     before any job starts (``delete_runs``), and no job's command forces, so a retried attempt (Ray)
     resumes what the failed one saved. ``backend="ray"``: the cluster and
@@ -70,8 +72,19 @@ def run_grid(params_files, folds, runs_dir="runs", jobs: int = 1, backend: str =
         raise ValueError(f"{len(changed)} run folder(s) in {resolve(runs_dir)} hold runs of another recipe:\n"
                          + "\n".join(lines) + "\nretrain them with --force (force=True), or give this grid "
                          "another --runs-dir")
-    # the runs to train again from scratch: another recipe with force, or every one when the recipe says force
-    retrain = {c.run_name for c in grid_jobs if c.run_name in changed or c.cfg.force}
+    data = {c.run_name: c.data_changed() for c in grid_jobs if c.run_name not in changed and not c.cfg.force}
+    stale = {k: v for k, v in data.items() if v}
+    if stale and not force:
+        lines = [f"  {name}: " + "; ".join(why) for name, why in stale.items()]
+        raise ValueError(f"{len(stale)} run folder(s) in {resolve(runs_dir)} were trained on other data than now:\n"
+                         + "\n".join(lines) + "\nretrain them with --force (force=True), or put back the files "
+                         "they were trained on")
+    unchecked = sorted(k for k, v in data.items() if v is None)
+    if unchecked:
+        print(f"grid: {len(unchecked)} run(s) made before data.json record no folds or tables, so a change of "
+              f"those is not checked: {', '.join(unchecked)}", flush=True)
+    # the runs to train again from scratch: another recipe or data with force, or every one the recipe forces
+    retrain = {c.run_name for c in grid_jobs if c.run_name in changed | stale or c.cfg.force}
     grid_jobs = [dataclasses.replace(c, cfg=c.cfg.replace(force=False)) for c in grid_jobs]
     resolve(runs_dir).mkdir(parents=True, exist_ok=True)
     deleted = delete_runs([c for c in grid_jobs if c.run_name in retrain])

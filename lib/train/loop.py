@@ -9,8 +9,9 @@ A run lives in ``runs/<run_name>/``: params.yaml (the recipe), state.pt (resumab
 optimizer, EMA, history), model.safetensors (the kept weights: the last epoch's, or with
 ``best_epoch: monitor`` the best epoch's by ``monitor``; EMA's when on; the average of epochs with
 ``swa_epochs`` / ``average_top_k``: ``lib.train.averaging``), metrics.json, oof.csv,
-test.csv, curves.png, env.json. ``metrics.json`` with ``"complete": true`` is written last: it marks
-the run done, and a done run is reused only while the recipe asked for is the one it recorded.
+test.csv, curves.png, env.json, data.json (its folds.csv and tables by hash, at setup). ``metrics.json``
+with ``"complete": true`` is written last: it marks the run done, and a done run is reused (an
+interrupted one resumed) only while the recipe asked for is the one it recorded and its data is too.
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ from lib.model.forward import predict_loader
 from lib.train.averaging import averaging_callbacks, find_averager, finish_averaging
 from lib.train.build import FoldData, build_datasets, build_learner, training_callbacks
 from lib.train.callbacks import RunRecorder, best_record, find_ema
-from lib.train.checkpoint import CheckpointWriter, final_backup, load_state
+from lib.train.checkpoint import CheckpointWriter, check_same_data, final_backup, load_state, record_data
 from lib.train.distributed import launch, rank, world_size
 from lib.train.report import environment, plot_curves
 from lib.train.stages import schedule_callbacks, stage_callbacks
@@ -99,7 +100,8 @@ class Run:
 def setup_run(cfg: TrainConfig) -> Run:
     """Open the competition, make or read its folds, and build model, datasets and Learner for
     ``cfg.fold``; resume from ``state.pt`` when there is one. A complete run with the same recipe
-    is returned as it is (``fit`` and ``write_predictions`` then do nothing).
+    is returned as it is (``fit`` and ``write_predictions`` then do nothing). A resumed or reused run
+    must find the folds.csv and tables it started on (its data.json: ``check_same_data``).
 
     The run folder's lock (``lib.core.runlock``) is taken first and held until ``write_predictions``
     ends or the process does: another process setting up the same run is refused, naming it and the
@@ -129,6 +131,9 @@ def _build_run(run_dir: Path, cfg: TrainConfig, lock: RunLock | None) -> Run:
     comp = open_competition(cfg.data_dir, cfg.scan_args, cfg.group_col, verbose=cfg.verbose)
     folds = make_folds(comp, n_folds=cfg.n_folds, seed=42, group_col=cfg.group_col, verbose=cfg.verbose)
     run = Run(run_dir, cfg, comp, folds, lock=lock)
+    resume = cfg.resume and (run_dir / RunDir.STATE).exists()
+    if run.complete or resume:
+        check_same_data(run_dir, cfg)  # the folds and tables it started on (data.json)
     if run.complete:
         if cfg.verbose:
             print(f"{run_dir}: already complete (force=True retrains)")
@@ -137,6 +142,8 @@ def _build_run(run_dir: Path, cfg: TrainConfig, lock: RunLock | None) -> Run:
     if rank() == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         cfg.to_yaml(run_dir / RunDir.PARAMS)
+        if not resume:
+            record_data(run_dir, cfg)
         write_json(run_dir / RunDir.CLASSES, comp.class_table())  # what re-prediction needs, without the data
     # a data-parallel run trains in worker processes (``fit``); this one keeps its model on the CPU
     device = torch.device("cpu") if _launches_workers(cfg) else pick_device(cfg.device, verbose=cfg.verbose)
@@ -151,7 +158,7 @@ def _build_run(run_dir: Path, cfg: TrainConfig, lock: RunLock | None) -> Run:
     run.learn.add_cbs(training_callbacks(cfg, device, run.precision.dtype))
     run.learn.add_cbs(stage_callbacks(cfg, comp, folds, run.data, data_cfg, model) + averaging_callbacks(cfg))
     run.history = []
-    if cfg.resume and (run_dir / RunDir.STATE).exists():
+    if resume:
         run.start_epoch, run.history = load_state(run.learn, run_dir / RunDir.STATE)
         if cfg.verbose:
             print(f"resuming {cfg.name} after epoch {run.start_epoch}/{cfg.epochs}")

@@ -9,12 +9,14 @@ import subprocess
 import sys
 
 import nbformat
+import pandas as pd
 import pytest
 import yaml
 from conftest import start_and_kill
 
 from lib.core.config import TrainConfig
 from lib.core.paths import repo_root
+from lib.data.competition import scan_competition
 from lib.ops.grid import main, overrides, parse_folds, parse_value, parse_yaml
 from lib.ops.jobs import NOTEBOOK, GridClock, make_jobs, run_command, run_env
 from lib.ops.ray_grid import RayOptions
@@ -276,3 +278,31 @@ def test_two_params_files_giving_one_run_name_are_refused(tmp_path):
     with pytest.raises(ValueError, match=rf"{a} is listed twice"):
         make_jobs([a, a], [0])
     assert not (tmp_path / "runs").exists()                                      # nothing was written
+
+
+def test_a_run_trained_on_another_exclude_ids_table_is_not_skipped(digits_comp, tmp_path, capsys):
+    """The grid reuses a complete run only on the tables it trained on: a changed exclude_ids table stops it
+    before anything runs, naming the run and the table (--force retrains it); a run made before data.json is
+    skipped unchecked, and the grid says so."""
+    noisy = tmp_path / "noisy.csv"
+    ids = scan_competition(digits_comp, verbose=False).train["id"].tolist()
+    pd.DataFrame({"id": ids[:4]}).to_csv(noisy, index=False)
+    p = _params(tmp_path, "ex", data_dir=str(digits_comp), exclude_ids=str(noisy))
+    runs = tmp_path / "runs"
+    train_fold(make_jobs([p], [0], runs_dir=str(runs))[0].cfg)
+    assert run_grid([p], [0], runs_dir=str(runs))["skipped"] == ["ex_f0"]       # unchanged: reused
+    stamp = (runs / "ex_f0" / "metrics.json").stat().st_mtime_ns
+    pd.DataFrame({"id": ids[:5]}).to_csv(noisy, index=False)
+    with pytest.raises(ValueError, match=rf"(?s)ex_f0: exclude_ids table {noisy} changed .*--force"):
+        run_grid([p], [0], runs_dir=str(runs))
+    assert main(["--params", str(p), "--folds", "0", "--runs-dir", str(runs)]) == 2
+    assert (runs / "ex_f0" / "metrics.json").stat().st_mtime_ns == stamp          # nothing was trained
+    data = runs / "ex_f0" / "data.json"
+    record = data.read_text()
+    data.unlink()                                                                  # an older kit's run
+    capsys.readouterr()
+    assert run_grid([p], [0], runs_dir=str(runs))["skipped"] == ["ex_f0"]
+    assert "1 run(s) made before data.json record no folds or tables" in capsys.readouterr().out
+    data.write_text(record)
+    assert run_grid([p], [0], runs_dir=str(runs), force=True)["done"] == ["ex_f0"]
+    assert run_grid([p], [0], runs_dir=str(runs))["skipped"] == ["ex_f0"]       # its new record: reused

@@ -46,8 +46,8 @@ def test_two_processes_train_one_run(digits_comp, tmp_path, extra):
     ddp = train_fold(TrainConfig(data_dir=str(digits_comp), runs_dir=str(runs), run_name="ddp", devices=2, **extra,
                                  **TINY))
     files = sorted(os.listdir(runs / "ddp"))
-    assert files == ["classes.json", "curves.png", "env.json", "metrics.json", "model.safetensors", "oof.csv",
-                     "params.yaml", "state.pt", "test.csv"]
+    assert files == ["classes.json", "curves.png", "data.json", "env.json", "metrics.json", "model.safetensors",
+                     "oof.csv", "params.yaml", "state.pt", "test.csv"]
     oof = pd.read_csv(runs / "ddp" / "oof.csv", dtype={"id": str})
     folds = pd.read_csv(digits_comp / "folds.csv", dtype={"id": str})
     assert sorted(oof["id"]) == sorted(folds.loc[folds["fold"] == 0, "id"]) and not oof["id"].duplicated().any()
