@@ -66,14 +66,20 @@ class TrainConfig:
     rot90: bool = False                 # random 90-degree rotations in training (every preset but none)
     mixup: float = 0.0                  # MixUp alpha (0 = off)
     cutmix: float = 0.0                 # CutMix alpha (0 = off); both on = one or the other per batch
+    sampler: str = "shuffle"            # training draws: shuffle (each image once) | balanced (classes alike) | sqrt
     # the optimisation
     batch_size: int = 64
     epochs: int = 6
     lr: float = 2e-3                    # peak learning rate
-    weight_decay: float = 0.05          # AdamW decay (not on norms and biases)
+    weight_decay: float = 0.05          # the optimizer's decay (not on norms and biases)
     layer_decay: float | None = None    # layer-wise lr decay, e.g. 0.75: lr x decay^(blocks above); None = off
-    schedule: str = "onecycle"          # onecycle | flat_cos | plateau (lr x plateau_factor when monitor stalls)
+    opt: str = "adamw"                  # timm optimizer: adamw | sgd (nesterov) | momentum | lion | lamb | nadamw ...
+    opt_args: dict = field(default_factory=dict)  # its further arguments, e.g. {"betas": [0.9, 0.99]}
+    freeze_epochs: int = 0              # fine-tuning: the first this many epochs train the head (and norms) alone
+    schedule: str = "onecycle"          # onecycle | flat_cos | cosine_restarts | plateau (lower lr at a stall)
     warmup_pct: float = 0.1             # onecycle's share of warm-up steps
+    restart_epochs: float = 1.0         # schedule cosine_restarts: the first cycle's epochs (lr down to lr / 1e5)
+    restart_mult: float = 2.0           # schedule cosine_restarts: each cycle this many times the one before
     loss: str = "ce"                    # ce | focal | bi_tempered | asymmetric | soft_ce
     loss_args: dict = field(default_factory=dict)  # e.g. {"label_smoothing": 0.1} or {"gamma": 2.0}
     ema_epochs: float | None = None     # weight EMA averaging over about this many epochs, e.g. 1.0 (None = off)
@@ -232,6 +238,7 @@ class TrainConfig:
         out = []
         for name, options in (("aug", choices.AUGMENTATIONS), ("loss", choices.LOSS_ARGS),
                               ("schedule", choices.SCHEDULES), ("monitor", choices.MONITORS),
+                              ("opt", choices.OPT_ARGS), ("sampler", choices.SAMPLERS),
                               ("precision", choices.PRECISIONS), ("pool", choices.POOLS),
                               ("tracker", choices.TRACKERS), ("best_epoch", choices.BEST_EPOCHS)):
             if getattr(self, name) not in options:
@@ -271,6 +278,10 @@ class TrainConfig:
         takes = choices.LOSS_ARGS.get(self.loss)
         if takes is not None and set(self.loss_args) - set(takes):
             out.append(f"loss_args {sorted(self.loss_args)} do not fit loss {self.loss!r}, which takes {list(takes)}")
+        takes = choices.OPT_ARGS.get(self.opt)
+        if takes is not None and set(self.opt_args) - set(takes):
+            out.append(f"opt_args {sorted(self.opt_args)} do not fit opt {self.opt!r}, which takes {list(takes)} "
+                       "(lr and weight_decay are settings of their own)")
         return (out + rules.teacher_problems(self) + rules.refit_problems(self)
                 + rules.averaging_problems(self) + rules.stage_problems(self))
 
@@ -340,5 +351,7 @@ def legacy_settings(recorded: dict) -> dict:
     doc = recorded.get("aug") == "doc_noise"
     then = {"best_epoch": "monitor", "hflip": True, "vflip": doc, "rot90": doc,
             "teacher_weight": 0.5, "teacher_temperature": 1.0, "full_data": False,  # teacher off, fold runs
-            "plateau_factor": 0.5, "plateau_patience": 1}  # no plateau schedule
+            "plateau_factor": 0.5, "plateau_patience": 1,  # no plateau schedule
+            "opt": "adamw", "opt_args": {}, "freeze_epochs": 0, "sampler": "shuffle",  # AdamW, nothing frozen
+            "restart_epochs": 1.0, "restart_mult": 2.0}  # no restarts
     return {k: v for k, v in then.items() if k not in recorded}

@@ -77,6 +77,19 @@ def test_unknown_and_bad_settings_name_what_is_valid(tmp_path):
         TrainConfig(cache="no")
     with pytest.raises(ValueError, match="loss_args \\['alpha'\\] do not fit loss 'ce'"):
         TrainConfig(loss="ce", loss_args={"alpha": 1})
+    with pytest.raises(ValueError) as e:
+        TrainConfig(opt="adam", sampler="weighted", restart_mult=0.5)
+    for part in ("opt 'adam': choose one of ['adamw', 'adopt', 'lamb', 'lion', 'momentum'",
+                 "sampler 'weighted': choose one of ['balanced', 'shuffle', 'sqrt']", "restart_mult 0.5"):
+        assert part in str(e.value)
+    with pytest.raises(ValueError, match=r"opt_args \['momentum'\] do not fit opt 'lion', which takes \['betas'"):
+        TrainConfig(opt="lion", opt_args={"momentum": 0.9})
+    with pytest.raises(ValueError, match="freeze_epochs 1 would hold a body that was never trained"):
+        TrainConfig(freeze_epochs=1)
+    with pytest.raises(ValueError, match="freeze_epochs 6: 0 \\(off\\) to 5; the frozen epochs start the run's 6"):
+        TrainConfig(freeze_epochs=6, epochs=6, pretrained="hub")
+    with pytest.raises(ValueError, match="swa_epochs 4: averages 2..3 epochs \\(epochs after the 1 freeze_epochs"):
+        TrainConfig(freeze_epochs=1, epochs=5, pretrained="hub", swa_epochs=4, swa_lr=1e-4)
     p = tmp_path / "r.yaml"
     p.write_text("lr: 1e-4\nepochs: 3\nscan_args: {labels_csv: train.csv, label: x}\n")  # YAML 1.1 reads 1e-4 as text
     with pytest.raises(ValueError, match=r"(?s)r.yaml: .*scan_args \['label'\]: valid keys"):
@@ -144,7 +157,8 @@ def test_runs_recorded_before_the_new_settings_read_back_as_they_trained(tmp_pat
     from lib.core.rundir import load_config, recorded_config
     asked = TrainConfig.from_yaml(repo_root() / "params" / "doc_convnext_tiny.yaml", data_dir="data/docs",
                                   run_name="doc_convnext_tiny_f0")
-    new = {"best_epoch", "ema_epochs", "hflip", "vflip", "rot90"}
+    new = {"best_epoch", "ema_epochs", "hflip", "vflip", "rot90", "opt", "opt_args", "freeze_epochs", "sampler",
+           "restart_epochs", "restart_mult"}
     then = {k: v for k, v in asked.to_dict().items() if k not in new} | {"ema": 0.999}  # as 02_train wrote it
     for name, aug, flips in (("doc", "doc_noise", (True, True, True)), ("photo", "medium", (True, False, False))):
         (tmp_path / name).mkdir()
