@@ -263,7 +263,9 @@ def test_force_deletes_once_in_the_driver_and_a_retried_attempt_resumes(digits_c
     assert not killed["complete"] and 2 <= len(killed["epochs"]) < 4
     assert done["complete"] and len(done["epochs"]) == 4
     assert done["epochs"][:len(killed["epochs"])] == killed["epochs"]         # resumed (same seconds), not redone
-    assert f"resuming re_f0 after epoch {len(killed['epochs'])}/4" in (runs / "re_f0.log").read_text()
+    # state.pt is saved before metrics.json: a kill between the two resumes after one epoch more than it listed
+    resumed = re.findall(r"resuming re_f0 after epoch (\d)/4", (runs / "re_f0.log").read_text())
+    assert resumed and int(resumed[0]) in (len(killed["epochs"]), len(killed["epochs"]) + 1), resumed
     assert not seen["there_at_launch"]                                          # deleted by the driver, once
     assert seen["cmd"][-3:] == ["-p", "force", "False"]
 
