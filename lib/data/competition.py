@@ -189,8 +189,9 @@ def open_labelled(data_dir, class_table: dict, work: str | None = None) -> Compe
     else:  # <class>/<file>: folders holding at least one image file
         rows = []
         for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            files = [f for f in sorted(d.iterdir()) if f.is_file() and f.suffix.lower() in IMAGE_EXTS]
-            rows += [{"id": f.stem, "path": str(f.resolve()), "label": d.name} for f in files]
+            if any(f.is_file() and f.suffix.lower() in IMAGE_EXTS for f in d.iterdir()):
+                rows += [{"id": f.stem, "path": str(f.resolve()), "label": d.name}
+                         for f in _list_images(d, "train", problems)]  # other files: named in problems
         train = pd.DataFrame(rows, columns=["id", "path", "label"])
         dup = train["id"].duplicated(keep=False)
         train.loc[dup, "id"] = train.loc[dup, "label"] + "/" + train.loc[dup, "id"]

@@ -93,8 +93,10 @@ def test_unknown_labels_are_refused_and_unreadable_images_named(digits_runs, tmp
     src = sorted((data / "train" / classes[3]).glob("*.jpg"))[:4]
     folder = _image_folder(src, [classes[3]] * 4, tmp_path / "held")
     (folder / classes[3] / "broken.jpg").write_bytes(b"\xff\xd8 cut short")
+    (folder / classes[3] / "notes.txt").write_text("not an image")
     got = validate(folder, runs=[run], out=tmp_path / "p.csv")
-    assert got["n"] == 4 and got["problems"]["path"].str.endswith("broken.jpg").tolist() == [True]
+    assert got["n"] == 4 and sorted(os.path.basename(p) for p in got["problems"]["path"]) == ["broken.jpg",
+                                                                                             "notes.txt"]
     said = _cli("--run", run, "--data", folder, "--out", tmp_path / "q.csv")
     assert "not scored:" in said and "broken.jpg" in said
     _image_folder(src[:1], ["고래"], folder)
