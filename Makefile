@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.foldbook-installed
+# what `make test` and `make lint` add: pytest, linters, every extra and the servers the tests start
+DEV_STAMP := $(VENV)/.foldbook-dev-installed
+# extras beside the runtime, by purpose (pyproject.toml): make env EXTRAS=tracking,backup,cluster,export
+EXTRAS ?=
 # the project's Jupyter kernel, registered inside $(VENV): `make lab` and papermill find it, the notebooks declare it
 KERNEL := foldbook
 KERNEL_SPEC := $(VENV)/share/jupyter/kernels/$(KERNEL)/kernel.json
@@ -18,13 +22,16 @@ DEMO_FOLDS  ?= 0-2
 # digits are not mirror-symmetric: the digits demo trains without horizontal flips
 DEMO_FLIPS  := $(if $(filter digits,$(DEMO_NAME)),-p hflip False)
 
-# the grid: every params file x fold
-PARAMS ?= $(DEMO_PARAMS)
-DATA   ?= $(DEMO_DATA)
-N_FOLDS ?= 3
-FOLDS  ?= $(DEMO_FOLDS)
+# the grid: every params file (PARAMS, required) x fold; DATA and N_FOLDS, when given, override the recipes'
+# (whose default is 5 folds, as the notebooks' and lib.ops.grid's); any other grid option in ARGS, e.g.
+# make grid PARAMS=params/convnext_tiny.yaml DATA=data/cars ARGS='-y "{loss_args: {label_smoothing: 0.1}}" --jobs 2'
+PARAMS ?=
+DATA   ?=
+N_FOLDS ?=
+FOLDS  ?= 0-4
 JOBS   ?= 1
 RUNS   ?= runs
+ARGS   ?=
 PAPERMILL := $(PY) -m papermill --cwd $(CURDIR) -k $(KERNEL)
 
 # the scored Fashion-MNIST benchmark (params/fmnist/README.md): full data, each recipe x 5 folds + its full-data refit
@@ -38,7 +45,7 @@ FM_REFIT    ?= blend
 # backups of $(RUNS) off the machine: any fsspec URL (s3://bucket/prefix, gs://..., a mounted folder)
 SYNC_TO ?=
 
-.PHONY: env kernel demo test lint lab grid bundle clean-runs bench-fmnist bench-fmnist-compute sync restore
+.PHONY: env kernel demo quick test lint lab grid bundle clean-runs bench-fmnist bench-fmnist-compute sync restore
 
 env: $(STAMP) $(KERNEL_SPEC)
 
@@ -50,16 +57,20 @@ $(KERNEL_SPEC): $(STAMP)
 kernel: env
 	$(PY) -m ipykernel install --user --name $(KERNEL) --display-name "$(KERNEL) ($(CURDIR))"
 
-# another PyTorch build (CUDA version) with the same pins: make env TORCH_INDEX=<PyTorch's wheel index for it>
+# another PyTorch build with the same pins: make env TORCH_INDEX=<PyTorch's wheel index for it>, e.g. on a
+# machine without a GPU TORCH_INDEX=https://download.pytorch.org/whl/cpu (no CUDA libraries: ~5 GB less)
 TORCH_INDEX ?=
+# pytest-xdist workers (auto: one per core); a test file runs on one worker, and tests/conftest.py gives
+# each worker its share of the cores
+TEST_WORKERS ?= auto
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(if $(TORCH_INDEX),$(PY) -m pip install --quiet --index-url $(TORCH_INDEX) $$(grep -oE '"torch(vision)?==[^"]+"' pyproject.toml | tr -d '"'))
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".$(if $(EXTRAS),[$(EXTRAS)])"
 	@touch $(STAMP)
-	@echo "environment ready: $(VENV) ($$($(PY) -c 'import torch; print("torch", torch.__version__)'))"
+	@echo "environment ready: $(VENV) ($$($(PY) -c 'import torch; print("torch", torch.__version__)'), $$(du -sh $(VENV) | cut -f1))"
 
 demo: env
 	@start=$$(date +%s); \
@@ -70,6 +81,19 @@ demo: env
 	$(PAPERMILL) notebooks/04_ensemble_tta.ipynb runs/04_ensemble_tta.ipynb -p data_dir $(DEMO_DATA) -p progress False && \
 	$(PY) -m lib.ops.summary --data-dir $(DEMO_DATA) --runs-dir runs --score && \
 	echo "make demo: $$(( $$(date +%s) - start )) s"
+
+# your own competition, a first submission in minutes: 01, params/quick.yaml on 3 folds, 04, the summary.
+# DATA=data/<name>; ARGS: more overrides for the grid, e.g. ARGS="-p max_samples 500" for a smoke run
+QUICK_PARAMS ?= params/quick.yaml
+quick: env
+	@test -n "$(DATA)" || { echo "make quick: give DATA=data/<name> (your competition's folder)"; exit 2; }
+	@start=$$(date +%s); mkdir -p $(RUNS) && \
+	$(PAPERMILL) notebooks/01_eda.ipynb $(RUNS)/01_eda.ipynb -p data_dir $(DATA) -p n_folds 3 && \
+	$(PY) -m lib.ops.grid --params $(QUICK_PARAMS) --folds 0-2 --runs-dir $(RUNS) -p data_dir $(DATA) -p n_folds 3 $(ARGS) && \
+	$(PAPERMILL) notebooks/04_ensemble_tta.ipynb $(RUNS)/04_ensemble_tta.ipynb -p data_dir $(DATA) -p runs_dir $(RUNS) \
+		-p submission $(RUNS)/submission.csv -p progress False && \
+	$(PY) -m lib.ops.summary --data-dir $(DATA) --runs-dir $(RUNS) && \
+	echo "make quick: $(RUNS)/submission.csv in $$(( $$(date +%s) - start )) s"
 
 # every step resumes: a rerun after an interruption skips finished runs (start afresh: rm -rf $(FM_RUNS))
 bench-fmnist: env
@@ -91,12 +115,16 @@ bench-fmnist-compute: env
 	$(PY) -m bench.fmnist_compute --data-dir $(FM_DATA) --runs-dir $(FM_RUNS) --params $(FM_BASELINE) && \
 	$(PY) -m bench.fmnist_report --data-dir $(FM_DATA) --runs-dir $(FM_RUNS)
 
-test: env
-	$(PY) -m pytest -q
+$(DEV_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $(DEV_STAMP)
+
+test: env $(DEV_STAMP)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # ruff: pyflakes, pycodestyle, import order, bugbear (settings in pyproject.toml), notebooks included;
 # import-linter: lib's floors import only downward (docs/architecture.md)
-lint: env
+lint: env $(DEV_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 
@@ -105,7 +133,8 @@ lab: env
 	TORCHINDUCTOR_CACHE_DIR=$${TORCHINDUCTOR_CACHE_DIR:-$(CURDIR)/.cache/torchinductor} $(VENV)/bin/jupyter lab --notebook-dir=$(CURDIR)$(if $(filter 0,$(shell id -u)), --allow-root)
 
 grid: env
-	$(PY) -m lib.ops.grid --params $(PARAMS) --folds $(FOLDS) --jobs $(JOBS) --runs-dir $(RUNS) -p data_dir $(DATA) -p n_folds $(N_FOLDS)
+	@test -n "$(PARAMS)" || { echo 'make grid: give PARAMS="params/<recipe>.yaml ..." and DATA=data/<competition> (make demo runs the demo grid)'; exit 2; }
+	$(PY) -m lib.ops.grid --params $(PARAMS) --folds $(FOLDS) --jobs $(JOBS) --runs-dir $(RUNS)$(if $(DATA), -p data_dir $(DATA))$(if $(N_FOLDS), -p n_folds $(N_FOLDS)) $(ARGS)
 
 # an offline bundle of 04's blend for code competitions (wheel + runs + 05_inference.ipynb)
 OUT  ?= bundle

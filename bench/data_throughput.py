@@ -31,6 +31,7 @@ import torch
 from PIL import Image
 
 from bench.eda_speed import sample_photos  # the real sample photos
+from lib.core.cli import command_parser
 from lib.data.augment import get_augment
 from lib.data.dataset import ImageDataset, build_cache
 from lib.data.images import CV_REDUCED_FLAGS
@@ -106,15 +107,19 @@ def decode_floor(paths: list[str], size: int, seconds: float = 2.0) -> dict:
     return out
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parser() -> argparse.ArgumentParser:
+    ap = command_parser("bench.data_throughput", __doc__)
     ap.add_argument("--n", type=int, default=300, help="photos (1280x960)")
-    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--size", type=int, default=224, help="training image size, pixels (square)")
     ap.add_argument("--seconds", type=float, default=10.0, help="time per path (in 5 interleaved rounds)")
     ap.add_argument("--quality", type=int, default=90, help="JPEG quality of the photos (the entropy "
                     "decoding that DCT scaling cannot skip grows with it)")
     ap.add_argument("--out", default="data/bench_photos", help="photos go to <out>/q<quality>")
-    a = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> None:
+    a = parser().parse_args(argv)
     torch.set_num_threads(1), cv2.setNumThreads(1)
     os.environ["OMP_NUM_THREADS"] = "1"
     paths = make_photos(Path(a.out) / f"q{a.quality}", a.n, quality=a.quality)

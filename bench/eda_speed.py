@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from lib.core.cli import command_parser
 from lib.core.io import read_json, write_json
 
 BRANDS = ["현대", "기아", "제네시스", "쌍용", "르노코리아", "BMW", "Benz", "Audi", "Toyota", "Volvo"]
@@ -158,16 +159,20 @@ def run_eda(root: Path, workers=None) -> dict:
     return times
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default="data/bench_eda")
-    ap.add_argument("--n-train", type=int, default=33_000)
-    ap.add_argument("--n-test", type=int, default=3_000)
-    ap.add_argument("--n-classes", type=int, default=100)
-    ap.add_argument("--workers", type=int, default=None)
-    ap.add_argument("--build-only", action="store_true")
+def parser() -> argparse.ArgumentParser:
+    ap = command_parser("bench.eda_speed", __doc__)
+    ap.add_argument("--out", default="data/bench_eda", help="the competition goes to <out>/train<N>_test<M>/")
+    ap.add_argument("--n-train", type=int, default=33_000, help="train photos")
+    ap.add_argument("--n-test", type=int, default=3_000, help="test photos")
+    ap.add_argument("--n-classes", type=int, default=100, help="class folders")
+    ap.add_argument("--workers", type=int, default=None, help="processes of the image pass (None: the kit's choice)")
+    ap.add_argument("--build-only", action="store_true", help="only build the competition (resumable)")
     ap.add_argument("--warm", action="store_true", help="also time a second run that reuses the caches")
-    a = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> None:
+    a = parser().parse_args(argv)
     t0 = time.perf_counter()
     root = build(a.out, a.n_train, a.n_test, a.n_classes, workers=a.workers)
     print(f"competition: {root} (ready in {time.perf_counter() - t0:.0f} s)")

@@ -37,6 +37,7 @@ from fastai.vision.all import (
     vision_learner,
 )
 
+from lib.core.cli import command_parser
 from lib.core.config import TrainConfig
 from lib.core.io import write_json
 from lib.core.paths import resolve
@@ -125,15 +126,19 @@ def run_baseline(data_dir: str, params: str, out: str, seed: int = 42, minutes: 
     return info
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data-dir", required=True)
+def parser() -> argparse.ArgumentParser:
+    ap = command_parser("bench.fmnist_baseline", __doc__)
+    ap.add_argument("--data-dir", required=True, help="the Fashion-MNIST competition (lib.ops.demo)")
     ap.add_argument("--params", required=True, help="the recipe file whose backbone, img_size and epochs it uses")
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out", required=True, help="folder of the baseline's model, metrics and submission")
     budget = ap.add_mutually_exclusive_group()
     budget.add_argument("--minutes", type=float, default=None, help="train for this many minutes (epochs from timing)")
     budget.add_argument("--budget-from", default=None, help="a runs folder: train for its runs' summed minutes")
-    a = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> None:
+    a = parser().parse_args(argv)
     if (resolve(a.out) / "baseline.json").exists():
         print(f"{a.out}: baseline already trained (delete the folder to retrain)")
         return

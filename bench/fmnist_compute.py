@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from lib.core.cli import command_parser
 from lib.core.config import TrainConfig
 from lib.core.io import read_json
 from lib.core.paths import resolve
@@ -74,12 +75,16 @@ def run_full(data_dir: str, runs_dir: str, minutes: float) -> dict:
     return {"model": model, "epochs": cfg.epochs, "budget_minutes": minutes, "minutes": summary.get("minutes")}
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data-dir", required=True)
-    ap.add_argument("--runs-dir", required=True)
+def parser() -> argparse.ArgumentParser:
+    ap = command_parser("bench.fmnist_compute", __doc__)
+    ap.add_argument("--data-dir", required=True, help="the Fashion-MNIST competition of the grid")
+    ap.add_argument("--runs-dir", required=True, help="the grid's runs (their summed minutes are the budget)")
     ap.add_argument("--params", required=True, help="the baseline's backbone and size (a params/*.yaml)")
-    a = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> None:
+    a = parser().parse_args(argv)
     minutes = grid_minutes(a.runs_dir)
     print(f"budget: the grid's {minutes:.1f} training minutes")
     base = resolve(a.runs_dir) / "baseline_equal_compute"

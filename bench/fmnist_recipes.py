@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from lib.core.cli import command_parser
 from lib.core.config import TrainConfig
 from lib.core.metrics import accuracy, apply_temperature, fit_temperature, log_loss, probs_to_logits
 from lib.model.factory import build_model
@@ -106,17 +107,20 @@ def score(name: str, refit: bool, data_dir: Path, runs_dir: Path) -> dict | None
                 T=round(T, 3), test_acc=round(accuracy(y, cal), 4), test_ll=round(log_loss(y, cal), 4))
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m bench.fmnist_recipes", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def parser() -> argparse.ArgumentParser:
+    ap = command_parser("bench.fmnist_recipes", __doc__)
     ap.add_argument("--data-dir", default="data/fmnist_full", help="the Fashion-MNIST competition (lib.ops.demo)")
     ap.add_argument("--runs-dir", default="runs/fmnist_recipes", help="where the candidates' runs go")
-    ap.add_argument("--device", default=None, help="cuda | cpu (default: cuda if there is one)")
+    ap.add_argument("--device", default=None, help="cuda | cpu (None: cuda if there is one)")
     ap.add_argument("--workers", type=int, default=2, help="runs trained at once")
     ap.add_argument("--max-samples", type=int, help="cap each run's images (a smoke run of this script)")
-    ap.add_argument("--only", nargs="*", help="candidate names (default: all)")
+    ap.add_argument("--only", nargs="*", help="candidate names (None: all)")
     ap.add_argument("--score-only", action="store_true", help="score what is complete, train nothing")
-    a = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> None:
+    a = parser().parse_args(argv)
     names = a.only or list(CANDIDATES)
     data_dir, runs_dir = Path(a.data_dir), Path(a.runs_dir)
     if not a.score_only:

@@ -21,10 +21,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from lib.core.cli import command_parser
 from lib.core.device import cpu_name
 from lib.core.io import read_json, write_json, write_text
 from lib.core.paths import repo_root, resolve
-from lib.ops.demo import score_submission
+from lib.ops.demo_data import score_submission
 
 PUBLISHED_README = Path("/usr/share/doc/dataset-fashion-mnist/README.md.gz")
 PUBLISHED_ROWS = ("Google AutoML", "ResNet18", "MobileNet", "2 Conv+2 FC")  # rows of its benchmark table
@@ -155,12 +156,16 @@ def markdown(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data-dir", required=True)
-    ap.add_argument("--runs-dir", required=True)
+def parser() -> argparse.ArgumentParser:
+    ap = command_parser("bench.fmnist_report", __doc__)
+    ap.add_argument("--data-dir", required=True, help="the Fashion-MNIST competition (its solution.csv scores)")
+    ap.add_argument("--runs-dir", required=True, help="the benchmark's runs, submission and baseline")
     ap.add_argument("--started", type=float, default=None, help="unix time the benchmark started (for its minutes)")
-    a = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> None:
+    a = parser().parse_args(argv)
     r = report(a.data_dir, a.runs_dir, a.started)
     md = markdown(r)
     runs = resolve(a.runs_dir)

@@ -24,6 +24,7 @@ import torch
 from fastai.callback.core import Callback
 
 from bench.eda_speed import build
+from lib.core.cli import command_parser
 from lib.core.config import TrainConfig
 from lib.data.competition import open_competition
 from lib.train.loop import fit, setup_run, train_fold
@@ -103,20 +104,24 @@ def ddp_rate(root, a, devices: int, runs_dir: str, epochs: int) -> float:
     return n / float(np.median([e["seconds"] for e in m["epochs"][1:]]))
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--backbone", default="convnext_tiny")
-    ap.add_argument("--size", type=int, default=224)
-    ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--n-train", type=int, default=12_000)
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: the kit's choice)")
+def parser() -> argparse.ArgumentParser:
+    ap = command_parser("bench.gpu_train", __doc__)
+    ap.add_argument("--backbone", default="convnext_tiny", help="timm model name")
+    ap.add_argument("--size", type=int, default=224, help="training image size, pixels (square)")
+    ap.add_argument("--batch", type=int, default=128, help="images per step (per GPU)")
+    ap.add_argument("--n-train", type=int, default=12_000, help="train photos of the built competition")
+    ap.add_argument("--epochs", type=int, default=3, help="epochs of the cached run (the first is not timed)")
+    ap.add_argument("--workers", type=int, default=None, help="DataLoader workers (None: the kit's choice)")
     ap.add_argument("--watchdog", type=float, default=None,
                     help="dump every thread's stack and exit after this many seconds")
-    ap.add_argument("--out", default="data/bench_gpu")
-    ap.add_argument("--runs-dir", default="runs/bench_gpu")
+    ap.add_argument("--out", default="data/bench_gpu", help="where the photo competition is built")
+    ap.add_argument("--runs-dir", default="runs/bench_gpu", help="where its runs go")
     ap.add_argument("--devices", type=int, default=1, help="also measure data-parallel scaling on this many GPUs")
-    a = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> None:
+    a = parser().parse_args(argv)
     assert torch.cuda.is_available(), "this benchmark needs a CUDA GPU"
     if a.watchdog:
         import faulthandler

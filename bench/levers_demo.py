@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from lib.core.cli import command_parser
 from lib.core.config import TrainConfig
 from lib.core.metrics import accuracy, log_loss
 from lib.core.paths import resolve
@@ -53,13 +54,17 @@ def train(base: TrainConfig, out, name: str, **changes) -> dict:
             "oof_acc": m["accuracy"], "oof_log_loss": m["log_loss"], "test_acc": acc, "test_log_loss": ll}
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data-dir", default="data/fmnist")
-    ap.add_argument("--params", default="params/demo/resnet.yaml")
-    ap.add_argument("--out", default="/tmp/levers")
+def parser() -> argparse.ArgumentParser:
+    ap = command_parser("bench.levers_demo", __doc__)
+    ap.add_argument("--data-dir", default="data/fmnist", help="the demo competition (make demo builds it)")
+    ap.add_argument("--params", default="params/demo/resnet.yaml", help="the recipe the levers are added to")
+    ap.add_argument("--out", default="/tmp/levers", help="runs folder of the measured runs")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: comparable under other load)")
-    a = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> None:
+    a = parser().parse_args(argv)
     torch.set_num_threads(a.threads)
     base = TrainConfig.from_yaml(resolve(a.params), data_dir=a.data_dir, n_folds=3, fold=0, progress=False,
                                  verbose=False, force=True)

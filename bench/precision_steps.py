@@ -16,6 +16,7 @@ import argparse
 
 import torch
 
+from lib.core.cli import command_parser
 from lib.core.config import TrainConfig
 from lib.core.device import cpu_name
 from lib.core.precision import choose_precision, cpu_capability, time_steps
@@ -30,12 +31,15 @@ def step_ms(cfg: TrainConfig, rounds: int = 5, steps: int = 3) -> dict:
     return time_steps(cfg.batch_size, cfg.img_size, rounds, steps, model=model)
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m bench.precision_steps", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def parser() -> argparse.ArgumentParser:
+    ap = command_parser("bench.precision_steps", __doc__)
     ap.add_argument("--params", default="params/fmnist/airnet.yaml", help="the recipe whose model is timed")
     ap.add_argument("--rounds", type=int, default=5, help="alternating rounds; the median is reported")
-    a = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> None:
+    a = parser().parse_args(argv)
     cfg = TrainConfig.from_yaml(a.params)
     ms = step_ms(cfg, a.rounds)
     auto = choose_precision("cpu", "auto")

@@ -32,6 +32,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from lib.core.cli import command_parser
 from lib.core.config import TrainConfig
 from lib.core.io import write_json
 from lib.core.metrics import accuracy, log_loss
@@ -103,16 +104,21 @@ def rows_for(data_dir: Path, out: Path, seed: int, extra: dict, recipe: str = RE
     return rows
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parser() -> argparse.ArgumentParser:
+    ap = command_parser("bench.resolution_demo", __doc__)
     ap.add_argument("--data-dir", default="/tmp/i31r/digits", help="the digits demo (lib.ops.demo --source digits)")
-    ap.add_argument("--out", default="/tmp/i31r/bench")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default="/tmp/i31r/bench", help="runs folder of the measured runs")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44], help="seeds of every variant")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: comparable under other load)")
     ap.add_argument("--params", default=RECIPE, help="the recipe (e.g. params/fmnist/airnet.yaml, 28 px)")
-    ap.add_argument("--variants", nargs="+", default=list(TRAINED), choices=list(TRAINED))
-    ap.add_argument("--predict-sizes", type=int, nargs="+", default=list(PREDICTED))
-    a = ap.parse_args(argv)
+    ap.add_argument("--variants", nargs="+", default=list(TRAINED), choices=list(TRAINED), help="recipes trained")
+    ap.add_argument("--predict-sizes", type=int, nargs="+", default=list(PREDICTED),
+                    help="sizes the recipe's runs are re-predicted at")
+    return ap
+
+
+def main(argv=None) -> None:
+    a = parser().parse_args(argv)
     torch.set_num_threads(a.threads)
     data, out = resolve(a.data_dir), resolve(a.out)
     doc = document_variant(data, data.with_name(data.name + "_doc"))

@@ -39,13 +39,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from lib.core.cli import command_parser
 from lib.core.config import TrainConfig
 from lib.core.device import cpu_name
 from lib.core.io import write_json
 from lib.core.paths import relative, resolve
 from lib.core.precision import amp_dtype
 from lib.model.factory import build_model
-from lib.ops.demo import score_submission
+from lib.ops.demo_data import score_submission
 from lib.train.loop import fit, setup_run, write_predictions
 
 DEFAULT_PARAMS = ["params/fmnist/resnet64.yaml", "params/fmnist/airnet.yaml"]
@@ -146,16 +147,20 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parser() -> argparse.ArgumentParser:
+    ap = command_parser("bench.small_backbone", __doc__)
     ap.add_argument("--params", nargs="+", default=DEFAULT_PARAMS, help="recipes; the first is the reference")
-    ap.add_argument("--data-dir", default="data/fmnist_full")
-    ap.add_argument("--runs-dir", default="/tmp/small_bench_runs")
-    ap.add_argument("--fold", type=int, default=0)
-    ap.add_argument("--epochs", type=int, default=None, help="override every recipe's epochs")
+    ap.add_argument("--data-dir", default="data/fmnist_full", help="the Fashion-MNIST competition (lib.ops.demo)")
+    ap.add_argument("--runs-dir", default="/tmp/small_bench_runs", help="where the runs go")
+    ap.add_argument("--fold", type=int, default=0, help="the validation fold trained")
+    ap.add_argument("--epochs", type=int, default=None, help="override every recipe's epochs (None: theirs)")
     ap.add_argument("--max-samples", type=int, default=None, help="random subset of train and valid images")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads for every model")
-    a = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> dict:
+    a = parser().parse_args(argv)
     torch.set_num_threads(a.threads)
     started = time.time()
     data_dir = resolve(a.data_dir)

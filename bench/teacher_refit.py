@@ -26,12 +26,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from lib.core.cli import command_parser
 from lib.core.config import TrainConfig
 from lib.core.io import read_json, write_json
 from lib.core.metrics import accuracy, log_loss
 from lib.core.paths import resolve
 from lib.core.rundir import cv_epochs
-from lib.ops.demo import score_submission
+from lib.ops.demo_data import score_submission
 from lib.predict.oof import fold_mean
 from lib.predict.refit import refit_tests
 from lib.predict.teacher import teacher_table
@@ -70,14 +71,18 @@ def mean_row(got: list[dict]) -> dict:
                          for k in list(got[0])[2:]}}
 
 
-def main(argv=None) -> pd.DataFrame:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data-dir", default="data/fmnist")
-    ap.add_argument("--params", default="params/demo/resnet.yaml")
-    ap.add_argument("--runs-dir", default="/tmp/foldbook_toolbox")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
+def parser() -> argparse.ArgumentParser:
+    ap = command_parser("bench.teacher_refit", __doc__)
+    ap.add_argument("--data-dir", default="data/fmnist", help="the demo competition (make demo builds it)")
+    ap.add_argument("--params", default="params/demo/resnet.yaml", help="the recipe of teachers and students")
+    ap.add_argument("--runs-dir", default="/tmp/foldbook_toolbox", help="where the runs go")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44], help="seeds, each a full comparison")
     ap.add_argument("--threshold", type=float, default=0.9, help="pseudo_threshold of the hard variants")
-    a = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> pd.DataFrame:
+    a = parser().parse_args(argv)
     torch.set_num_threads(1)
     runs = resolve(a.runs_dir)
     if runs == resolve("runs"):

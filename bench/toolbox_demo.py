@@ -35,11 +35,12 @@ import time
 import numpy as np
 import pandas as pd
 
+from lib.core.cli import command_parser
 from lib.core.config import TrainConfig
 from lib.core.device import cpu_name
 from lib.core.io import write_json
 from lib.core.paths import resolve
-from lib.ops.demo import score_submission
+from lib.ops.demo_data import score_submission
 from lib.train.loop import fit, setup_run, write_predictions
 
 RECIPE = "params/demo/resnet.yaml"
@@ -130,14 +131,19 @@ def _gain(x: dict, base: dict) -> str:
     return ("; ".join(said) if said else "no (within seed noise)") + f" [{len(x['oof_acc'])} seeds]"
 
 
-def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data-dir", default="data/fmnist")
-    ap.add_argument("--runs-dir", default="/tmp/d_runs")
-    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    ap.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44, 45, 46])
+def parser() -> argparse.ArgumentParser:
+    ap = command_parser("bench.toolbox_demo", __doc__)
+    ap.add_argument("--data-dir", default="data/fmnist", help="the demo competition (make demo builds it)")
+    ap.add_argument("--runs-dir", default="/tmp/d_runs", help="where the runs go")
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
+                    help="the variants trained")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44, 45, 46], help="seeds of each variant")
     ap.add_argument("--step-sizes", nargs="+", type=int, default=[16, 24, 32], help="sizes step_cost times")
-    a = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> dict:
+    a = parser().parse_args(argv)
     load0 = os.getloadavg()
     print(f"{RECIPE} on fold 0 of {a.data_dir}; {cpu_name()}, {os.cpu_count()} cores; load average "
           f"{load0[0]:.1f} {load0[1]:.1f} {load0[2]:.1f}", flush=True)

@@ -21,8 +21,9 @@ import time
 import numpy as np
 import torch
 
+from lib.core.cli import command_parser
 from lib.core.config import TrainConfig
-from lib.ops.demo import build_demo
+from lib.ops.demo_data import build_demo
 from lib.train.loop import fit, setup_run
 
 
@@ -62,13 +63,17 @@ def kit_epochs(data_dir, runs_dir, backbone, epochs, lr, wd, bs, k) -> tuple[flo
     return (time.perf_counter() - t0) / epochs, run
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--backbone", default="resnet10t")
-    ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=3)
+def parser() -> argparse.ArgumentParser:
+    ap = command_parser("bench.train_overhead", __doc__)
+    ap.add_argument("--backbone", default="resnet10t", help="timm model name")
+    ap.add_argument("--epochs", type=int, default=2, help="epochs of each timed run")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of the kit and the plain loop")
     ap.add_argument("--per-class", type=int, default=1000, help="demo images per class (3 folds)")
-    a = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> None:
+    a = parser().parse_args(argv)
     data = build_demo("auto", out="data", name="bench_train", max_train_per_class=a.per_class, max_test=500,
                       verbose=False)
     lr, wd, bs = 2e-3, 0.05, 64

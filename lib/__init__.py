@@ -6,7 +6,7 @@
     train    one backbone on one fold with fastai: the loop, callbacks, checkpoints, averaging, stages
     predict  runs read back, re-predicted, blended, calibrated and submitted
     insight  what the notebooks show: EDA, duplicates, shift, OOF analysis, reviewer, diffs
-    ops      command lines: grid (local or Ray), bundle, export, summary, demo, backup
+    ops      command lines: grid (local or Ray), bundle, export, summary, demo, backup, teacher
 
 Each floor imports only the floors below it (train and predict are siblings, as are data and
 model): docs/architecture.md, checked by import-linter in `make lint`.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import shutil
 
 import matplotlib
@@ -27,9 +28,20 @@ PNG_CLASSES = ["영", "일", "칠 번"]  # a space and Hangul, as in real compet
 matplotlib.use("Agg")  # this process only: notebook kernels keep their inline backend (plots as PNG)
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (`make test`: ``-n auto``), the cores are split between the workers: torch
+    here and, through OMP_NUM_THREADS, the papermill kernels and grid jobs a test starts, so that two
+    workers on two cores do not each run two threads."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = max(1, len(os.sched_getaffinity(0)) // workers)
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
 @pytest.fixture(scope="session")
 def _digits_source(tmp_path_factory):
-    from lib.ops.demo import build_demo
+    from lib.ops.demo_data import build_demo
 
     return build_demo("digits", out=str(tmp_path_factory.mktemp("data")), max_train_per_class=20,
                       max_test=60, verbose=False)
@@ -72,15 +84,16 @@ def doc_comp(_digits_source, tmp_path):
     return as_document_competition(_digits_source, tmp_path / "docs")
 
 
-def start_and_kill(job, epochs: int = 2, timeout: float = 300) -> dict:
-    """Start a grid job's papermill command in its own session, wait until its metrics.json records
-    ``epochs`` epochs, then SIGKILL the whole session (papermill, its kernel, any DDP workers): a
-    lost machine, no cleanup. Returns the metrics.json left behind."""
+def start_and_kill(job, epochs: int = 2, timeout: float = 300, cmd: list[str] | None = None) -> dict:
+    """Start a grid job's papermill command (``cmd``, default ``job.command()``) in its own session, wait
+    until its metrics.json records ``epochs`` epochs, then SIGKILL the whole session (papermill, its kernel,
+    any DDP workers): a lost machine, no cleanup. Returns the metrics.json left behind."""
     import os
     import signal
     import subprocess
     import time
-    proc = subprocess.Popen(job.command(), start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd or job.command(), start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     metrics = job.run_dir / "metrics.json"
     deadline = time.time() + timeout
     while time.time() < deadline:

@@ -30,8 +30,8 @@ import pytest
 import yaml
 
 from lib.core.paths import repo_root
-from lib.ops.grid import run_grid
 from lib.ops.jobs import KERNEL, check_kernel
+from lib.ops.runner import run_grid
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 LIMIT_S = 120  # hard limit of the whole test (it takes about 35 s on 2 CPU cores)

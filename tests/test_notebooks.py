@@ -7,18 +7,23 @@ submission is checked against sample_submission.csv and every notebook must hold
 """
 from __future__ import annotations
 
+import ast
 import json
+import re
 
 import nbformat
 import numpy as np
 import pandas as pd
 import papermill as pm
 import yaml
+from click.testing import CliRunner
+from papermill.cli import papermill as papermill_cli
 
 from lib.core.paths import repo_root
 from lib.ops import summary
-from lib.ops.grid import run_grid
 from lib.ops.jobs import KERNEL
+from lib.ops.runner import run_grid
+from lib.predict.lb_log import submission_cv
 
 NB = repo_root() / "notebooks"
 
@@ -58,16 +63,36 @@ def test_notebooks_are_valid_and_committed_without_outputs():
             f"{path.name} holds outputs: clear them before committing (jupyter nbconvert --clear-output)"
 
 
-def test_papermill_lists_every_parameter_with_its_help():
-    """``papermill <nb> --help-notebook`` (``inspect_notebook``) skips a line holding two ``=``, so a
-    comment must not hold one; every name the parameters cell assigns is listed, with its comment."""
-    import ast
+def test_papermill_lists_every_parameter_with_its_type_and_help():
+    """``papermill <nb> --help-notebook`` reads as documentation: every name the parameters cell assigns (and no
+    helper such as 02's ``_names_before``), each with a type and its comment; papermill skips a line holding two
+    ``=`` (so a comment must not hold one) and shows "Unknown type" for an unannotated one."""
     for path in sorted(NB.glob("*.ipynb")):
         cell = next(c for c in nbformat.read(path, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
-        assigned = [t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign) for t in node.targets]
-        listed = pm.inspect_notebook(str(path))
-        assert list(listed) == assigned, f"{path.name}: papermill does not list {sorted(set(assigned) - set(listed))}"
-        assert all(p["help"] for p in listed.values()), f"{path.name}: a parameter has no comment to show as help"
+        assigned = [node.target.id for node in ast.parse(cell.source).body if isinstance(node, ast.AnnAssign)]
+        assert len(assigned) == len(ast.parse(cell.source).body), f"{path.name}: a parameter without its type"
+        res = CliRunner().invoke(papermill_cli, ["--help-notebook", str(path)])   # papermill's own command
+        assert res.exit_code == 0, res.output
+        out = res.output
+        listed = _help_notebook(out)
+        assert list(listed) == assigned, f"{path.name}: papermill lists {list(listed)}, the cell assigns {assigned}"
+        untyped = [k for k, (kind, _) in listed.items() if kind == "Unknown type"]
+        assert not untyped and "Unknown type" not in out, f"{path.name}: no type for {untyped}"
+        assert not [k for k, (_, text) in listed.items() if not text], f"{path.name}: a parameter has no help"
+
+
+def _help_notebook(out: str) -> dict:
+    """name -> (type, help) from ``papermill --help-notebook``'s lines: ``  name: type (default v)`` then the help,
+    on the same line after padding or on the next, indented by 34."""
+    params, last = {}, None
+    for line in out.splitlines():
+        m = re.match(r"^  (\w+): (.+?) \(default .*?\)(.*)$", line)
+        if m:
+            last = m[1]
+            params[last] = [m[2], m[3].strip()]
+        elif last and line.startswith(" " * 34) and not params[last][1]:
+            params[last][1] = line.strip()
+    return {k: tuple(v) for k, v in params.items()}
 
 
 def _as_labels_table(root):
@@ -102,7 +127,8 @@ def test_four_notebooks_end_to_end(digits_comp, tmp_path, capsys):
     assert _pngs(train_nb) >= 2                                       # augmented batch + curves
 
     ana = _execute("03_oof_analysis", runs, data_dir=data, runs_dir=str(runs), n_folds=2)
-    assert _pngs(ana) >= 4
+    assert _pngs(ana) >= 5                                            # ... and every run's learning curves
+    assert (runs / "analysis" / "learning_curves.png").exists()
     assert "open this notebook in JupyterLab" in _text(ana)          # headless: no widget, static galleries
     assert not any("application/vnd.jupyter.widget-view+json" in o.get("data", {})
                    for c in ana.cells for o in c.get("outputs", []))
@@ -119,6 +145,8 @@ def test_four_notebooks_end_to_end(digits_comp, tmp_path, capsys):
     assert list(team.columns) == list(pd.read_csv(sub_path, nrows=1).columns) and len(team) == 60
     assert (runs / "ensemble" / "diff_pairs.csv").exists()
     assert (runs / "browse" / "test_predicted" / "manifest.csv").exists()
+    expected = json.loads((runs / "ensemble" / "expected_score.json").read_text())
+    assert submission_cv(sub_path, runs)["cv"] == expected["expected"]  # what `lib.ops.team lb add` finds
     sub = pd.read_csv(sub_path, dtype={"ID": str})
     sample = pd.read_csv(digits_comp / "sample_submission.csv", dtype={"ID": str})
     assert list(sub.columns) == list(sample.columns)

@@ -20,7 +20,9 @@ A run is never pushed over a copy there that is further along (complete while th
 more saved epochs) or that trained another recipe (its params.yaml): ``PushRefused`` names the run,
 the URL and what to do. Each push of a run, done, failed or refused, is written down in the run's
 ``backup.json`` (``last_pushes``; kept on this machine, not mirrored), where the grid and the next
-training of the run find a failed one to push again.
+training of the run find a failed one to push again. A URL's credentials (``ftp://user:pass@host/x``)
+are never written down or printed: backup.json, messages and errors show them as ``***``
+(``lib.core.paths.redact_url``).
 
 Restore copies back every run that the destination holds further than this machine (more saved epochs,
 or complete), and every other file this machine lacks; then ``make grid`` skips complete runs and
@@ -40,7 +42,7 @@ import yaml
 
 from lib.core.config import defaults
 from lib.core.io import atomic_path, file_signature, read_json, write_json
-from lib.core.paths import resolve
+from lib.core.paths import redact_text, redact_url, resolve
 from lib.core.rules import backup_problem
 from lib.core.rundir import RunDir, load_config, recorded_recipe
 
@@ -58,7 +60,7 @@ def open_url(url: str):
     """(fsspec file system, root path in it) of a destination; a plain path is relative to the repo root."""
     problem = backup_problem(url)
     if problem:
-        raise ValueError(f"backup destination {url!r}: {problem}")
+        raise ValueError(f"backup destination {redact_url(url)!r}: {problem}")
     if fsspec.core.split_protocol(str(url))[0] is None:
         url = str(resolve(url))
     fs, root = fsspec.core.url_to_fs(str(url))
@@ -153,12 +155,12 @@ def _push_run(fs, run_dir: Path, remote_dir: str, url: str) -> int:
     try:
         conflict = _conflict(fs, run_dir, remote_dir)
         if conflict:
-            where = f"{str(url).rstrip('/')}/{run_dir.name}"
+            where = f"{redact_url(str(url)).rstrip('/')}/{run_dir.name}"
             raise PushRefused(f"not pushing run {run_dir.name} ({run_dir}) to {where}: {conflict[0]}; nothing was "
                               f"uploaded. {conflict[1]}, or delete {where} to replace it with this one")
         sent = _push(fs, run_dir, remote_dir, _files(run_dir))
     except Exception as e:
-        _record(run_dir, url, progress, f"{type(e).__name__}: {e}")
+        _record(run_dir, url, progress, redact_text(f"{type(e).__name__}: {e}"))
         raise
     _record(run_dir, url, progress, None)
     return sent
@@ -200,9 +202,10 @@ def _describe(progress: tuple[bool, int]) -> str:
 
 
 def _url_key(url: str) -> str:
-    """A destination as backup.json records it: a plain path made absolute (from the repo root)."""
+    """A destination as backup.json records it: a plain path made absolute (from the repo root), a URL
+    without its credentials (``redact_url``)."""
     url = str(url)
-    return str(resolve(url)) if fsspec.core.split_protocol(url)[0] is None else url.rstrip("/")
+    return str(resolve(url)) if fsspec.core.split_protocol(url)[0] is None else redact_url(url.rstrip("/"))
 
 
 def _record(run_dir: Path, url: str, progress: tuple[bool, int], error: str | None) -> None:
@@ -258,7 +261,7 @@ def sync_runs(runs_dir="runs", url: str | None = None) -> pd.DataFrame:
         raise ValueError("no destination: give a URL (make sync SYNC_TO=s3://bucket/prefix, or --to)")
     fs, root = open_url(url)
     if not _atomic_put(fs) and Path(root).resolve().is_relative_to(runs_dir.resolve()):
-        raise ValueError(f"{url} is inside {runs_dir}: back up to another disk or bucket")
+        raise ValueError(f"{redact_url(url)} is inside {runs_dir}: back up to another disk or bucket")
     rows = []
     for d in sorted(p for p in runs_dir.iterdir() if _is_run(p)):
         complete, epochs = _progress(_local_metrics(d))
@@ -275,7 +278,7 @@ def _attempt(push) -> tuple[int, str | None]:
     try:
         return push(), None
     except (PushRefused, OSError) as e:
-        return 0, f"{type(e).__name__}: {e}"
+        return 0, redact_text(f"{type(e).__name__}: {e}")
 
 
 def _get(fs, remote: str, local: Path, sig=None) -> None:
@@ -302,14 +305,14 @@ def restore_runs(url: str, runs_dir="runs") -> pd.DataFrame:
     runs_dir = resolve(runs_dir)
     fs, root = open_url(url)
     if not fs.exists(root):
-        raise FileNotFoundError(f"{url}: nothing there to restore (no such bucket or folder)")
+        raise FileNotFoundError(f"{redact_url(url)}: nothing there to restore (no such bucket or folder)")
     names = [p[len(root) + 1:] for p in fs.find(root) if p.startswith(root + "/")]
     names = [n for n in names if not n.endswith(".tmp") and n.rsplit("/", 1)[-1] != MANIFEST]
     outside = [n for n in names if not _inside(runs_dir, n)]
     if outside:  # a key like run/../../lib/__init__.py would write code the next import runs
-        raise ValueError(f"{url}: refusing to restore {len(outside)} key(s) that point outside {runs_dir} (e.g. "
-                         f"{outside[0]!r}: a '..', '.', empty or absolute part); nothing was restored. Remove "
-                         "them from the bucket, or restore from a prefix that holds only runs")
+        raise ValueError(f"{redact_url(url)}: refusing to restore {len(outside)} key(s) that point outside "
+                         f"{runs_dir} (e.g. {outside[0]!r}: a '..', '.', empty or absolute part); nothing was "
+                         "restored. Remove them from the bucket, or restore from a prefix that holds only runs")
     runs = sorted({n.split("/")[0] for n in names if n.count("/") == 1 and n.endswith("/params.yaml")})
     rows = []
     for run in runs:

@@ -4,7 +4,8 @@
 (albumentations, torch losses, fastai schedules): making a recipe imports neither torch nor
 albumentations. Each registry above checks that it implements exactly these names
 (tests/core/test_choices.py): ``lib.data.augment.AUGMENTATIONS``, ``lib.model.losses.LOSSES`` (and the
-keyword arguments each loss takes), ``lib.model.tta.TTA_OPS``.
+keyword arguments each loss takes), ``lib.model.tta.TTA_OPS``, ``lib.train.stages.SCHEDULES``,
+``lib.train.sampler.SAMPLERS``; timm's optimizer registry holds every ``OPT_ARGS`` name and argument.
 """
 from __future__ import annotations
 
@@ -17,7 +18,18 @@ LOSS_ARGS = {  # loss name -> the keyword arguments (loss_args) it takes
     "soft_ce": ("reduction",),
 }
 TTA_OPS = ("identity", "hflip", "vflip", "rot90", "rot180", "rot270")  # and scale<factor>, e.g. scale0.9
-SCHEDULES = ("onecycle", "flat_cos", "plateau")
+OPT_ARGS = {  # timm optimizer name (timm.optim.create_optimizer_v2) -> the keyword arguments (opt_args) it takes
+    "adamw": ("betas", "eps", "amsgrad"),                      # torch's AdamW
+    "sgd": ("momentum", "dampening", "nesterov"),              # timm's sgd: momentum 0.9, nesterov
+    "momentum": ("momentum", "dampening"),                     # SGD with momentum 0.9, not nesterov
+    "lion": ("betas", "caution"),                              # sign updates: lr ~3-10x lower, decay higher
+    "lamb": ("betas", "eps", "max_grad_norm", "trust_clip", "always_adapt", "decoupled_decay"),
+    "nadamw": ("betas", "eps", "caution"),
+    "radam": ("betas", "eps", "decoupled_weight_decay"),
+    "adopt": ("betas", "eps", "clip_exp", "decoupled", "caution"),
+}
+SCHEDULES = ("onecycle", "flat_cos", "plateau", "cosine_restarts")
+SAMPLERS = ("shuffle", "balanced", "sqrt")  # each image once per epoch | classes drawn alike | by sqrt of their counts
 PRECISIONS = ("auto", "fp32", "bf16")
 TRACKERS = ("none", "mlflow", "wandb")
 POOLS = ("avg", "max", "avgmax", "catavgmax", "token", "gem")

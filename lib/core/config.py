@@ -9,11 +9,19 @@ and ``-p``; flat names, later sources win) -> ``TrainConfig.from_notebook`` -> `
 writes its recipe to ``runs/<run>/params.yaml`` (``to_yaml``); re-prediction, analysis and resume
 read it back with ``from_yaml``. Every name and choice is checked when a recipe is made, before any
 file is written: a misspelt setting fails and names the valid ones.
+
+A URL setting may carry a password (``tracker_uri: http://user:pass@host``, ``sync_to``): what a run
+records, sends or shows is ``to_record()``, with the credentials as ``***`` (``lib.core.paths.redact_url``).
+The full URL reaches a papermill run without being a parameter (papermill writes its parameters into
+the executed notebook): the grid passes ``-p tracker_uri http://***@host`` and the full URL in
+``$FOLDBOOK_TRACKER_URI`` (``SECRET_ENV``), and ``from_notebook`` puts it back (``with_credentials``).
 """
 from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +30,7 @@ import yaml
 from lib.core import choices, rules
 from lib.core.checks import check_types, unknown_message
 from lib.core.io import write_yaml
-from lib.core.paths import resolve
+from lib.core.paths import has_credentials, is_redacted, redact_url, resolve, same_path
 
 
 @dataclass(frozen=True)
@@ -60,14 +68,20 @@ class TrainConfig:
     rot90: bool = False                 # random 90-degree rotations in training (every preset but none)
     mixup: float = 0.0                  # MixUp alpha (0 = off)
     cutmix: float = 0.0                 # CutMix alpha (0 = off); both on = one or the other per batch
+    sampler: str = "shuffle"            # training draws: shuffle (each image once) | balanced (classes alike) | sqrt
     # the optimisation
     batch_size: int = 64
     epochs: int = 6
     lr: float = 2e-3                    # peak learning rate
-    weight_decay: float = 0.05          # AdamW decay (not on norms and biases)
+    weight_decay: float = 0.05          # the optimizer's decay (not on norms and biases)
     layer_decay: float | None = None    # layer-wise lr decay, e.g. 0.75: lr x decay^(blocks above); None = off
-    schedule: str = "onecycle"          # onecycle | flat_cos | plateau (lr x plateau_factor when monitor stalls)
+    opt: str = "adamw"                  # timm optimizer: adamw | sgd (nesterov) | momentum | lion | lamb | nadamw ...
+    opt_args: dict = field(default_factory=dict)  # its further arguments, e.g. {"betas": [0.9, 0.99]}
+    freeze_epochs: int = 0              # fine-tuning: the first this many epochs train the head (and norms) alone
+    schedule: str = "onecycle"          # onecycle | flat_cos | cosine_restarts | plateau (lower lr at a stall)
     warmup_pct: float = 0.1             # onecycle's share of warm-up steps
+    restart_epochs: float = 1.0         # schedule cosine_restarts: the first cycle's epochs (lr down to lr / 1e5)
+    restart_mult: float = 2.0           # schedule cosine_restarts: each cycle this many times the one before
     loss: str = "ce"                    # ce | focal | bi_tempered | asymmetric | soft_ce
     loss_args: dict = field(default_factory=dict)  # e.g. {"label_smoothing": 0.1} or {"gamma": 2.0}
     ema_epochs: float | None = None     # weight EMA averaging over about this many epochs, e.g. 1.0 (None = off)
@@ -138,9 +152,10 @@ class TrainConfig:
     @classmethod
     def from_notebook(cls, namespace: dict, notebook_only=()) -> TrainConfig:
         """The recipe from 02_train's globals once its parameters cell (and papermill's injected
-        cell) ran. The parameters cell starts with ``_names_before = set(globals())``: a plain value
-        defined after that line which is neither a setting nor in ``notebook_only`` is a misspelt
-        parameter (e.g. ``-p lr_max 1e-3``) and fails here, before anything is written."""
+        cell) ran. The cell before the parameters cell sets ``_names_before = set(globals())`` (kept out
+        of the parameters cell, so ``papermill --help-notebook`` lists settings only): a plain value
+        defined after it which is neither a setting nor in ``notebook_only`` is a misspelt parameter
+        (e.g. ``-p lr_max 1e-3``) and fails here, before anything is written."""
         before = namespace.pop("_names_before", None)
         names = field_names()
         if before is not None:
@@ -149,14 +164,53 @@ class TrainConfig:
             unknown = sorted(set(new) - set(names) - set(notebook_only))
             if unknown:
                 raise ValueError(unknown_message(unknown, names, "parameter"))
-        return cls(**{k: namespace[k] for k in names if k in namespace})
+        cfg = cls(**{k: namespace[k] for k in names if k in namespace})
+        for name, env in SECRET_ENV.items():
+            if has_credentials(getattr(cfg, name)):
+                shown = redact_url(getattr(cfg, name))
+                warnings.warn(f"{name} holds credentials: the run records it as {shown!r}, but this notebook's "
+                              f"parameters keep it whole (papermill writes them into the executed notebook). Pass "
+                              f"-p {name} '{shown}' and the full URL in ${env} (what the grid does), or the URL "
+                              f"without credentials and them in {CREDENTIALS[name]}", stacklevel=2)
+        return cfg.with_credentials()
+
+    def with_credentials(self, environ=None) -> TrainConfig:
+        """This recipe with each redacted URL setting (``http://***@host``, as ``to_record`` writes it)
+        replaced by the full URL in its environment variable (``SECRET_ENV``, from ``environ``, default
+        ``os.environ``) that redacts to it. Raises, saying what to do, when that variable is unset or holds
+        another URL: a redacted URL has lost its password."""
+        environ = os.environ if environ is None else environ
+        full = {}
+        for name, env in SECRET_ENV.items():
+            value = getattr(self, name)
+            if not is_redacted(value):
+                continue
+            given = environ.get(env)
+            if not given or redact_url(given) != value:
+                why = f"${env} is unset" if not given else f"${env} holds another URL ({redact_url(given)!r})"
+                raise ValueError(f"{name} {value!r} is a recorded URL whose credentials were replaced by *** ({why}); "
+                                 f"set ${env} to the full URL, or give {name} without credentials and them in "
+                                 f"{CREDENTIALS[name]}")
+            full[name] = given
+        return self.replace(**full) if full else self
 
     def to_dict(self) -> dict:
+        """Every setting as it is, credentials in ``tracker_uri``/``sync_to`` included: for this process only."""
         return dataclasses.asdict(self)
 
+    def to_record(self) -> dict:
+        """Every setting as a run records it (params.yaml, tracker parameters, messages): ``to_dict`` with
+        the credentials of its URL settings (``SECRET_ENV``) replaced by ``***``."""
+        out = self.to_dict()
+        return {**out, **{k: redact_url(out[k]) for k in SECRET_ENV}}
+
     def to_yaml(self, path) -> Path:
-        """Write the recipe (every setting) atomically; ``from_yaml`` reads it back equal."""
-        return write_yaml(path, self.to_dict())
+        """Write the recipe as recorded (``to_record``) atomically; ``from_yaml`` reads it back equal, but
+        for the credentials of a URL setting."""
+        return write_yaml(path, self.to_record())
+
+    def __repr__(self) -> str:
+        return f"TrainConfig({', '.join(f'{k}={v!r}' for k, v in self.to_record().items())})"
 
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)
@@ -170,13 +224,14 @@ class TrainConfig:
 
     def differences(self, other: TrainConfig | dict) -> dict:
         """{setting: (self's, other's)} for the settings that make a run another run (``RUNTIME``
-        settings may differ between a run and its resume)."""
+        settings may differ between a run and its resume). Path settings (``PATHS``) are compared as
+        the files they name: ``data/cars`` and ``/abs/repo/data/cars`` are one recipe."""
         mine, theirs = self.to_dict(), other.to_dict() if isinstance(other, TrainConfig) else dict(other)
         theirs.setdefault("run_name", None)
         if mine.get("run_name") is None or theirs.get("run_name") is None:  # a default name is the same run
             mine["run_name"] = theirs["run_name"] = None
         return {k: (mine.get(k), theirs.get(k)) for k in sorted(set(mine) | set(theirs))
-                if k not in RUNTIME and mine.get(k) != theirs.get(k)}
+                if k not in RUNTIME and not _same_setting(k, mine.get(k), theirs.get(k))}
 
     @property
     def cache_size(self) -> int:
@@ -190,6 +245,7 @@ class TrainConfig:
         out = []
         for name, options in (("aug", choices.AUGMENTATIONS), ("loss", choices.LOSS_ARGS),
                               ("schedule", choices.SCHEDULES), ("monitor", choices.MONITORS),
+                              ("opt", choices.OPT_ARGS), ("sampler", choices.SAMPLERS),
                               ("precision", choices.PRECISIONS), ("pool", choices.POOLS),
                               ("tracker", choices.TRACKERS), ("best_epoch", choices.BEST_EPOCHS),
                               ("resize", choices.RESIZES)):
@@ -233,6 +289,10 @@ class TrainConfig:
         takes = choices.LOSS_ARGS.get(self.loss)
         if takes is not None and set(self.loss_args) - set(takes):
             out.append(f"loss_args {sorted(self.loss_args)} do not fit loss {self.loss!r}, which takes {list(takes)}")
+        takes = choices.OPT_ARGS.get(self.opt)
+        if takes is not None and set(self.opt_args) - set(takes):
+            out.append(f"opt_args {sorted(self.opt_args)} do not fit opt {self.opt!r}, which takes {list(takes)} "
+                       "(lr and weight_decay are settings of their own)")
         return (out + rules.teacher_problems(self) + rules.refit_problems(self)
                 + rules.averaging_problems(self) + rules.stage_problems(self))
 
@@ -248,11 +308,12 @@ class TrainConfig:
                 found = False
             if not found:
                 out.append(f"tracker {self.tracker!r}: the {self.tracker} package is not installed here; "
-                           f"`make env` installs it (pip install -e '.[tracking]'), or set tracker 'none'")
+                           f"`make env EXTRAS=tracking` installs it (pip install -e '.[tracking]'), "
+                           f"or set tracker 'none'")
         if self.sync_to:
             problem = rules.backup_problem(self.sync_to)
             if problem:
-                out.append(f"sync_to {self.sync_to!r}: {problem}")
+                out.append(f"sync_to {redact_url(self.sync_to)!r}: {problem}")
         if self.pretrained not in ("none", "hub") and not resolve(self.pretrained).is_file():
             out.append(f"pretrained {self.pretrained!r}: no such weights file; give 'none', 'hub' or a "
                        ".safetensors path (relative to the repo root or absolute)")
@@ -265,6 +326,24 @@ class TrainConfig:
 RUNTIME = frozenset({"runs_dir", "device", "num_workers", "cache", "resume", "force", "progress", "verbose",
                      "devices", "sync_bn", "grad_checkpointing", "compile", "tracker", "tracker_uri", "tracker_group",
                      "sync_to"})
+
+
+# URL settings that may carry credentials: the environment variable that brings a papermill run the full
+# URL (the parameter being the redacted one), and where else the credentials can live
+SECRET_ENV = {"tracker_uri": "FOLDBOOK_TRACKER_URI", "sync_to": "FOLDBOOK_SYNC_TO"}
+CREDENTIALS = {"tracker_uri": "~/.netrc or $MLFLOW_TRACKING_USERNAME / $MLFLOW_TRACKING_PASSWORD",
+               "sync_to": "the file system's own settings (for s3://: AWS_* variables or ~/.aws/credentials)"}
+
+# settings naming a file or folder (relative to the repo root, or absolute); pretrained's none and hub are names
+PATHS = frozenset({"data_dir", "exclude_ids", "teacher", "pseudo_labels", "init_from", "pretrained"})
+PATH_WORDS = frozenset({"none", "hub"})
+
+
+def _same_setting(name: str, a, b) -> bool:
+    if a == b:
+        return True
+    return (name in PATHS and isinstance(a, str) and isinstance(b, str) and not {a, b} & PATH_WORDS
+            and same_path(a, b))
 
 
 def field_names() -> list[str]:
@@ -284,5 +363,7 @@ def legacy_settings(recorded: dict) -> dict:
     then = {"best_epoch": "monitor", "hflip": True, "vflip": doc, "rot90": doc,
             "teacher_weight": 0.5, "teacher_temperature": 1.0, "full_data": False,  # teacher off, fold runs
             "plateau_factor": 0.5, "plateau_patience": 1,  # no plateau schedule
+            "opt": "adamw", "opt_args": {}, "freeze_epochs": 0, "sampler": "shuffle",  # AdamW, nothing frozen
+            "restart_epochs": 1.0, "restart_mult": 2.0,  # no restarts
             "presize": 1.0, "resize": "squash"}  # the cache at img_size, squashed
     return {k: v for k, v in then.items() if k not in recorded}

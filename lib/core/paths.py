@@ -4,11 +4,16 @@ Notebooks run with whatever working directory JupyterLab or papermill gives them
 parameter names (``data_dir``, ``runs_dir``) is resolved against the repo root (the folder holding
 this project's ``pyproject.toml``) unless it is absolute, so ``data/fmnist`` means the same thing
 from ``notebooks/``, from the repo root and inside papermill's kernel.
+
+URLs that may carry a password (``tracker_uri``, ``sync_to``: ``http://user:pass@host``,
+``...?token=...``) are recorded and printed through ``redact_url`` / ``redact_text``: the credentials
+become ``***``, the rest stays as given, so the record still names the server and the path.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 from functools import lru_cache
 from pathlib import Path
@@ -30,6 +35,12 @@ def resolve(path) -> Path:
     """``path`` if absolute, else relative to the repo root."""
     p = Path(os.path.expanduser(str(path)))
     return p if p.is_absolute() else repo_root() / p
+
+
+def same_path(a, b) -> bool:
+    """Whether two path settings name one file or folder: each resolved against the repo root (``resolve``),
+    ``.`` and ``..`` collapsed and symlinks followed; ``data/cars`` and ``/abs/repo/data/cars`` are one."""
+    return os.path.realpath(resolve(a)) == os.path.realpath(resolve(b))
 
 
 def relative(path) -> Path:
@@ -67,3 +78,35 @@ def _writable(folder: Path) -> bool:
     os.close(fd)
     os.unlink(name)
     return True
+
+
+REDACTED = "***"
+# scheme://user:password@ (or user@, or a token as user) up to the host: the userinfo part of a URL
+_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/?#@\s]+)@")
+# ?token=... &X-Amz-Signature=... &sig=...: a query value whose name says it is a secret
+_SECRET_QUERY = re.compile(r"(?P<name>[?&][^=&#\s]*(?:token|secret|passw|pwd|key|sig|credential|auth)[^=&#\s]*=)"
+                           r"(?P<value>[^&#\s]+)", re.IGNORECASE)
+
+
+def redact_text(text: str) -> str:
+    """``text`` with the credentials of every URL in it replaced by ``***``: the user:password (or token)
+    before the host, and the values of query parameters named like a secret (token, key, secret, password,
+    sig, credential, auth). For error messages that may quote a URL (MLflow's, fsspec's)."""
+    text = _USERINFO.sub(lambda m: f"{m['scheme']}{REDACTED}@", str(text))
+    return _SECRET_QUERY.sub(lambda m: f"{m['name']}{REDACTED}", text)
+
+
+def redact_url(url: str | None) -> str | None:
+    """A URL as runs record and print it: ``http://user:pass@host:5000/x?token=t`` ->
+    ``http://***@host:5000/x?token=***``; a URL without credentials (or None) as it is."""
+    return None if url is None else redact_text(url)
+
+
+def has_credentials(url: str | None) -> bool:
+    """Whether ``url`` holds credentials that ``redact_url`` would hide (not counting ones already hidden)."""
+    return url is not None and redact_url(url) != url
+
+
+def is_redacted(url: str | None) -> bool:
+    """Whether ``url`` is a recorded URL whose credentials were replaced by ``***`` (``redact_url``)."""
+    return url is not None and (f"://{REDACTED}@" in url or f"={REDACTED}" in url)

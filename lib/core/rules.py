@@ -19,10 +19,12 @@ def averaging_problems(cfg) -> list[str]:
             last = int(cfg.stages[-1][1]) if cfg.stages else cfg.epochs
         except (TypeError, IndexError, ValueError):
             last = cfg.epochs
-        most = last - (cfg.swa_lr is not None)  # with swa_lr the schedule needs an epoch of its own
+        frozen = cfg.freeze_epochs if cfg.swa_lr is not None and not (cfg.stages and len(cfg.stages) > 1) else 0
+        most = last - frozen - (cfg.swa_lr is not None)  # with swa_lr the schedule needs an epoch of its own
         if not 2 <= cfg.swa_epochs <= most:
             out.append(f"swa_epochs {cfg.swa_epochs}: averages 2..{most} epochs ("
                        + ("the last stage's epochs" if cfg.stages else "epochs")
+                       + (f" after the {frozen} freeze_epochs, a cycle of their own" if frozen > 0 else "")
                        + (", less one the schedule keeps before SWA's constant swa_lr)" if cfg.swa_lr else ")"))
         if cfg.patience is not None:
             out.append(f"swa_epochs with patience {cfg.patience}: an early stop would cut the epochs SWA averages; "
@@ -45,8 +47,23 @@ def averaging_problems(cfg) -> list[str]:
 
 
 def stage_problems(cfg) -> list[str]:
-    """What is wrong with ``stages``, ``schedule: plateau`` and its settings, as readable lines."""
+    """What is wrong with ``stages``, ``schedule`` (plateau, cosine_restarts) and their settings, and
+    ``freeze_epochs``, as readable lines."""
     out = []
+    if not cfg.restart_epochs > 0 or cfg.restart_mult < 1:
+        out.append(f"restart_epochs {cfg.restart_epochs}, restart_mult {cfg.restart_mult}: the first cycle's "
+                   "epochs (> 0, e.g. 1 or 0.5) and each next cycle's factor (>= 1, e.g. 2)")
+    try:  # the freeze epochs start the first stage (a malformed stage is reported below)
+        first = int(cfg.stages[0][1]) if cfg.stages else cfg.epochs
+    except (TypeError, IndexError, ValueError):
+        first = cfg.epochs
+    if not 0 <= cfg.freeze_epochs < first:
+        where = "the first stage's" if cfg.stages else "the run's"
+        out.append(f"freeze_epochs {cfg.freeze_epochs}: 0 (off) to {first - 1}; the frozen epochs start {where} "
+                   f"{first} epochs, leaving one or more for all layers")
+    elif cfg.freeze_epochs and cfg.pretrained == "none" and cfg.init_from is None:
+        out.append(f"freeze_epochs {cfg.freeze_epochs} would hold a body that was never trained: set pretrained "
+                   "(hub or a weights file) or init_from, or freeze_epochs 0")
     if cfg.plateau_patience < 1:
         out.append(f"plateau_patience {cfg.plateau_patience}: >= 1 epochs")
     if not 0 < cfg.plateau_factor < 1:
@@ -132,5 +149,5 @@ def backup_problem(url: str) -> str | None:
     try:
         fsspec.get_filesystem_class(protocol)
     except ImportError as e:
-        return f"{e} (for s3://: pip install -e '.[backup]', which `make env` does)"
+        return f"{e} (for s3://: `make env EXTRAS=backup`, i.e. pip install -e '.[backup]')"
     return None

@@ -29,13 +29,13 @@ class RunDir:
     params.yaml (the recipe), metrics.json (scores and per-epoch history; ``"complete": true`` is its
     last write), model.safetensors (the kept weights), state.pt (resumable training state), oof.csv
     and test.csv (probabilities), env.json (versions, device, precision), curves.png, classes.json
-    (the class table re-prediction needs without the data), backup.json (this machine's last push of
-    the run to each backup URL, ``lib.core.backup``: never mirrored itself). ``RunDir(d).metrics`` is
-    ``d / METRICS``.
+    (the class table re-prediction needs without the data), data.json (the folds and tables it trains on,
+    by hash: ``data_changes``), backup.json (this machine's last push of the run to each backup URL,
+    ``lib.core.backup``: never mirrored itself). ``RunDir(d).metrics`` is ``d / METRICS``.
     """
     PARAMS, METRICS, WEIGHTS, STATE = "params.yaml", "metrics.json", "model.safetensors", "state.pt"
     OOF, TEST, ENV, CURVES, CLASSES = "oof.csv", "test.csv", "env.json", "curves.png", "classes.json"
-    BACKUP = "backup.json"
+    BACKUP, DATA = "backup.json", "data.json"
     PREDICT = (PARAMS, WEIGHTS)  # what re-predicting a run needs (05, a bundle)
 
     def __init__(self, path):
@@ -51,6 +51,7 @@ class RunDir:
     curves = property(lambda self: self.path / self.CURVES)
     classes = property(lambda self: self.path / self.CLASSES)
     backup = property(lambda self: self.path / self.BACKUP)
+    data = property(lambda self: self.path / self.DATA)
 
     @property
     def complete(self) -> bool:
@@ -100,6 +101,33 @@ def recipe_changes(run_dir, cfg: TrainConfig) -> dict:
     return cfg.differences(old)
 
 
+def data_changes(run_dir, now: dict) -> list[str] | None:
+    """What changed in the data ``run_dir`` trains on since its setup recorded it (its data.json), one
+    readable line per file; [] when nothing did, None when it recorded nothing (a run made before
+    data.json existed: it cannot be checked). ``now`` is the same record of the files as they are now
+    (``lib.data.folds.data_record``): folds_csv, folds_sha1 (``lib.data.folds.folds_hash`` of it; None
+    when there is none) and tables {recipe setting: {path, sha256 (None when the file is gone)}}.
+    Resume and reuse refuse a run with changes (``lib.train.checkpoint.check_same_data``, the grid): it
+    would validate on images it trained on, or say it learnt from tables it did not learn from."""
+    record = RunDir(run_dir).data
+    if not record.exists():
+        return None
+    then, out = read_json(record), []
+    if then.get("folds_sha1") != now["folds_sha1"]:
+        what = ("is gone (the next run splits anew)" if now["folds_sha1"] is None else
+                f"was remade (folds hash {then.get('folds_sha1')} at setup, {now['folds_sha1']} now)")
+        out.append(f"folds.csv {now['folds_csv']} {what}: its validation fold would hold images it trained on")
+    tables = then.get("tables", {})
+    for name in sorted(set(tables) | set(now["tables"])):
+        old, new = tables.get(name) or {}, now["tables"].get(name) or {}
+        if old.get("sha256") != new.get("sha256"):
+            gone = bool(new) and new.get("sha256") is None
+            out.append(f"{name} table {new.get('path') or old.get('path')} " + (
+                "is gone" if gone else f"changed (sha256 {str(old.get('sha256'))[:12]} at setup, "
+                                       f"{str(new.get('sha256'))[:12]} now)"))
+    return out
+
+
 def load_config(run_dir) -> TrainConfig:
     """A run's recipe (its params.yaml) as a ``TrainConfig``; an older run's missing settings are
     what it did (``lib.core.config.legacy_settings``: e.g. a doc_noise run of then trained with every flip)."""
@@ -146,7 +174,7 @@ def find_runs(runs_dir="runs", complete_only: bool = True, full_data: bool = Tru
     for c in ("monitor_best", "monitor_last", "weights_epoch", "last_epoch", "min_per_epoch"):
         df[c] = pd.to_numeric(df[c]).astype(float)  # None (not recorded) -> NaN
     if complete_only:
-        df = df[df["complete"]]
+        df = df[df["complete"].astype(bool)]  # empty, the column is not bool: pandas would read it as column names
     return df.sort_values(["model", "fold"]).reset_index(drop=True)
 
 

@@ -137,6 +137,12 @@ def open_competition(data_dir, scan_args: dict | None = None, group_col: str | N
     return comp
 
 
+def work_folder(data_dir) -> Path:
+    """Where the kit writes what it derives from the competition in ``data_dir`` (folds.csv, caches...),
+    found as ``open_competition`` finds it, without reading the competition (``lib.core.paths.work_dir``)."""
+    return work_dir(_root(data_dir))
+
+
 def open_test_set(data_dir, class_table: dict, work: str | None = None, verbose: bool = False) -> Competition:
     """Only the test side of a competition folder (its sample submission and test images, e.g. the
     hidden set a code competition swaps in), with the classes of the runs that will predict it

@@ -1,11 +1,12 @@
 """Images into tensors: the pre-resized cache and the torch Dataset that trains from it.
 
-The cache holds every image of a competition made ``size x size`` RGB in one ``uint8``
-memory-mapped array per split (``<root>/cache/<size>px/<split>.u8``; ``<size>px-pad/`` for aspect-kept
-images), so every fold and backbone at that size shares it and later epochs decode nothing. It is keyed
-by the list of files and their sizes (and the resize mode); a changed list or another size builds a new
-one. Building is resumable: finished chunks are kept and the completion marker (``<split>.json``) is
-written last.
+The cache holds every image of a competition made ``size x size`` RGB in one ``uint8`` memory-mapped
+array per split (``<root>/cache/<size>px/<split>-<key>.u8``; ``<size>px-pad/`` for aspect-kept images),
+so every fold and backbone at that size shares it and later epochs decode nothing. The key
+(``cache_key``) hashes the ordered list of files with their sizes and mtimes (and the resize mode): a
+changed list builds a new file beside the old one, never over it, so a run that has the old one mapped
+keeps reading what it mapped. Building is resumable (finished chunks are kept) and the file gets its
+name, by an atomic rename, only once complete.
 
 A recipe's cache is ``TrainConfig.cache_size`` px: ``presize`` x ``img_size`` (fastai's presizing: with
 1.25, the training crops are cut from images larger than the model sees and scaled down to ``img_size``,
@@ -17,7 +18,9 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import os
 import random
+import re
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
@@ -31,7 +34,7 @@ from tqdm import tqdm
 from lib.core.choices import RESIZES
 from lib.core.config import TrainConfig
 from lib.core.device import pool_workers
-from lib.core.io import file_signature, read_json, write_json
+from lib.core.io import file_signature
 from lib.data.augment import get_augment
 from lib.data.competition import Competition
 from lib.data.images import read_image
@@ -80,51 +83,73 @@ def _cache_chunk(args) -> int:
     return len(paths)
 
 
+def cache_key(paths: list[str], size: int, resize: str = "squash") -> str:
+    """16 hex digits of the sha1 of ``size``, ``resize`` and the ordered ``paths`` with each file's size and
+    mtime (``lib.core.io.file_signature``): another list, order, size, resize or a rewritten image is
+    another key."""
+    head = f"{size}px" if resize == "squash" else f"{size}px {resize}"
+    lines = [head] + [f"{p}|{'|'.join(map(str, file_signature(p)))}" for p in paths]
+    return hashlib.sha1("\n".join(lines).encode()).hexdigest()[:16]
+
+
 def build_cache(paths: list[str], size: int, cache_dir, split: str, workers: int | None = None,
                 progress: bool = True, resize: str = "squash") -> np.ndarray:
     """Return ``uint8[N, size, size, 3]`` (read-only memmap) of ``paths`` resized, building it if needed.
 
     ``resize`` (``resize_square``): "squash" in ``<size>px/``, "pad" in ``<size>px-pad/``, keyed apart too.
-    Safe to call from several runs at once: a file lock makes the later ones wait and reuse it.
+    The array lives in ``<cache_dir>/<size>px/<split>-<key>.u8`` (``cache_key``), which appears only once
+    complete: it is built in ``<split>-<key>.u8.part`` (resumable: ``.chunks`` lists the chunks done) and
+    renamed. A file is never written again once it has its name, so a run that has it mapped keeps its
+    pixels whatever the list becomes; the other keys' files of ``split`` are then deleted (a process
+    that maps one keeps reading it: the disk space is freed when it unmaps). Safe to call from several
+    runs at once: a file lock makes the later ones wait and reuse it.
     """
     cache_dir = Path(cache_dir) / (f"{size}px" if resize == "squash" else f"{size}px-{resize}")
     cache_dir.mkdir(parents=True, exist_ok=True)
-    signatures = "\n".join(f"{p}|{'|'.join(map(str, file_signature(p)))}" for p in paths)
-    if resize != "squash":  # the pixels' recipe is in the key (a squash cache keeps the key it always had)
-        signatures = f"{size}px {resize}\n{signatures}"
-    key = hashlib.sha1(signatures.encode()).hexdigest()[:16]
-    data, marker, done_file = cache_dir / f"{split}.u8", cache_dir / f"{split}.json", cache_dir / f"{split}.chunks"
+    key = cache_key(paths, size, resize)
+    data = cache_dir / f"{split}-{key}.u8"
+    part, done_file = data.with_name(data.name + ".part"), data.with_name(data.name + ".chunks")
     shape = (len(paths), size, size, 3)
     with open(cache_dir / f"{split}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if marker.exists() and read_json(marker).get("key") == key:
-            return np.memmap(data, dtype=np.uint8, mode="r", shape=shape)
-        marker.unlink(missing_ok=True)  # another file list or size: the old cache is being replaced
-        done = set()
-        if done_file.exists() and data.exists() and data.stat().st_size == int(np.prod(shape)):
-            lines = done_file.read_text().split()
-            if lines and lines[0] == key:
-                done = {int(s) for s in lines[1:]}
-            else:
-                done_file.write_text(key + "\n")
-        else:
-            marker.unlink(missing_ok=True)
-            np.memmap(data, dtype=np.uint8, mode="w+", shape=shape).flush()
-            done_file.write_text(key + "\n")
-        todo = [(str(data), paths[s:s + CHUNK], s, size, len(paths), resize)
-                for s in range(0, len(paths), CHUNK) if s not in done]
-        workers = pool_workers(workers)
-        bar = tqdm(total=len(paths), initial=len(paths) - sum(len(t[1]) for t in todo),
-                   desc=f"cache {split} {cache_dir.name}", mininterval=5, disable=not progress or not todo)
-        with ProcessPoolExecutor(workers) if workers > 1 and len(todo) > 1 else nullcontext() as ex:
-            for t, n in zip(todo, (ex.map if ex else map)(_cache_chunk, todo)):
-                with open(done_file, "a") as f:
-                    f.write(f"{t[2]}\n")
-                bar.update(n)
-        bar.close()
-        write_json(marker, {"key": key, "n": len(paths), "size": size})
-        done_file.unlink(missing_ok=True)
-    return np.memmap(data, dtype=np.uint8, mode="r", shape=shape)
+        if not data.exists():
+            _build(paths, size, split, part, done_file, shape, workers, progress, resize)
+            with open(part, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(part, data)  # complete: from now on read only
+            done_file.unlink(missing_ok=True)
+        for old in _other_files(cache_dir, split, data):
+            old.unlink(missing_ok=True)
+        return np.memmap(data, dtype=np.uint8, mode="r", shape=shape)  # mapped before another build may start
+
+
+def _build(paths, size, split, part: Path, done_file: Path, shape, workers, progress, resize: str) -> None:
+    """Fill ``part`` (``uint8[shape]``) chunk by chunk, keeping on from the chunks ``done_file`` lists."""
+    done = set()
+    if done_file.exists() and part.exists() and part.stat().st_size == int(np.prod(shape)):
+        done = {int(s) for s in done_file.read_text().split()}
+    else:
+        np.memmap(part, dtype=np.uint8, mode="w+", shape=shape).flush()  # a file nobody else maps
+        done_file.write_text("")
+    todo = [(str(part), paths[s:s + CHUNK], s, size, len(paths), resize)
+            for s in range(0, len(paths), CHUNK) if s not in done]
+    workers = pool_workers(workers)
+    bar = tqdm(total=len(paths), initial=len(paths) - sum(len(t[1]) for t in todo),
+               desc=f"cache {split} {part.parent.name}", mininterval=5, disable=not progress or not todo)
+    with ProcessPoolExecutor(workers) if workers > 1 and len(todo) > 1 else nullcontext() as ex:
+        for t, n in zip(todo, (ex.map if ex else map)(_cache_chunk, todo)):
+            with open(done_file, "a") as f:
+                f.write(f"{t[2]}\n")
+            bar.update(n)
+    bar.close()
+
+
+def _other_files(cache_dir: Path, split: str, keep: Path) -> list[Path]:
+    """The files of ``split`` in ``cache_dir`` other than ``keep``'s: other keys' arrays and unfinished
+    builds, and the single ``<split>.u8`` (with its ``.json`` and ``.chunks``) of earlier versions."""
+    mine = re.compile(rf"{re.escape(split)}(-[0-9a-f]{{16}})?\.(u8|u8\.part|u8\.chunks|json|chunks)")
+    return [f for f in cache_dir.iterdir()
+            if mine.fullmatch(f.name) and f.name not in (keep.name, keep.name + ".part", keep.name + ".chunks")]
 
 
 class ImageDataset(torch.utils.data.Dataset):

@@ -20,9 +20,10 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-from lib.core.io import read_json, write_csv, write_json
+from lib.core.io import file_sha256, read_json, write_csv, write_json
+from lib.core.paths import resolve
 from lib.core.rundir import RunDir
-from lib.data.competition import Competition
+from lib.data.competition import Competition, work_folder
 
 
 class DuplicatesUnchecked(UserWarning):
@@ -177,6 +178,21 @@ def folds_hash(folds: pd.DataFrame) -> str:
     rows = folds[["id", "fold"]].astype({"id": str, "fold": int}).sort_values("id")
     text = "\n".join(f"{i},{f}" for i, f in zip(rows["id"], rows["fold"]))
     return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+TABLES = ("exclude_ids", "teacher", "pseudo_labels")  # the recipe's tables a run trains on (by path)
+
+
+def data_record(cfg) -> dict:
+    """What a run trains on besides its recipe, as the files are now (a run's data.json,
+    ``lib.core.rundir.data_changes``): folds_csv (its competition's folds.csv) and folds_sha1 (``folds_hash``
+    of it; None when there is none yet), tables {setting: {path, sha256}} of the tables ``cfg`` names
+    (``TABLES``; sha256 None when the file is gone). Reads no image and writes nothing."""
+    path = work_folder(cfg.data_dir) / "folds.csv"
+    sha1 = folds_hash(pd.read_csv(path, dtype={"id": str})) if path.exists() else None
+    return {"folds_csv": str(path), "folds_sha1": sha1,
+            "tables": {k: {"path": getattr(cfg, k), "sha256": file_sha256(resolve(getattr(cfg, k)))}
+                       for k in TABLES if getattr(cfg, k)}}
 
 
 def check_folds_hash(recorded: str, folds: pd.DataFrame, where: str, consequence: str) -> None:

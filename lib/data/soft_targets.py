@@ -46,14 +46,14 @@ def check_split(df: pd.DataFrame, folds: pd.DataFrame, path) -> None:
     if FOLDS_SHA1 not in df.columns:
         warnings.warn(f"{path}: the teacher table records no folds hash ({FOLDS_SHA1}: made by hand or by an older "
                       f"kit), so its held_out folds cannot be checked against the current folds.csv; rebuild it "
-                      f"with python -m lib.predict.teacher", stacklevel=3)
+                      f"with python -m lib.ops.teacher", stacklevel=3)
         return
     made = sorted(set(df[FOLDS_SHA1].dropna()))
     for h in made if made else ["none"]:
         check_folds_hash(h, folds, f"teacher table {path} was made by fold runs trained",
                          "its held_out folds are not these folds, so its rows come from models that trained on "
                          "images this run validates on; retrain the teacher's fold runs on the current folds.csv "
-                         "and rebuild the teacher table after re-splitting (python -m lib.predict.teacher)")
+                         "and rebuild the teacher table after re-splitting (python -m lib.ops.teacher)")
 
 
 def safe_rows(table: pd.DataFrame, ids, classes: list[str], fold: int | None, what: str, path) -> np.ndarray:

@@ -4,9 +4,10 @@
 
 Pick the top losses, a confused class pair or a class; page through its images with the model's
 probabilities; mark an image "wrong label", "duplicate" or "bad image" (a second click clears the
-mark). Every click rewrites the marks CSV atomically (``lib.core.io.write_csv``), re-read first so two
-notebooks marking into one file keep each other's marks. The file has an ``id`` column, so 02_train
-leaves the marked images out of training with ``exclude_ids="runs/analysis/exclude_ids.csv"``.
+mark). Every click rewrites the marks CSV atomically (``lib.core.io.write_csv``), re-read first under a
+lock (``lib.core.io.locked``) so two notebooks marking into one file keep each other's marks. The file
+has an ``id`` column, so 02_train leaves the marked images out of training with
+``exclude_ids="runs/analysis/exclude_ids.csv"``.
 
 Widgets are built only where ipywidgets is installed and a front end shows them (``front_end``);
 headless runs (papermill) get one printed line, and 03's static galleries stay the record there.
@@ -22,7 +23,7 @@ import pandas as pd
 from IPython import get_ipython
 from PIL import Image
 
-from lib.core.io import write_csv
+from lib.core.io import locked, write_csv
 from lib.core.paths import relative, resolve
 from lib.data.competition import Competition
 from lib.data.dataset import load_resized
@@ -50,16 +51,18 @@ def read_marks(path) -> pd.DataFrame:
 def set_mark(path, image_id: str, mark: str | None, info: dict | None = None) -> pd.DataFrame:
     """Mark ``image_id`` (one of ``MARKS``) or clear its mark (None) in the marks CSV at ``path``,
     written atomically at once; ``info`` fills the other columns (label, predicted, p_label, p_pred,
-    model). Returns the table as written."""
+    model). The file is read, changed and written under its lock, so marks set meanwhile by another
+    process are kept. Returns the table as written."""
     if mark is not None and mark not in MARKS:
         raise ValueError(f"mark {mark!r}: choose one of {list(MARKS)} or None (clear)")
-    df = read_marks(path)
-    df = df[df["id"] != str(image_id)]
-    if mark is not None:
-        row = {**{c: "" for c in COLUMNS}, **(info or {}), "id": str(image_id), "mark": mark,
-               "marked_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        df = pd.concat([df, pd.DataFrame([row])[COLUMNS]], ignore_index=True)
-    write_csv(resolve(path), df)
+    with locked(resolve(path)):
+        df = read_marks(path)
+        df = df[df["id"] != str(image_id)]
+        if mark is not None:
+            row = {**{c: "" for c in COLUMNS}, **(info or {}), "id": str(image_id), "mark": mark,
+                   "marked_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            df = pd.concat([df, pd.DataFrame([row])[COLUMNS]], ignore_index=True)
+        write_csv(resolve(path), df)
     return df
 
 

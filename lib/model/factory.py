@@ -3,7 +3,7 @@
     model, data_cfg = build_model(cfg, num_classes)     # timm backbone (or airnet), head, pooling, weights
     model, cfg, data_cfg = load_trained("runs/convnext_tiny_f0", num_classes)   # a run's model, its weights
 
-Training (``lib.train``), re-prediction (``lib.predict``) and export (``lib.ops.export``) all build
+Training (``lib.train``), re-prediction (``lib.predict``) and ONNX export (``lib.ops.onnx_export``) all build
 through here, so a run is predicted and exported with exactly the model it trained.
 """
 from __future__ import annotations

@@ -1,8 +1,14 @@
-"""The optimizer's parameter groups (weight decay, layer-wise learning-rate decay) and model compilation.
+"""The optimizer by name, its parameter groups (weight decay, layer-wise learning-rate decay), the
+parameters a fine-tune freezes first, and model compilation.
 
     groups = param_groups(model, weight_decay=0.05, layer_decay=0.75)   # [{"params", "weight_decay", "lr_scale"}]
-    opt_func = partial(ScaledLrOptim, opt=partial(torch.optim.AdamW, foreach=True), scales=lr_scales(groups))
+    opt_func = partial(ScaledLrOptim, opt=optimizer_factory("adamw", {}), scales=lr_scales(groups))
+    frozen = body_parameters(model)                                     # all but the head and the norm layers
     compile_model(model)                                                # torch.compile, caches on disk
+
+The optimizer is timm's ``create_optimizer_v2`` by name (``lib.core.choices.OPT_ARGS``: adamw is torch's
+multi-tensor AdamW, sgd timm's SGD with nesterov momentum 0.9, lion, lamb, ...), over the groups below,
+wrapped for fastai by ``ScaledLrOptim`` (fastai's ``OptimWrapper``).
 
 Layer-wise decay (fine-tuning ViT, EVA-02, ConvNeXt): the head trains at the scheduled lr, each
 block below it at ``layer_decay`` times the one above (timm's ``param_groups_layer_decay`` over the
@@ -14,7 +20,34 @@ from __future__ import annotations
 import numpy as np
 import torch
 from fastai.optimizer import OptimWrapper
-from timm.optim import param_groups_layer_decay, param_groups_weight_decay
+from timm.optim import create_optimizer_v2, param_groups_layer_decay, param_groups_weight_decay
+
+NORMS = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.GroupNorm, torch.nn.LayerNorm, torch.nn.RMSNorm,
+         torch.nn.modules.instancenorm._InstanceNorm)  # layers that train while the body is frozen (fastai's train_bn)
+
+
+def optimizer_factory(name: str, opt_args: dict):
+    """``opt(groups, lr=...) -> torch.optim.Optimizer``: timm's optimizer ``name`` with ``opt_args``
+    (lists such as betas as tuples), multi-tensor (foreach). Weight decay is set per group afterwards."""
+    args = {k: tuple(v) if isinstance(v, list) else v for k, v in opt_args.items()}
+
+    def make(params, lr):
+        return create_optimizer_v2(params, opt=name, lr=lr, foreach=True, **args)
+    return make
+
+
+def body_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The parameters a fine-tune's ``freeze_epochs`` hold still: all but the head's (timm's
+    ``get_classifier()`` and the ``global_pool``, e.g. GeM's p) and the norm layers' (``NORMS``: fastai's
+    ``train_bn``, so their scales and shifts adapt to the new data with the head). A model without
+    ``get_classifier`` has no head to tell apart: that is an error, by name."""
+    if not hasattr(model, "get_classifier"):
+        raise ValueError(f"{type(model).__name__} has no get_classifier: its head cannot be told from its body "
+                         "for freeze_epochs; set freeze_epochs 0")
+    head = [model.get_classifier(), getattr(model, "global_pool", None)]
+    keep = {id(p) for m in head if isinstance(m, torch.nn.Module) for p in m.parameters()}
+    keep |= {id(p) for m in model.modules() if isinstance(m, NORMS) for p in m.parameters(recurse=False)}
+    return [p for p in model.parameters() if id(p) not in keep]
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float, layer_decay: float | None = None) -> list[dict]:

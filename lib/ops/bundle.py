@@ -3,113 +3,28 @@ as a dataset.
 
     python -m lib.ops.bundle --runs runs --out bundle          # or: make bundle RUNS=runs OUT=bundle
 
-The bundle holds ``wheels/`` (this project as a wheel, installed with ``pip install --no-index
---find-links wheels --no-deps foldbook``: the kernel's own torch, timm, fastai... are used),
-``runs/`` (the runs 04's blend uses: params.yaml, model.safetensors, metrics.json, classes.json, and
-``ensemble/blend.json``), ``05_inference.ipynb`` pointing at those two folders, and
-``manifest.json`` (each file's size and sha256, the git commit). It is built in a temporary folder
-and renamed into place, so an interrupted build leaves nothing half-made.
+What it holds and how it is built: ``lib.ops.offline``. The work is imported once the arguments are
+read, so ``--help`` answers at once.
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
-import shutil
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
 
-from lib.core.io import write_json
-from lib.core.paths import relative, repo_root, resolve
-from lib.core.rundir import RunDir
-from lib.predict.submission import load_blend
-from lib.train.report import environment
-
-RUN_FILES = (RunDir.PARAMS, RunDir.WEIGHTS, RunDir.METRICS, RunDir.CLASSES)
+from lib.core.cli import command_parser
+from lib.core.paths import relative
 
 
-def make_bundle(runs_dir="runs", out="bundle", force: bool = False) -> Path:
-    """Write the bundle of 04's blend in ``runs_dir`` to ``out``; returns ``out``."""
-    runs_dir, out = resolve(runs_dir), resolve(out)
-    if out.exists() and not force:
-        raise FileExistsError(f"{out} exists; remove it or pass force=True (--force)")
-    if out.exists() and not is_bundle(out):  # force replaces an older bundle, never a folder of the user's
-        raise FileExistsError(f"{out} exists and is not a bundle (no manifest.json of lib.ops.bundle); nothing "
-                              "was deleted: give another --out, or move that folder away yourself")
-    plan = load_blend(runs_dir / "ensemble" / "blend.json")
-    runs = [r for names in plan["models"].values() for r in names]
-    runs += [v["run"] for v in (plan.get("refit") or {}).values()]  # 04's full-data refits (lib.predict.refit)
-    bad = [r for r in runs if not isinstance(r, str) or r in ("", ".", "..") or Path(r).name != r]
-    if bad:
-        raise ValueError(f"{runs_dir / 'ensemble' / 'blend.json'}: run names {bad[:4]} are not folder names "
-                         "inside runs/ (one path component, no '..'); rerun 04 to write the blend again")
-    missing = [str(runs_dir / r / f) for r in runs for f in RUN_FILES if not (runs_dir / r / f).exists()]
-    if missing:
-        raise FileNotFoundError(f"the blend's runs lack {missing[:4]}; finish them (02_train) and rerun 04")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                        "-w", str(tmp / "wheels"), str(repo_root())], check=True)
-        shutil.rmtree(repo_root() / "build", ignore_errors=True)  # setuptools' leftovers
-        for r in runs:
-            (tmp / "runs" / r).mkdir(parents=True)
-            for f in RUN_FILES:
-                shutil.copy2(runs_dir / r / f, tmp / "runs" / r / f)
-        (tmp / "runs" / "ensemble").mkdir()
-        shutil.copy2(runs_dir / "ensemble" / "blend.json", tmp / "runs" / "ensemble" / "blend.json")
-        _notebook(tmp / "05_inference.ipynb", out)
-        files = sorted(p for p in tmp.rglob("*") if p.is_file())
-        write_json(tmp / "manifest.json", {
-            "runs": runs, "git_commit": environment(0, "cpu")["git_commit"],
-            "files": {str(p.relative_to(tmp)): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files}})
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
-
-
-def is_bundle(folder: Path) -> bool:
-    """Whether ``folder`` holds a bundle this module wrote (its manifest.json lists its files)."""
-    try:
-        return isinstance(json.loads((Path(folder) / "manifest.json").read_text(encoding="utf-8")).get("files"), dict)
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def _notebook(path: Path, out: Path) -> None:
-    """notebooks/05_inference.ipynb with ``runs_dir`` and ``wheels`` set to the bundle's folders."""
-    nb = json.loads((repo_root() / "notebooks" / "05_inference.ipynb").read_text(encoding="utf-8"))
-    cell = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
-    lines = []
-    for line in cell["source"]:
-        name = line.split("=")[0].strip()
-        if name in ("runs_dir", "wheels"):
-            value = out / ("runs" if name == "runs_dir" else "wheels")
-            line = f"{name} = {str(value)!r}  # this bundle's; on Kaggle: /kaggle/input/<bundle>/{value.name}\n"
-        lines.append(line)
-    cell["source"] = lines
-    # an offline kernel (Kaggle's) has no foldbook kernel: the bundle's notebook runs on the default one
-    nb["metadata"]["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
-    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+def parser() -> argparse.ArgumentParser:
+    ap = command_parser("lib.ops.bundle", __doc__)
+    ap.add_argument("--runs", default="runs", help="the runs folder with 04's ensemble/blend.json")
+    ap.add_argument("--out", default="bundle", help="the bundle's folder (written whole, or not at all)")
+    ap.add_argument("--force", action="store_true", help="replace an existing bundle (never another folder)")
+    return ap
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--runs", default="runs", help="the runs folder with 04's ensemble/blend.json")
-    ap.add_argument("--out", default="bundle")
-    ap.add_argument("--force", action="store_true", help="replace an existing bundle")
-    a = ap.parse_args(argv)
+    a = parser().parse_args(argv)
+    from lib.ops.offline import make_bundle
     out = make_bundle(a.runs, a.out, a.force)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 2**20
     print(f"bundle: {relative(out)} ({size:.1f} MiB); upload it as a dataset and run its 05_inference.ipynb")

@@ -15,8 +15,9 @@ What the nodes need, and why:
 
 Resources per run come from ``RayOptions`` (``cpus_per_run``, ``gpus_per_run``, custom ``resources``),
 not from what the cluster holds when the grid starts (an autoscaler adds GPU nodes later). Each run's
-output streams to ``runs/<run>.log``. A task whose worker or node dies is retried ``max_retries`` times, and the run
-resumes; a run that still fails is listed with its reason, and the others go on.
+output streams to ``runs/<run>.log``, each attempt under its ``--- attempt n ---`` line. A task whose worker or node
+dies is retried ``max_retries`` times, and the run resumes; a run that still fails is listed with its reason, and
+the others go on.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from lib.ops.jobs import run_command, run_env
 
 @dataclass(frozen=True)
 class RayOptions:
-    """How the grid uses a Ray cluster (``lib.ops.grid.run_grid(..., backend="ray", ray=RayOptions(...))``).
+    """How the grid uses a Ray cluster (``lib.ops.runner.run_grid(..., backend="ray", ray=RayOptions(...))``).
 
     ``address``: the cluster (``auto``, ``ray://host:10001``; None: the Ray this process already
     started, else ``$RAY_ADDRESS``'s, else a new local one); ``cpus_per_run`` / ``gpus_per_run``: what
@@ -46,7 +47,9 @@ class RayOptions:
     max_retries: int = 3
 
 
-EXCLUDES = [".git", ".venv", "data", "runs", "work", "bundle", "build", "**/__pycache__", "*.egg-info"]
+# Ray's excludes are .gitignore patterns: a bare "data" would also leave lib/data out of the nodes' copy,
+# so the project's own folders are anchored to its root with a leading "/"
+EXCLUDES = ["/.git", "/.venv", "/data", "/runs", "/work", "/bundle", "/build", "**/__pycache__", "*.egg-info"]
 
 
 def _run_job(job, notebook: str):
@@ -58,7 +61,7 @@ def _run_job(job, notebook: str):
     resumes from its last saved epoch instead of being recorded as failed."""
     work = _working_dir(job.cfg.name)
     inode = _inode(work)
-    code, tail = run_command(job.command(notebook, root=work), job.log, run_env(work), str(work))
+    code, tail = run_command(job.command(notebook, root=work), job.log, {**run_env(work), **job.secret_env}, str(work))
     if code != 0 and _inode(work) != inode:
         raise RuntimeError(f"{job.cfg.name}: the code Ray unpacked for this task ({work}) was removed during "
                            f"the run; Ray retries it. Its last output:\n{tail}")
@@ -93,8 +96,12 @@ def run_on_ray(jobs: list, notebook: str, record, options: RayOptions | None = N
     """Run ``jobs`` (``lib.ops.jobs.GridJob``) as Ray tasks as ``options`` say (None: ``RayOptions()``);
     ``record(job, exit code, output tail)`` is called as each ends."""
     options = options or RayOptions()
-    import ray
-    from ray.exceptions import RayError
+    try:
+        import ray
+        from ray.exceptions import RayError
+    except ImportError as e:
+        raise ImportError(f"--backend ray needs Ray: `make env EXTRAS=cluster` "
+                          f"(pip install -e '.[cluster]'); {e}") from e
 
     ray.init(address=options.address, ignore_reinit_error=True, log_to_driver=False,
              runtime_env={"working_dir": str(repo_root()), "excludes": EXCLUDES})

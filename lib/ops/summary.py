@@ -3,28 +3,34 @@
     python -m lib.ops.summary --data-dir data/fmnist --runs-dir runs [--score]
 
 ``--score`` is the demo's final, explicitly marked scoring step: it reads the held-back
-``solution.csv`` (which nothing else reads) and scores ``runs/submission.csv`` against it.
+``solution.csv`` (which nothing else reads) and scores ``runs/submission.csv`` against it. The work
+is imported once the arguments are read, so ``--help`` answers at once.
 """
 from __future__ import annotations
 
 import argparse
 
-import pandas as pd
-
+from lib.core.cli import command_parser
 from lib.core.io import read_json
 from lib.core.paths import relative, resolve
-from lib.insight.analysis import cv_table, leaderboard
-from lib.ops.demo import score_submission
-from lib.predict.oof import open_runs
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = command_parser("lib.ops.summary", __doc__)
+    ap.add_argument("--data-dir", required=True, help="the competition folder the runs trained on")
+    ap.add_argument("--runs-dir", default="runs", help="the runs (02_train) and 04's ensemble/")
+    ap.add_argument("--submission", default=None, help="the submission to score (None: <runs-dir>/submission.csv)")
+    ap.add_argument("--score", action="store_true", help="score against the demo's held-back solution.csv")
+    return ap
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data-dir", required=True)
-    ap.add_argument("--runs-dir", default="runs")
-    ap.add_argument("--submission", default=None, help="default: <runs-dir>/submission.csv")
-    ap.add_argument("--score", action="store_true", help="score against the demo's held-back solution.csv")
-    a = ap.parse_args(argv)
+    a = parser().parse_args(argv)
+    import pandas as pd
+
+    from lib.insight.analysis import cv_table, leaderboard
+    from lib.ops.demo_data import score_submission
+    from lib.predict.oof import open_runs
     pd.set_option("display.width", 160), pd.set_option("display.precision", 4)
     runs_dir = resolve(a.runs_dir)
     comp, runs, oofs = open_runs(a.data_dir, runs_dir)

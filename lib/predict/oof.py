@@ -6,6 +6,12 @@
 A *model* is a run name without its ``_f<fold>`` suffix (``convnext_tiny_f3`` -> ``convnext_tiny``):
 the folds of one model are joined into one full out-of-fold prediction and averaged into one test
 prediction. A run's recipe is its ``params.yaml`` (``lib.core.config.TrainConfig``).
+
+The fold models' test predictions are averaged in ``FOLD_SPACE``: probabilities (``"logit"``: the
+mean of their log-probabilities, then a softmax). 04 records it in blend.json, so 05 averages the
+same way. On the Fashion-MNIST demo the mean of probabilities scored the better test log loss at the
+same calibration (bench/README.md, "Calibration of the fold mean"); ``lib.predict.calibrate`` fits
+the test temperature to either.
 """
 from __future__ import annotations
 
@@ -19,6 +25,9 @@ from lib.core.paths import resolve
 from lib.core.rundir import RunDir, find_runs, load_config
 from lib.data.competition import open_competition
 from lib.data.folds import fold_settings, warn_unchecked_duplicates
+from lib.predict.blend import blend
+
+FOLD_SPACE = "prob"  # how fold models' test predictions are averaged (``lib.predict.blend.SPACES``)
 
 
 def load_runs(runs_dir, classes: list[str], n_folds: int | None = None,
@@ -87,7 +96,7 @@ def load_oof(runs: pd.DataFrame, classes: list[str], n_folds: int | None = None)
 
 
 def load_test(runs: pd.DataFrame, classes: list[str]) -> dict[str, pd.DataFrame]:
-    """Test probabilities per model: the mean over its folds' runs (id + one column per class)."""
+    """Test probabilities per model: the mean over its folds' runs in ``FOLD_SPACE`` (id + one column per class)."""
     out = {}
     for model, g in runs.groupby("model", sort=True):
         out[model] = fold_mean([pd.read_csv(Path(d) / RunDir.TEST, dtype={"id": str}) for d in g["dir"]],
@@ -95,14 +104,15 @@ def load_test(runs: pd.DataFrame, classes: list[str]) -> dict[str, pd.DataFrame]
     return out
 
 
-def fold_mean(parts: list[pd.DataFrame], dirs, classes: list[str]) -> pd.DataFrame:
-    """id + classes: the mean of one model's per-fold test predictions, which must list the same ids."""
+def fold_mean(parts: list[pd.DataFrame], dirs, classes: list[str], space: str = FOLD_SPACE) -> pd.DataFrame:
+    """id + classes: the mean in ``space`` (``FOLD_SPACE``; ``"logit"``: of the log-probabilities, then a
+    softmax) of one model's per-fold test predictions, which must list the same ids."""
     dirs = list(dirs)
     for p, d in zip(parts, dirs):
         _check_columns(p, classes, d)
         if not p["id"].equals(parts[0]["id"]):
             raise ValueError(f"{d}/test.csv lists other test ids than {dirs[0]}/test.csv")
-    mean = np.mean([p[classes].to_numpy(np.float64) for p in parts], axis=0)
+    mean = blend([p[classes].to_numpy(np.float64) for p in parts], np.ones(len(parts)), space)
     return pd.concat([parts[0][["id"]], pd.DataFrame(mean, columns=classes)], axis=1)
 
 

@@ -15,7 +15,7 @@ import pandas as pd
 from lib.core.paths import resolve
 from lib.core.rundir import RunDir
 from lib.data.competition import Competition, open_test_set
-from lib.predict.blend import blend_tests
+from lib.predict.blend import blend, blend_tests
 from lib.predict.inference import PredictSpec, predict_images
 from lib.predict.refit import mix
 from lib.predict.submission import load_blend, make_submission, with_unreadable_rows, write_submission
@@ -37,11 +37,12 @@ def predict_submission(data_dir, runs_dir="runs", submission="runs/submission.cs
                        spec: PredictSpec | None = None, work: str | None = None) -> pd.DataFrame:
     """The submission for whatever test set ``data_dir`` holds now (a hidden one included), from the
     trained runs alone: 04's ``ensemble/blend.json`` (models, their runs, weights, temperature, TTA,
-    size, class table) and each run's ``params.yaml`` and ``model.safetensors``. No training image, fold
-    or class file is read. ``models`` keeps a subset (weights renormalised). ``spec``: how each run
-    predicts (``blend_spec``; None: 04's TTA ops, space and size, no progress bars); ``predict_blend``
-    says what another spec leaves out. Test images that cannot be read get the class prior (uniform
-    here: no training labels). Written like 04's (validated against the sample); returns it."""
+    size, how the fold models are averaged, class table) and each run's ``params.yaml`` and
+    ``model.safetensors``. No training image, fold or class file is read. ``models`` keeps a subset
+    (weights renormalised). ``spec``: how each run predicts (``blend_spec``; None: 04's TTA ops, space
+    and size, no progress bars); ``predict_blend`` says what another spec leaves out. Test images that
+    cannot be read get the class prior (uniform here: no training labels). Written like 04's (validated
+    against the sample); returns it."""
     runs_dir = resolve(runs_dir)
     plan = load_blend(_blend_file(runs_dir))
     comp = open_test_set(data_dir, plan["class_table"], work)
@@ -75,8 +76,8 @@ def predict_blend(plan: dict, runs_dir, comp: Competition, split: str, rows: pd.
         missing = [str(d / f) for d in dirs for f in RunDir.PREDICT if not (d / f).exists()]
         if missing:
             raise FileNotFoundError(f"the blend needs {missing[:3]}; copy the runs (or make a bundle) with them")
-        probs = np.mean([predict_images(d, comp, split, rows, spec) for d in dirs], axis=0)
-        tests[m] = _table(rows, probs, comp.classes)
+        parts = [predict_images(d, comp, split, rows, spec) for d in dirs]
+        tests[m] = _table(rows, blend(parts, np.ones(len(parts)), plan["fold_space"]), comp.classes)  # as 04 did
         refit = (plan.get("refit") or {}).get(m)  # 04's full-data refit of the model, mixed in (lib.predict.refit)
         if refit:
             full = _table(rows, predict_images(runs_dir / refit["run"], comp, split, rows, spec), comp.classes)

@@ -18,6 +18,8 @@ from lib.core.io import read_json, write_csv, write_json
 from lib.core.paths import resolve
 from lib.data.competition import Competition
 from lib.predict.blend import Blend, blend_test
+from lib.predict.lb_log import expected_record
+from lib.predict.oof import FOLD_SPACE
 from lib.predict.refit import refit_plan
 
 
@@ -189,7 +191,8 @@ def write_ensemble(b: Blend, tests: dict, comp: Competition, runs_dir="runs",
     """Write the submission (sample_submission's ids, row and column order; validated before
     writing), ``<runs_dir>/ensemble/blend_report.csv``, ``crossfit.csv`` and ``decision.csv`` (the
     cross-fitted comparisons), ``expected_score.json`` (given ``expected``, from
-    ``lib.predict.calibrate.expected_score``), ``oof_blend.csv`` (id, target, classes),
+    ``lib.predict.calibrate.expected_score``, with the submission's path and sha1, by which
+    ``lib.predict.lb_log`` finds the CV of a leaderboard score), ``oof_blend.csv`` (id, target, classes),
     ``test_<model>.csv`` (each single model's test predictions, its folds' mean with the same TTA, as
     a submission: uncalibrated, no temperature and no decision offsets, so its leaderboard score is the
     model's raw one; compare accuracy-type scores with the blend's, not log loss) and, given ``runs`` (``open_runs``),
@@ -210,7 +213,7 @@ def write_ensemble(b: Blend, tests: dict, comp: Competition, runs_dir="runs",
         if table is not None:
             write_csv(out / name, table)
     if expected is not None:
-        write_json(out / "expected_score.json", expected)
+        write_json(out / "expected_score.json", expected_record(expected, submission))  # with its sha1
     oof = pd.DataFrame(b.probs, columns=comp.classes)
     oof.insert(0, "target", b.y), oof.insert(0, "id", b.ids)
     write_csv(out / "oof_blend.csv", oof)
@@ -229,8 +232,8 @@ def save_blend(b: Blend, path, runs: pd.DataFrame, tta, tta_space: str, class_ta
     """The blend as 05_inference needs it to predict a hidden test set from the runs alone: each
     model's runs, weights, space, the test temperature (and the OOF one, and whether it was fitted), the
     decision offsets per class, TTA ops and space, the size the runs predicted at (``predict_size``;
-    None: each its own img_size), the class table and the full-data refits mixed in (``refits``). JSON,
-    atomic."""
+    None: each its own img_size), how the fold models were averaged (``fold_space``: the temperature was
+    fitted to that mean), the class table and the full-data refits mixed in (``refits``). JSON, atomic."""
     model_runs = {m: sorted(runs.loc[runs["model"] == m, "run_name"]) for m in b.models}
     offsets = None if b.offsets is None else dict(zip(class_table["classes"], map(float, b.offsets)))
     T = b.temperature if b.test_temperature is None else b.test_temperature  # what the test predictions get
@@ -238,14 +241,15 @@ def save_blend(b: Blend, path, runs: pd.DataFrame, tta, tta_space: str, class_ta
                              "space": b.space, "temperature": float(T), "oof_temperature": float(b.temperature),
                              "temperature_fitted": bool(b.temperature_fitted), "offsets": offsets,
                              "tta": list([tta] if isinstance(tta, str) else tta), "tta_space": tta_space,
-                             "predict_size": predict_size, "class_table": class_table,
-                             "refit": refit_plan(refits, b.models)})
+                             "predict_size": predict_size, "fold_space": FOLD_SPACE,
+                             "class_table": class_table, "refit": refit_plan(refits, b.models)})
 
 
 def load_blend(path) -> dict:
     """A blend file of ``save_blend``; a clear error when 04 has not written one. A file from before
     ``temperature_fitted`` was recorded gets what 04 then assumed: fitted unless the OOF T is 1; one from
-    before ``predict_size``, None (each run at its own size)."""
+    before ``predict_size``, None (each run at its own size); one from before ``fold_space`` was recorded
+    averaged the fold models' probabilities ("prob"), and its temperature was fitted to that mean."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no blend file; run 04_ensemble_tta first (it writes the weights, "
@@ -253,4 +257,5 @@ def load_blend(path) -> dict:
     plan = read_json(path)
     plan.setdefault("temperature_fitted", plan.get("oof_temperature", plan.get("temperature", 1.0)) != 1.0)
     plan.setdefault("predict_size", None)
+    plan.setdefault("fold_space", "prob")
     return plan

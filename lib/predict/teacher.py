@@ -3,7 +3,7 @@ images, under the fold rule that keeps every fold's validation score honest.
 
     teacher_table(["runs/resnet_f0", "runs/resnet_f1", "runs/resnet_f2"], "train", "runs/teacher_train.csv")
     teacher_table(["runs/resnet_f0", "runs/resnet_f1", "runs/resnet_f2"], "test", "runs/teacher_test.csv")
-    python -m lib.predict.teacher --runs runs/resnet_f* --out runs        # the same two tables
+    python -m lib.ops.teacher --runs runs/resnet_f* --out runs            # the same two tables
     # recipe: teacher: runs/teacher_train.csv, teacher_weight: 0.5, pseudo_labels: runs/teacher_test.csv
 
 A teacher table is a CSV: ``id``, one probability column per class (rows sum to 1) and ``held_out``:
@@ -41,7 +41,6 @@ every test image joins with its softened row. Validation stays on hard labels.
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pandas as pd
@@ -92,21 +91,3 @@ def teacher_table(run_dirs, split: str, out=None, spec: PredictSpec | None = Non
     if out is not None:
         write_csv(Path(resolve(out)), table)
     return table
-
-
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description="Write the fold-safe teacher tables of a model's fold runs.")
-    ap.add_argument("--runs", nargs="+", required=True, help="the teacher's fold runs, e.g. runs/resnet_f*")
-    ap.add_argument("--out", required=True, help="folder for teacher_train.csv (teacher) and teacher_test.csv "
-                    "(pseudo_labels)")
-    ap.add_argument("--tta", nargs="+", default=["identity"], help="TTA ops of the teacher's predictions")
-    a = ap.parse_args(argv)
-    spec = PredictSpec(a.tta)
-    for split in ("train", "test"):
-        path = Path(a.out) / f"teacher_{split}.csv"
-        table = teacher_table(a.runs, split, path, spec)
-        print(f"{path}: {len(table)} rows, held_out folds {sorted(table[HELD_OUT].unique().tolist())}")
-
-
-if __name__ == "__main__":
-    main()

@@ -34,8 +34,8 @@ from lib.data.dataset import ImageDataset, image_dataset
 from lib.data.folds import split_rows
 from lib.data.soft_targets import add_teacher
 from lib.model.losses import get_loss, inverse_frequency_weights
-from lib.model.optim import ScaledLrOptim, compile_model, lr_scales, param_groups
-from lib.train.callbacks import EMA, CpuAutocast, DeviceSmoothLoss, MixUpCutMix, ReseedEachEpoch
+from lib.model.optim import ScaledLrOptim, compile_model, lr_scales, optimizer_factory, param_groups
+from lib.train.callbacks import EMA, CpuAutocast, DeviceSmoothLoss, FreezeBody, MixUpCutMix, ReseedEachEpoch
 from lib.train.distributed import (
     DistributedTrainer,
     NoSyncWhileAccumulating,
@@ -44,6 +44,7 @@ from lib.train.distributed import (
     rank,
     world_size,
 )
+from lib.train.sampler import WeightedDataLoader, sample_weights
 from lib.train.tracking import tracker_callback
 
 
@@ -85,10 +86,11 @@ def build_datasets(cfg: TrainConfig, comp: Competition, folds: pd.DataFrame, dat
 
 def build_learner(cfg: TrainConfig, model: torch.nn.Module, data: FoldData, device: torch.device,
                   run_dir: Path, num_classes: int) -> Learner:
-    """fastai Learner over ``data``: torch's multi-tensor AdamW with timm's weight-decay split (none
-    on norms, biases and other 1-d tensors) and, with ``layer_decay``, a lower lr per block further
-    from the head (``lib.model.optim``), the recipe's loss, the model placed on ``device`` (and compiled
-    with ``compile``)."""
+    """fastai Learner over ``data``: timm's optimizer ``opt`` (default torch's multi-tensor AdamW) with
+    timm's weight-decay split (none on norms, biases and other 1-d tensors) and, with ``layer_decay``, a
+    lower lr per block further from the head (``lib.model.optim``), the recipe's loss, training images
+    drawn by ``sampler`` (``lib.train.sampler``), the model placed on ``device`` (and compiled with
+    ``compile``)."""
     workers = default_num_workers(device, cfg.num_workers)
     model.to(device)  # fastai would move it to dls.device, which stays None on CUDA (see below)
     if device.type == "cuda":  # (cuDNN's autotuner: on while the run trains and predicts, lib.train.loop)
@@ -98,8 +100,9 @@ def build_learner(cfg: TrainConfig, model: torch.nn.Module, data: FoldData, devi
     else:
         dl = partial(DataLoader, num_workers=workers, device=device)
     world = world_size()  # > 1 inside a data-parallel worker: its share of every global batch
-    train = (partial(ShardedDataLoader, rank=rank(), world=world) if world > 1 else dl.func)(
-        data.train, bs=cfg.batch_size // world, shuffle=True, drop_last=True, **dl.keywords)
+    loader = partial(ShardedDataLoader, rank=rank(), world=world) if world > 1 else WeightedDataLoader
+    train = loader(data.train, weights=sample_weights(data.train.targets, cfg.sampler),  # None: each image once
+                   bs=cfg.batch_size // world, shuffle=True, drop_last=True, **dl.keywords)
     dls = DataLoaders(train, dl(data.valid, bs=cfg.batch_size * 2), device=None if device.type == "cuda" else device)
     loss_args = dict(cfg.loss_args)
     if loss_args.get("weight") == "inverse_frequency":
@@ -109,7 +112,7 @@ def build_learner(cfg: TrainConfig, model: torch.nn.Module, data: FoldData, devi
         compile_model(model)
     learn = Learner(dls, model, loss_func=get_loss(cfg.loss, **loss_args),
                     splitter=lambda m: [g["params"] for g in groups], wd=None, path=run_dir, model_dir=".",
-                    opt_func=partial(ScaledLrOptim, opt=partial(torch.optim.AdamW, foreach=True),
+                    opt_func=partial(ScaledLrOptim, opt=optimizer_factory(cfg.opt, cfg.opt_args),
                                      scales=lr_scales(groups)))
     learn.create_opt()
     for pg, g in zip(learn.opt.opt.param_groups, groups):
@@ -123,16 +126,18 @@ def build_learner(cfg: TrainConfig, model: torch.nn.Module, data: FoldData, devi
 
 
 def training_callbacks(cfg: TrainConfig, device: torch.device, dtype: torch.dtype | None) -> list:
-    """Reseeding, EMA, MixUp/CutMix, gradient accumulation and clipping, channels_last and mixed
-    precision in ``dtype`` (``lib.core.precision.choose_precision``; None: fp32), stopping, DDP inside a
-    data-parallel worker, and the experiment tracker (on the process that writes: rank 0), as the
-    recipe asks."""
+    """Reseeding, the frozen body of ``freeze_epochs``, EMA, MixUp/CutMix, gradient accumulation and
+    clipping, channels_last and mixed precision in ``dtype`` (``lib.core.precision.choose_precision``;
+    None: fp32), stopping, DDP inside a data-parallel worker, and the experiment tracker (on the process
+    that writes: rank 0), as the recipe asks."""
     cbs = [ReseedEachEpoch(cfg.seed), StopWhenAsked()]
     if cfg.tracker != "none" and rank() == 0:
         cbs.append(tracker_callback(cfg))
     world = world_size()
     if world > 1:
         cbs.append(DistributedTrainer(device, cfg.sync_bn))
+    if cfg.freeze_epochs:
+        cbs.append(FreezeBody(cfg.freeze_epochs))
     if cfg.ema or cfg.ema_epochs:
         cbs.append(EMA(cfg.ema, cfg.ema_epochs, cfg.grad_accum))
     if cfg.mixup and cfg.cutmix:

@@ -1,5 +1,6 @@
-"""fastai callbacks the kit adds: EMA, per-epoch reseeding, MixUp-or-CutMix, and the run recorder
-that scores every epoch, keeps the last (or the best) epoch's weights and writes the resumable state.
+"""fastai callbacks the kit adds: EMA, per-epoch reseeding, a fine-tune's frozen body, MixUp-or-CutMix,
+and the run recorder that scores every epoch, keeps the last (or the best) epoch's weights and writes
+the resumable state.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from timm.utils import ModelEmaV3
 from lib.core.choices import MONITORS, direction
 from lib.core.io import clock
 from lib.core.metrics import scores
+from lib.model.optim import body_parameters
 from lib.train.averaging import find_averager
 from lib.train.distributed import unwrap
 
@@ -46,6 +48,29 @@ class ReseedEachEpoch(Callback):
         torch.manual_seed(s), random.seed(s), np.random.seed(s % 2**32)
         self.dls.train.rng = random.Random(s)
         self.dls.train.dataset.epoch = self.epoch
+
+
+class FreezeBody(Callback):
+    """fastai's ``fine_tune`` freeze for the first ``epochs`` epochs of a run: after every backward the
+    body's gradients (``lib.model.optim.body_parameters``: all but the head and the norm layers) are
+    dropped, so the optimizer leaves those weights as they are (torch's and timm's optimizers skip a
+    parameter without a gradient: no step, no weight decay) while the head and the norms train. Decided
+    per epoch from its number, so a resumed run freezes exactly the epochs an uninterrupted one did.
+    Dropping gradients rather than switching ``requires_grad`` off leaves DDP (which registers its
+    parameters once), compiled graphs and the optimizer's groups as they are; the backward pass costs
+    what it costs unfrozen."""
+    order = 0
+
+    def __init__(self, epochs: int):
+        self.epochs = epochs
+
+    def before_fit(self):
+        self.body = body_parameters(unwrap(self.learn.model))
+
+    def after_backward(self):
+        if self.epoch < self.epochs:
+            for p in self.body:
+                p.grad = None
 
 
 def ema_decay(epochs: float, steps_per_epoch: float) -> float:

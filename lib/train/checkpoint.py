@@ -7,13 +7,16 @@ average needs, per-epoch history), read back with ``torch.load(weights_only=True
 Both are written by one background thread, in order, atomically, so training does not wait for the
 disk and an interrupted run leaves a consistent pair. With a ``sync_to`` URL the same thread then
 mirrors the run folder there (``lib.core.backup.push_run``); a failed push is retried after the next
-epoch, and the run fails when its last push does (``final_backup``).
+epoch, and the run fails when its last push does (``final_backup``). ``data.json``, written at setup,
+records the folds and tables the run trains on: a resume or reuse on other ones is refused
+(``check_same_data``).
 """
 from __future__ import annotations
 
 import copy
 import json
 import sys
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,8 +24,11 @@ import safetensors.torch
 import torch
 
 from lib.core.backup import push_run
+from lib.core.config import TrainConfig
 from lib.core.io import atomic_path, write_json
-from lib.core.rundir import RunDir
+from lib.core.paths import redact_text
+from lib.core.rundir import RunDir, data_changes
+from lib.data.folds import data_record
 from lib.train.averaging import find_averager
 from lib.train.callbacks import find_ema
 from lib.train.distributed import unwrap
@@ -84,8 +90,8 @@ def backup(run_dir: Path, url: str, when: str) -> bool:
         push_run(run_dir, url)
         return True
     except Exception as e:  # noqa: BLE001 - a network or permission error must not stop training
-        print(f"backup of {run_dir.name} to {url} failed after {when}: {type(e).__name__}: {e}; "
-              "training goes on and tries again", file=sys.stderr, flush=True)
+        print(redact_text(f"backup of {run_dir.name} to {url} failed after {when}: {type(e).__name__}: {e}; "
+                          "training goes on and tries again"), file=sys.stderr, flush=True)
         return False
 
 
@@ -96,9 +102,30 @@ def final_backup(run_dir: Path, url: str) -> None:
     try:
         push_run(run_dir, url)
     except Exception as e:  # noqa: BLE001 - whatever the destination raised, said once, with what to do
-        raise RuntimeError(f"{run_dir.name} is complete, but its backup to {url} failed: {type(e).__name__}: {e} "
-                           f"(recorded in {run_dir / RunDir.BACKUP}). Nothing is retrained: run it again (the same "
-                           f"command, or the grid) or `make sync SYNC_TO={url}` to push it") from e
+        raise RuntimeError(redact_text(
+            f"{run_dir.name} is complete, but its backup to {url} failed: {type(e).__name__}: {e} (recorded in "
+            f"{run_dir / RunDir.BACKUP}). Nothing is retrained: run it again (the same command, or the grid) or "
+            f"`make sync SYNC_TO={url}` to push it")) from None
+
+
+def record_data(run_dir: Path, cfg: TrainConfig) -> None:
+    """data.json at a run's setup: its folds.csv and tables by hash (``lib.data.folds.data_record``)."""
+    write_json(Path(run_dir) / RunDir.DATA, data_record(cfg))
+
+
+def check_same_data(run_dir: Path, cfg: TrainConfig) -> None:
+    """Raise ValueError, naming each changed file and what to do, when ``run_dir`` (to be resumed, or
+    reused complete) recorded other folds or tables at setup than ``cfg``'s are now
+    (``lib.core.rundir.data_changes``); a run made before data.json existed is only warned about."""
+    changes = data_changes(run_dir, data_record(cfg))
+    if changes is None:
+        warnings.warn(f"{run_dir} records no {RunDir.DATA} (made by an older kit), so whether folds.csv or its "
+                      "tables changed since it started cannot be checked; if they did, retrain it with force=True",
+                      stacklevel=2)
+    elif changes:
+        raise ValueError(f"{run_dir} was trained on other data than it would go on with now: " + "; ".join(changes)
+                         + ". Retrain it from scratch with force=True (papermill: -p force True; the grid: --force), "
+                         "or put back the files it was trained on")
 
 
 def load_state(learn, state_file: Path) -> tuple[int, list]:

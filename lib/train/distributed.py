@@ -27,7 +27,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from fastai.callback.core import Callback, CancelFitException, CancelValidException
-from fastai.data.load import DataLoader
+
+from lib.train.sampler import WeightedDataLoader
 
 
 def world_size() -> int:
@@ -43,13 +44,14 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
 
-class ShardedDataLoader(DataLoader):
+class ShardedDataLoader(WeightedDataLoader):
     """fastai DataLoader that serves rank ``rank`` of ``world`` its share of each epoch: the epoch's
-    permutation (the same on every rank: fastai's ``rng``, reseeded per epoch) split ``rank::world``
-    and cut to ``len(dataset) // world`` items, so every rank runs the same number of steps."""
+    permutation, or its draws by ``weights`` (``lib.train.sampler``; the same on every rank: fastai's
+    ``rng``, reseeded per epoch) split ``rank::world`` and cut to ``len(dataset) // world`` items, so
+    every rank runs the same number of steps."""
 
-    def __init__(self, dataset, rank: int, world: int, **kwargs):
-        super().__init__(dataset, **kwargs)
+    def __init__(self, dataset, rank: int, world: int, weights=None, **kwargs):
+        super().__init__(dataset, weights, **kwargs)
         self.rank, self.world, self.n_total = rank, world, len(dataset)
         self.n = self.n_total // world
 

@@ -9,12 +9,12 @@ A run lives in ``runs/<run_name>/``: params.yaml (the recipe), state.pt (resumab
 optimizer, EMA, history), model.safetensors (the kept weights: the last epoch's, or with
 ``best_epoch: monitor`` the best epoch's by ``monitor``; EMA's when on; the average of epochs with
 ``swa_epochs`` / ``average_top_k``: ``lib.train.averaging``), metrics.json, oof.csv,
-test.csv, curves.png, env.json. ``metrics.json`` with ``"complete": true`` is written last: it marks
-the run done, and a done run is reused only while the recipe asked for is the one it recorded.
+test.csv, curves.png, env.json, data.json (its folds.csv and tables by hash, at setup). ``metrics.json``
+with ``"complete": true`` is written last: it marks the run done, and a done run is reused (an
+interrupted one resumed) only while the recipe asked for is the one it recorded and its data is too.
 """
 from __future__ import annotations
 
-import shutil
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,6 +36,7 @@ from lib.core.metrics import scores
 from lib.core.paths import resolve
 from lib.core.precision import Precision, choose_precision, cpu_capability
 from lib.core.rundir import RunDir, recipe_changes, run_complete
+from lib.core.runlock import RunLock, delete_run, lock_run
 from lib.data.competition import Competition, open_competition
 from lib.data.folds import folds_hash, make_folds
 from lib.model.backbones import load_weights
@@ -44,7 +45,7 @@ from lib.model.forward import predict_loader
 from lib.train.averaging import averaging_callbacks, find_averager, finish_averaging
 from lib.train.build import FoldData, build_datasets, build_learner, training_callbacks
 from lib.train.callbacks import RunRecorder, best_record, find_ema
-from lib.train.checkpoint import CheckpointWriter, final_backup, load_state
+from lib.train.checkpoint import CheckpointWriter, check_same_data, final_backup, load_state, record_data
 from lib.train.distributed import launch, rank, world_size
 from lib.train.report import environment, plot_curves
 from lib.train.stages import schedule_callbacks, stage_callbacks
@@ -84,27 +85,55 @@ class Run:
     start_epoch: int = 0
     history: list | None = None
     precision: Precision | None = None  # the dtype it trains and predicts in, and why
+    lock: RunLock | None = None  # the run folder's, held from setup_run to write_predictions' end (lib.core.runlock)
 
     @property
     def complete(self) -> bool:
         return run_complete(self.dir)
 
+    def release(self) -> None:
+        """Drop the run folder's lock (``write_predictions`` does at its end; the process's end does too)."""
+        if self.lock:
+            self.lock.release()
+
 
 def setup_run(cfg: TrainConfig) -> Run:
     """Open the competition, make or read its folds, and build model, datasets and Learner for
     ``cfg.fold``; resume from ``state.pt`` when there is one. A complete run with the same recipe
-    is returned as it is (``fit`` and ``write_predictions`` then do nothing)."""
+    is returned as it is (``fit`` and ``write_predictions`` then do nothing). A resumed or reused run
+    must find the folds.csv and tables it started on (its data.json: ``check_same_data``).
+
+    The run folder's lock (``lib.core.runlock``) is taken first and held until ``write_predictions``
+    ends or the process does: another process setting up the same run is refused, naming it and the
+    holder; ``force`` deletes the folder under that lock. Data-parallel workers take no lock and delete
+    nothing (their launching process holds it and did)."""
     cfg = cfg.replace(run_name=cfg.name)
     run_dir = resolve(cfg.runs_dir) / cfg.name
-    if cfg.force and run_dir.exists():
-        shutil.rmtree(run_dir)
+    # the launching process holds the lock and did force's delete: a data-parallel worker does neither
+    lock = lock_run(run_dir) if world_size() == 1 else None
+    try:
+        if cfg.force and lock:
+            delete_run(run_dir, lock)
+        return _build_run(run_dir, cfg, lock)
+    except BaseException:  # nothing of this run is set up: another process may take it
+        if lock:
+            lock.release()
+        raise
+
+
+def _build_run(run_dir: Path, cfg: TrainConfig, lock: RunLock | None) -> Run:
+    """``setup_run`` once the lock is held: the recipe and files checked, competition, folds, model,
+    datasets, Learner, and the saved state loaded."""
     check_same_recipe(run_dir, cfg)
     missing = [] if run_complete(run_dir) else cfg.missing_files()
     if missing:
         raise FileNotFoundError("; ".join(missing))
     comp = open_competition(cfg.data_dir, cfg.scan_args, cfg.group_col, verbose=cfg.verbose)
     folds = make_folds(comp, n_folds=cfg.n_folds, seed=42, group_col=cfg.group_col, verbose=cfg.verbose)
-    run = Run(run_dir, cfg, comp, folds)
+    run = Run(run_dir, cfg, comp, folds, lock=lock)
+    resume = cfg.resume and (run_dir / RunDir.STATE).exists()
+    if run.complete or resume:
+        check_same_data(run_dir, cfg)  # the folds and tables it started on (data.json)
     if run.complete:
         if cfg.verbose:
             print(f"{run_dir}: already complete (force=True retrains)")
@@ -113,6 +142,8 @@ def setup_run(cfg: TrainConfig) -> Run:
     if rank() == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         cfg.to_yaml(run_dir / RunDir.PARAMS)
+        if not resume:
+            record_data(run_dir, cfg)
         write_json(run_dir / RunDir.CLASSES, comp.class_table())  # what re-prediction needs, without the data
     # a data-parallel run trains in worker processes (``fit``); this one keeps its model on the CPU
     device = torch.device("cpu") if _launches_workers(cfg) else pick_device(cfg.device, verbose=cfg.verbose)
@@ -127,7 +158,7 @@ def setup_run(cfg: TrainConfig) -> Run:
     run.learn.add_cbs(training_callbacks(cfg, device, run.precision.dtype))
     run.learn.add_cbs(stage_callbacks(cfg, comp, folds, run.data, data_cfg, model) + averaging_callbacks(cfg))
     run.history = []
-    if cfg.resume and (run_dir / RunDir.STATE).exists():
+    if resume:
         run.start_epoch, run.history = load_state(run.learn, run_dir / RunDir.STATE)
         if cfg.verbose:
             print(f"resuming {cfg.name} after epoch {run.start_epoch}/{cfg.epochs}")
@@ -239,14 +270,18 @@ def write_predictions(run: Run, progress: bool | None = None) -> dict:
     scored on makes valid_best optimistic); ema (decay, horizon_epochs, steps_per_epoch as set; None
     when off); minutes; epochs (the per-epoch history, each epoch's img_size the size it trained at;
     with EMA each epoch's ema_decay and ema_horizon_epochs, at its last update). Epochs count from 0.
-    A complete run whose last push to ``sync_to`` failed is pushed again (``final_backup``: raises if it fails)."""
+    A complete run whose last push to ``sync_to`` failed is pushed again (``final_backup``: raises if it fails).
+    Once it returns, the run folder's lock is released (``Run.release``)."""
 
     if run.complete:
         if run.cfg.sync_to and failed_pushes(run.dir, run.cfg.sync_to):
             final_backup(run.dir, run.cfg.sync_to)
-        return read_json(run.dir / RunDir.METRICS)
-    preds = predict_run(run, progress)
-    return finish_run(run, preds, run_summary(run, preds))
+        summary = read_json(run.dir / RunDir.METRICS)
+    else:
+        preds = predict_run(run, progress)
+        summary = finish_run(run, preds, run_summary(run, preds))
+    run.release()
+    return summary
 
 
 def predict_run(run: Run, progress: bool | None = None) -> RunPredictions:
@@ -315,8 +350,11 @@ def finish_run(run: Run, preds: RunPredictions, summary: dict) -> dict:
 def train_fold(cfg: TrainConfig) -> dict:
     """setup_run + fit + write_predictions in one call (scripts, benchmarks). Returns metrics.json's content."""
     run = setup_run(cfg)
-    fit(run)
-    return write_predictions(run)
+    try:
+        fit(run)
+        return write_predictions(run)
+    finally:
+        run.release()
 
 
 def lr_find(run: Run):

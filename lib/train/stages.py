@@ -10,12 +10,19 @@ exactly the lr of an uninterrupted one:
 - ``onecycle`` / ``flat_cos``: one phase per stage (one stage, ``img_size`` for ``epochs`` at ``lr``,
   without ``stages``), each a full one-cycle (warm-up ``warmup_pct``, peak, cosine to peak / 1e5) or
   flat-then-cosine, restarting at every stage as fastai's ``fit_one_cycle`` per size would;
+- ``cosine_restarts`` (SGDR): cosine cycles from the peak down to peak / 1e5, the first
+  ``restart_epochs`` long (and warming up over ``warmup_pct`` of it, as one-cycle), each next one
+  ``restart_mult`` times the one before, each restarting at the peak; per stage, like one-cycle. A run
+  whose epochs are not a sum of whole cycles (1, 2, 4, ... with 1 and 2: 1, 3, 7 epochs) ends mid-cycle;
 - ``plateau``: ``warmup_pct`` of the run warming up to ``lr``, then flat, times ``plateau_factor``
   for every ``plateau_patience`` epochs in a row without a new best ``monitor`` (counted from the
   recorded history, so nothing but the history is needed to resume it; fastai's rule: the wait
   restarts after each drop);
 - with ``swa_lr``, the last ``swa_epochs`` epochs run at that constant lr, the (last stage's) schedule
-  ending that many epochs earlier (SWA, ``lib.train.averaging``).
+  ending that many epochs earlier (SWA, ``lib.train.averaging``);
+- with ``freeze_epochs``, the first stage's first epochs, which train the head alone
+  (``lib.train.callbacks.FreezeBody``), are a phase of their own, and the rest of that stage another,
+  each a full cycle of the schedule: fastai's ``fine_tune`` (one cycle frozen, then one unfrozen).
 
 ``stages: [[img_size, epochs], [img_size, epochs, lr], ...]`` (lr defaults to ``lr``) trains each
 stage at its size, from the kit's pre-resized cache of that size, then the next, in one run and one
@@ -28,7 +35,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 from fastai.callback.core import Callback
-from fastai.callback.schedule import combined_cos
+from fastai.callback.schedule import SchedCos, combined_cos
 
 from lib.core.choices import direction
 from lib.model.factory import check_input_size
@@ -45,19 +52,40 @@ def parse_stages(cfg) -> list[tuple[int, int, float]]:
     return [(int(s[0]), int(s[1]), float(s[2]) if len(s) > 2 else cfg.lr) for s in cfg.stages]
 
 
+def cosine_restarts(epochs: float, lr: float, warmup_pct: float, first: float, mult: float):
+    """The lr at a position in [0, 1) of an ``epochs``-long phase of SGDR: cosine cycles from ``lr``
+    down to lr / 1e5, of ``first``, first x ``mult``, first x mult^2, ... epochs, each restarting at
+    ``lr``; the first warms up from lr / 25 over ``warmup_pct`` of it (one-cycle's shape)."""
+    warm, cool = combined_cos(warmup_pct, lr / 25, lr, lr / 1e5), SchedCos(lr, lr / 1e5)
+
+    def at(pos: float) -> float:
+        t, start, length = pos * epochs, 0.0, first
+        while t >= start + length:
+            start, length = start + length, length * mult
+        x = (t - start) / length
+        return warm(x) if start == 0 else cool(x)
+    return at
+
+
+SCHEDULES = {  # name -> (recipe, epochs, peak lr) -> the lr at a position in [0, 1) of a phase
+    "onecycle": lambda cfg, n, lr: combined_cos(cfg.warmup_pct, lr / 25, lr, lr / 1e5),
+    "flat_cos": lambda cfg, n, lr: combined_cos(0.75, lr, lr, lr / 1e5),
+    "plateau": lambda cfg, n, lr: combined_cos(cfg.warmup_pct, lr / 25, lr, lr),  # flat: LrSchedule lowers it
+    "cosine_restarts": lambda cfg, n, lr: cosine_restarts(n, lr, cfg.warmup_pct, cfg.restart_epochs,
+                                                          cfg.restart_mult),
+}
+
+
 def lr_phases(cfg) -> list[tuple[int, object]]:
     """(epochs, lr at a position in [0, 1) of the phase) for each phase of the run, in order."""
-    phases = []
-    for _, n, lr in parse_stages(cfg):
-        if cfg.schedule == "onecycle":
-            phases.append((n, combined_cos(cfg.warmup_pct, lr / 25, lr, lr / 1e5)))
-        elif cfg.schedule == "flat_cos":
-            phases.append((n, combined_cos(0.75, lr, lr, lr / 1e5)))
-        else:  # plateau: warm-up, then flat (LrSchedule lowers it)
-            phases.append((n, combined_cos(cfg.warmup_pct, lr / 25, lr, lr)))
+    stages = [(n, lr) for _, n, lr in parse_stages(cfg)]
+    if cfg.freeze_epochs:  # the frozen epochs are a cycle of their own, then the rest of the first stage
+        (n, lr), rest = stages[0], stages[1:]
+        stages = [(cfg.freeze_epochs, lr), (n - cfg.freeze_epochs, lr), *rest]
     if cfg.swa_lr is not None:  # the schedule ends swa_epochs early; SWA's constant lr takes those epochs
-        n, f = phases[-1]
-        phases[-1] = (n - cfg.swa_epochs, f)
+        stages[-1] = (stages[-1][0] - cfg.swa_epochs, stages[-1][1])
+    phases = [(n, SCHEDULES[cfg.schedule](cfg, n, lr)) for n, lr in stages]
+    if cfg.swa_lr is not None:
         phases.append((cfg.swa_epochs, lambda pos, lr=cfg.swa_lr: lr))
     return phases
 

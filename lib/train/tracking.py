@@ -12,20 +12,26 @@ its log). The runs of one grid share a group: the MLflow experiment, or the W&B 
 ``tracker_group`` (default ``<competition folder>-<runs folder>``). The tracker's run id is kept in
 ``runs/<run>/tracker.json``, so a resumed run (another process, another machine after ``make
 restore``) goes on in the same tracker run. ``mlflow`` and ``wandb`` are imported only when chosen.
+
+A ``tracker_uri`` with credentials (``http://user:pass@host``) is used as given but never recorded:
+the parameters sent are the recipe as recorded (``TrainConfig.to_record``), tracker.json keeps the URI
+with ``***``, and what MLflow prints (its "View run" line) and its errors are shown redacted.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
 import time
 import uuid
+from contextlib import redirect_stdout
 from pathlib import Path
 
 from fastai.callback.core import Callback
 
 from lib.core.io import read_json, write_json
-from lib.core.paths import resolve
+from lib.core.paths import redact_text, redact_url, resolve
 from lib.core.rundir import RunDir, model_name
 from lib.train.callbacks import RunRecorder
 
@@ -55,8 +61,8 @@ def finish_tracking(cfg, summary: dict) -> bool:
         cb.finish(summary, run_files(cfg))
         return True
     except Exception as e:  # noqa: BLE001 - the run's files are written; the tracker only mirrors them
-        print(f"{cfg.tracker}: the final scores and files of {cfg.name} were not logged ({type(e).__name__}: {e})",
-              file=sys.stderr, flush=True)
+        print(f"{cfg.tracker}: the final scores and files of {cfg.name} were not logged ("
+              + redact_text(f"{type(e).__name__}: {e})"), file=sys.stderr, flush=True)
         return False
 
 
@@ -78,8 +84,9 @@ def run_files(cfg) -> list[Path]:
 
 
 def flat_params(cfg) -> dict[str, str]:
-    """The recipe as text values (dicts and lists as JSON), as trackers store parameters."""
-    return {k: json.dumps(v) if isinstance(v, (dict, list)) else str(v) for k, v in cfg.to_dict().items()}
+    """The recipe as recorded (credentials as ***) in text values (dicts and lists as JSON), as trackers
+    store parameters."""
+    return {k: json.dumps(v) if isinstance(v, (dict, list)) else str(v) for k, v in cfg.to_record().items()}
 
 
 class TrackerCallback(Callback):
@@ -92,7 +99,11 @@ class TrackerCallback(Callback):
         self.cfg, self.run_dir, self.group = cfg, resolve(cfg.runs_dir) / cfg.name, group_name(cfg)
 
     def before_fit(self):
-        self.start()
+        try:
+            self.start()
+        except Exception as e:  # noqa: BLE001 - raised again, without the URL's credentials its message may quote
+            raise RuntimeError(f"{self.cfg.tracker}: the tracker run of {self.cfg.name} could not be opened: "
+                               + redact_text(f"{type(e).__name__}: {e}")) from None
 
     def after_epoch(self):
         rec = next((cb for cb in self.learn.cbs if isinstance(cb, RunRecorder)), None)
@@ -102,8 +113,8 @@ class TrackerCallback(Callback):
         try:
             self.log_epoch(int(self.epoch), record)
         except Exception as e:  # noqa: BLE001 - a tracker outage must not stop training
-            print(f"{self.cfg.tracker}: epoch {self.epoch + 1} not logged ({type(e).__name__}: {e}); training "
-                  "goes on", file=sys.stderr, flush=True)
+            print(f"{self.cfg.tracker}: epoch {self.epoch + 1} not logged ("
+                  + redact_text(f"{type(e).__name__}: {e}") + "); training goes on", file=sys.stderr, flush=True)
 
     def saved_id(self) -> str | None:
         p = self.run_dir / "tracker.json"
@@ -150,7 +161,7 @@ class MlflowTracker(TrackerCallback):
                     "foldbook.backbone": self.cfg.backbone, "foldbook.run_dir": str(self.run_dir)}
             run_id = self.client.create_run(exp_id, run_name=self.cfg.name, tags=tags).info.run_id
             self.client.log_batch(run_id, params=[Param(k, v) for k, v in flat_params(self.cfg).items()])
-            self.save_id(run_id=run_id, experiment=self.group, uri=self.client.tracking_uri)
+            self.save_id(run_id=run_id, experiment=self.group, uri=redact_url(self.client.tracking_uri))
         self.run_id = run_id
 
     def log_epoch(self, epoch: int, record: dict) -> None:
@@ -165,7 +176,10 @@ class MlflowTracker(TrackerCallback):
         self.client.log_batch(self.run_id, metrics=metrics)
         for f in files:
             self.client.log_artifact(self.run_id, str(f))
-        self.client.set_terminated(self.run_id, "FINISHED")
+        said = io.StringIO()
+        with redirect_stdout(said):  # MLflow prints "View run ... at: <server URL>", credentials and all
+            self.client.set_terminated(self.run_id, "FINISHED")
+        print(redact_text(said.getvalue()), end="", flush=True)
 
 
 class WandbTracker(TrackerCallback):
@@ -185,7 +199,7 @@ class WandbTracker(TrackerCallback):
                               dir=os.environ.get("WANDB_DIR") or str(resolve(self.cfg.runs_dir)),
                               reinit="finish_previous")
         if not saved:
-            self.run.config.update(self.cfg.to_dict(), allow_val_change=True)
+            self.run.config.update(self.cfg.to_record(), allow_val_change=True)
         self.run.define_metric("epoch")
         self.run.define_metric("*", step_metric="epoch")
         self.save_id(run_id=run_id, project=self.run.project, group=self.group)

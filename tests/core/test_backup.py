@@ -265,3 +265,21 @@ def test_a_run_whose_last_push_fails_fails_and_a_rerun_pushes_it_without_trainin
     assert metrics.stat().st_mtime_ns == stamp                            # pushed, not trained again
     assert json.loads((mnt / "backup" / "tres_f0" / "metrics.json").read_text()) == got
     assert backup.failed_pushes(metrics.parent) == {}
+
+
+def test_a_destination_password_is_never_written_down_or_shown(tmp_path):
+    """sync_to with credentials: each push is recorded in backup.json under the URL with ``***``, and a
+    refusal names it so; the URL as given still finds its record."""
+    url = f"memory://bob:hunter2@pw-{tmp_path.name}/runs"
+    shown = f"memory://***@pw-{tmp_path.name}/runs"
+    a = _run_folder(tmp_path / "A" / "m_f0", 2, complete=True, sync_to=url)
+    assert backup.push_run(a, url) == 4
+    b = _run_folder(tmp_path / "B" / "m_f0", 1, sync_to=url)
+    with pytest.raises(ValueError, match="not pushing run m_f0") as refused:
+        backup.push_run(b, url)
+    assert f"to {shown}/m_f0: the copy there is further along" in str(refused.value)
+    assert list(backup.last_pushes(a)) == [shown] and list(backup.failed_pushes(b, url)) == [shown]
+    assert backup.sync_runs(tmp_path / "B", url).set_index("what").loc["m_f0", "problem"].startswith("PushRefused")
+    for run in (a, b):
+        assert not [f for f in run.rglob("*") if f.is_file() and "hunter2" in f.read_text(errors="replace")]
+    assert "hunter2" not in str(refused.value)

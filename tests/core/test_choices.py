@@ -6,11 +6,14 @@ import subprocess
 import sys
 
 import pytest
+import timm.optim
 
 from lib.core import choices
 from lib.data.augment import AUGMENTATIONS
 from lib.model.losses import LOSSES
 from lib.model.tta import TTA_OPS
+from lib.train.sampler import SAMPLERS
+from lib.train.stages import SCHEDULES
 
 
 def test_each_registry_implements_exactly_the_names_a_recipe_may_pick():
@@ -19,6 +22,15 @@ def test_each_registry_implements_exactly_the_names_a_recipe_may_pick():
     assert set(LOSSES) == set(choices.LOSS_ARGS)
     for name, loss in LOSSES.items():  # the arguments a recipe's loss_args are checked against
         assert tuple(inspect.signature(loss).parameters) == choices.LOSS_ARGS[name], name
+    assert tuple(SCHEDULES) == choices.SCHEDULES and tuple(SAMPLERS) == choices.SAMPLERS
+
+
+def test_every_optimizer_name_and_argument_is_one_timm_takes():
+    """opt is passed to timm's create_optimizer_v2 as it is, opt_args as its keyword arguments."""
+    assert set(choices.OPT_ARGS) <= set(timm.optim.list_optimizers())
+    for name, args in choices.OPT_ARGS.items():
+        takes = inspect.signature(timm.optim.get_optimizer_class(name, bind_defaults=False)).parameters
+        assert "foreach" in takes and set(args) <= set(takes) - {"params", "lr", "weight_decay", "foreach"}, name
 
 
 def test_direction_says_which_way_is_better():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import stat
 
 import pandas as pd
 import pytest
@@ -24,3 +25,18 @@ def test_files_are_readable_and_utf8(tmp_path):
     p = write_csv(tmp_path / "sub" / "a.csv", pd.DataFrame({"클래스": [1]}))
     assert pd.read_csv(p).columns[0] == "클래스"
     assert os.stat(p).st_mode & 0o044                                # not 0600 like mkstemp's
+
+
+def test_the_rename_is_flushed_with_its_folder(tmp_path, monkeypatch):
+    """A rename is an entry of the folder: after it, the folder is flushed too, or a power cut can bring
+    back the old file. Every fsync is let through, and what it flushed is noted (a power cut cannot be
+    made here)."""
+    flushed, real = [], os.fsync
+
+    def noting(fd):
+        st = os.fstat(fd)
+        flushed.append(("folder" if stat.S_ISDIR(st.st_mode) else "file", st.st_ino))
+        return real(fd)
+    monkeypatch.setattr(os, "fsync", noting)
+    p = write_json(tmp_path / "sub" / "metrics.json", {"complete": True})
+    assert flushed == [("file", p.stat().st_ino), ("folder", p.parent.stat().st_ino)]   # the file, then its folder

@@ -3,6 +3,9 @@ seeding."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -11,9 +14,10 @@ import pytest
 from PIL import Image
 
 from lib.core.config import TrainConfig
+from lib.core.paths import repo_root
 from lib.data.augment import get_augment
 from lib.data.competition import scan_competition
-from lib.data.dataset import CHUNK, ImageDataset, build_cache, image_dataset, load_resized
+from lib.data.dataset import CHUNK, ImageDataset, build_cache, cache_key, image_dataset, load_resized
 from lib.predict.inference import predict_fold
 from lib.train.loop import train_fold
 
@@ -28,13 +32,55 @@ def test_cache_matches_decoding_and_is_reused(comp, tmp_path):
     arr = build_cache(paths, 20, tmp_path, "train", workers=1, progress=False)
     assert arr.shape == (len(paths), 20, 20, 3) and arr.dtype == np.uint8
     assert np.array_equal(arr[7], load_resized(paths[7], 20))
-    mtime = (tmp_path / "20px" / "train.u8").stat().st_mtime_ns
+    [file] = (tmp_path / "20px").glob("train-*.u8")
+    mtime = file.stat().st_mtime_ns
     again = build_cache(paths, 20, tmp_path, "train", workers=1, progress=False)
-    assert (tmp_path / "20px" / "train.u8").stat().st_mtime_ns == mtime and np.array_equal(arr, again)
+    assert file.stat().st_mtime_ns == mtime and np.array_equal(arr, again)
     other = build_cache(paths, 24, tmp_path, "train", workers=1, progress=False)   # another size: its own
-    assert other.shape[1] == 24 and (tmp_path / "20px" / "train.json").exists()
+    assert other.shape[1] == 24 and file.exists()
     fewer = build_cache(paths[:-3], 20, tmp_path, "train", workers=1, progress=False)  # other files: rebuilt
-    assert len(fewer) == len(paths) - 3
+    assert len(fewer) == len(paths) - 3 and np.array_equal(fewer[5], arr[5])
+    assert [f.name for f in (tmp_path / "20px").glob("train*.u8*")] == [f"train-{cache_key(paths[:-3], 20)}.u8"]
+
+
+# Maps the cache as a run does, says so, waits for a line on stdin (the file list changes meanwhile),
+# then reads every image again and says whether they are still the images it mapped.
+READER = """
+import sys
+import numpy as np
+from lib.data.dataset import build_cache, load_resized
+cache, size, paths = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+arr = build_cache(paths, size, cache, "train", workers=1, progress=False)
+want = np.stack([load_resized(p, size) for p in paths])
+assert np.array_equal(arr, want)
+print("mapped", flush=True)
+sys.stdin.readline()
+got = np.array(arr)
+bad = (got != want).reshape(len(got), -1).any(axis=1)
+zero = got.reshape(len(got), -1).max(axis=1) == 0
+print("same" if not bad.any() else f"{bad.sum()} of {len(got)} images changed, {zero.sum()} all zeros", flush=True)
+"""
+
+
+@pytest.mark.parametrize("size", [8, 64])
+def test_a_run_reading_the_cache_keeps_its_pixels_while_the_file_list_changes(comp, tmp_path, size):
+    """A second process has the cache mapped (a run training) when another run finds a changed file list
+    and builds the cache anew: the reader still reads the images it mapped (a rebuild in place gave it
+    zeros or the new list's images at 8 px, and killed it with SIGBUS at 64 px, its file truncated)."""
+    paths = comp.train["path"].tolist()
+    reader = subprocess.Popen([sys.executable, "-c", READER, str(tmp_path), str(size), *paths], text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=repo_root(),
+                              env={**os.environ, "PYTHONPATH": str(repo_root())})
+    try:
+        assert reader.stdout.readline().strip() == "mapped"
+        fewer = build_cache(paths[3:], size, tmp_path, "train", workers=1, progress=False)  # 3 images gone
+        out, _ = reader.communicate("go\n", timeout=120)
+    finally:
+        reader.kill()
+    assert reader.returncode == 0, f"the reader died (signal {-reader.returncode})" if reader.returncode < 0 else out
+    assert out.strip() == "same"
+    assert np.array_equal(fewer[0], load_resized(paths[3], size))                  # the new list, from row 0
+    assert not (tmp_path / f"{size}px" / f"train-{cache_key(paths, size)}.u8").exists()  # the old file: deleted
 
 
 def test_interrupted_cache_build_resumes(comp, tmp_path, monkeypatch):
@@ -53,7 +99,9 @@ def test_interrupted_cache_build_resumes(comp, tmp_path, monkeypatch):
     monkeypatch.setattr(D, "_cache_chunk", dies_on_second)
     with pytest.raises(KeyboardInterrupt):
         build_cache(paths, 16, tmp_path, "t", workers=1, progress=False)
-    assert not (tmp_path / "16px" / "t.json").exists()                # not marked complete
+    key = cache_key(paths, 16)
+    assert not (tmp_path / "16px" / f"t-{key}.u8").exists()           # no complete file to map
+    assert (tmp_path / "16px" / f"t-{key}.u8.part").exists()
     calls.clear()
     monkeypatch.setattr(D, "_cache_chunk", lambda args: calls.append(args[2]) or real(args))
     arr = build_cache(paths, 16, tmp_path, "t", workers=1, progress=False)

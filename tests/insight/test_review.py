@@ -1,4 +1,6 @@
 """lib.insight.review: the marks file, the views, and the reviewer widget driven as a front end would."""
+import multiprocessing
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -44,6 +46,30 @@ def test_marks_are_set_replaced_and_cleared_atomically(tmp_path):
     (tmp_path / "other.csv").write_text("name,value\nx,1\n")
     with pytest.raises(ValueError, match=r"other\.csv: not a marks file"):
         review.read_marks(tmp_path / "other.csv")
+
+
+def _mark_many(path, who: str, n: int, go) -> None:
+    go.wait()
+    for k in range(n):
+        review.set_mark(path, f"{who}{k}", "duplicate", {"model": who})
+
+
+def test_two_processes_marking_one_file_lose_no_mark(tmp_path):
+    """Two notebooks (two real processes, forked: no second import) mark into one file at the same moment:
+    every mark is kept."""
+    path, n = tmp_path / "exclude_ids.csv", 40
+    review.set_mark(path, "before", "bad image")
+    mp = multiprocessing.get_context("fork")
+    go = mp.Barrier(2)
+    procs = [mp.Process(target=_mark_many, args=(path, who, n, go)) for who in "ab"]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    marks = review.read_marks(path)
+    assert sorted(marks["id"]) == sorted(["before"] + [f"{who}{k}" for who in "ab" for k in range(n)])
+    assert not list(tmp_path.glob(".*.tmp"))
 
 
 def test_views_select_pairs_classes_and_losses(png_comp):

@@ -1,7 +1,9 @@
-"""lib.model.optim: layer-wise learning-rate decay reaches the optimizer's groups through fastai's
-scheduler, and a compiled model trains with its compiled graphs cached on disk."""
+"""lib.model.optim: every optimizer a recipe may name trains, layer-wise learning-rate decay reaches the
+optimizer's groups through fastai's scheduler, a fine-tune's body is told from its head, and a compiled
+model trains with its compiled graphs cached on disk."""
 from __future__ import annotations
 
+import itertools
 import os
 
 import numpy as np
@@ -10,9 +12,10 @@ import timm
 import torch
 from safetensors.torch import load_file
 
+from lib.core.choices import OPT_ARGS
 from lib.core.config import TrainConfig
 from lib.core.paths import repo_root
-from lib.model.optim import compile_model, lr_scales, param_groups
+from lib.model.optim import body_parameters, compile_model, lr_scales, param_groups
 from lib.train.loop import fit, setup_run, train_fold
 
 TINY = dict(backbone="test_convnext", n_folds=3, fold=0, img_size=32, batch_size=32, epochs=1, lr=3e-3,
@@ -32,6 +35,42 @@ def test_layer_decay_scales_fall_from_the_head():
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
     with pytest.raises(ValueError, match="group_matcher"):
         param_groups(torch.nn.Linear(3, 2), 0.05, layer_decay=0.5)
+
+
+def test_each_optimizer_name_builds_and_takes_a_step_that_moves_the_weights(digits_comp, tmp_path):
+    cfg = TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path), weight_decay=0.1,
+                      **{**TINY, "backbone": "test_resnet", "img_size": 16})
+    args = {"adamw": {"betas": [0.8, 0.9]}, "sgd": {"momentum": 0.5}}   # a recipe's opt_args, as YAML gives them
+    for name in OPT_ARGS:
+        learn = setup_run(cfg.replace(opt=name, opt_args=args.get(name, {}), run_name=name)).learn
+        opt = learn.opt.opt
+        assert type(opt) is timm.optim.get_optimizer_class(name, bind_defaults=False), name
+        assert sorted(pg["weight_decay"] for pg in opt.param_groups) == [0.0, 0.1], name  # none on norms, biases
+        before = [p.detach().clone() for p in learn.model.parameters()]
+        learn.opt.set_hyper("lr", 0.05)
+        for xb, yb in itertools.islice(learn.dls.train, 2):  # two steps: ADOPT's first only sets its moments
+            learn.opt.zero_grad()
+            learn.loss_func(learn.model(xb), yb).backward()
+            learn.opt.step()
+        # every parameter with a gradient moves (timm zero-inits each block's last norm: none behind it has one)
+        moved = [not torch.equal(a, p) for a, p in zip(before, learn.model.parameters()) if p.grad.abs().sum() > 0]
+        assert len(moved) > 20 and all(moved), f"{name}: {moved.count(False)} of {len(moved)} parameters did not move"
+        assert all(pg["lr"] == 0.05 for pg in opt.param_groups), name
+    assert opt.param_groups[0]["betas"] == (0.8, 0.9) or name != "adamw"
+    sgd = setup_run(cfg.replace(opt="sgd", opt_args=args["sgd"], run_name="sgd")).learn.opt.opt.param_groups[0]
+    assert (sgd["momentum"], sgd["nesterov"]) == (0.5, True)  # timm's sgd: nesterov
+
+
+def test_the_body_is_all_but_the_head_and_the_norm_layers():
+    model = timm.create_model("test_resnet", num_classes=5, global_pool="avg")
+    body = {id(p) for p in body_parameters(model)}
+    norms = {f"{m}.{n}" for m, mod in model.named_modules() if isinstance(mod, torch.nn.BatchNorm2d)
+             for n, _ in mod.named_parameters()}
+    trained = {n for n, p in model.named_parameters() if id(p) not in body}
+    assert trained == norms | {"fc.weight", "fc.bias"} and len(norms) > 10
+    assert {id(p) for p in model.parameters() if p.ndim == 4} <= body   # every conv waits
+    with pytest.raises(ValueError, match="Linear has no get_classifier"):
+        body_parameters(torch.nn.Linear(3, 2))
 
 
 def test_training_sets_each_group_lr_times_its_scale(digits_comp, tmp_path):

@@ -131,7 +131,7 @@ def test_local_safetensors_round_trip_through_timm(tmp_path, name):
 def test_tiny_training_run_learns_and_exports(digits_comp, tmp_path):
     """The kit's own path: train_fold on the digits demo (10 classes), then ONNX through lib.ops.export."""
     ort = pytest.importorskip("onnxruntime")
-    from lib.ops.export import check_onnx, export_onnx
+    from lib.ops.onnx_export import check_onnx, export_onnx
     from lib.train.loop import train_fold
     m = train_fold(TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path), backbone="airnet_tiny", n_folds=3,
                                fold=0, img_size=28, batch_size=16, epochs=5, lr=8e-3, pool="max", ema=0.9,

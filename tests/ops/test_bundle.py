@@ -16,11 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import papermill as pm
 import pytest
 from conftest import as_document_competition
 
 from lib.core.config import TrainConfig
-from lib.ops.bundle import make_bundle
+from lib.ops.offline import make_bundle
 from lib.predict.crossfit import fit_blend
 from lib.predict.inference import PredictSpec, tta_predictions
 from lib.predict.oof import open_runs
@@ -107,6 +108,10 @@ def test_bundle_runs_05_offline_in_a_fresh_environment(trained, _digits_source, 
     with pytest.raises(FileExistsError):
         make_bundle(runs, bundle)
     assert make_bundle(runs, bundle, force=True) == bundle        # force replaces an older bundle...
+    params = pm.inspect_notebook(str(bundle / "05_inference.ipynb"))   # 05's typed cell, pointed at the bundle
+    assert params["runs_dir"]["default"] == repr(str(bundle / "runs"))
+    assert params["wheels"]["default"] == repr(str(bundle / "wheels")) and params["wheels"]["help"].startswith("this")
+    assert [params[k]["inferred_type_name"] for k in ("runs_dir", "wheels")] == ["str", "Optional[str]"]
     hidden = _hidden(data, tmp_path / "hidden", _digits_source)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)

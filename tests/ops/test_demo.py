@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from lib.ops.demo import DIGIT_CLASSES, build_demo, score_submission
+from lib.ops.demo_data import DIGIT_CLASSES, build_demo, score_submission
 
 
 def test_layout_like_a_real_competition(digits_comp):

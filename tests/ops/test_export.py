@@ -11,7 +11,8 @@ import onnxruntime as ort
 import pytest
 
 from lib.core.config import TrainConfig
-from lib.ops.export import check_onnx, export_blend, export_onnx, main
+from lib.ops.export import main
+from lib.ops.onnx_export import check_onnx, export_blend, export_onnx
 from lib.predict.crossfit import fit_blend
 from lib.predict.oof import load_test, open_runs
 from lib.predict.submission import write_ensemble

@@ -5,16 +5,22 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 
+import nbformat
+import pandas as pd
 import pytest
 import yaml
 from conftest import start_and_kill
 
 from lib.core.config import TrainConfig
 from lib.core.paths import repo_root
-from lib.ops.grid import main, run_grid
-from lib.ops.jobs import GridClock, make_jobs, parse_folds, parse_value, run_env
+from lib.data.competition import scan_competition
+from lib.ops.grid import main, overrides, parse_folds, parse_value, parse_yaml
+from lib.ops.jobs import NOTEBOOK, GridClock, make_jobs, run_command, run_env
 from lib.ops.ray_grid import RayOptions
+from lib.ops.runner import run_grid
 from lib.train.loop import train_fold
 
 TINY = {"backbone": "test_resnet", "img_size": 24, "batch_size": 32, "epochs": 1, "lr": 0.003, "n_folds": 2}
@@ -30,6 +36,23 @@ def _params(tmp_path, name, **kw):
 def test_parse_folds_and_values():
     assert parse_folds("0-4") == [0, 1, 2, 3, 4] and parse_folds("0,2") == [0, 2] and parse_folds("3") == [3]
     assert [parse_value(v) for v in ("3", "1e-3", "False", "None", "data/x")] == [3, 1e-3, False, None, "data/x"]
+
+
+def test_yaml_overrides_pass_lists_and_dicts_to_every_job(tmp_path, capsys):
+    """``-y`` as papermill's: a YAML mapping, so lists and dicts reach the recipe typed; ``-p`` wins over it."""
+    given = overrides([parse_yaml("{stages: [[16, 1], [24, 1]], loss_args: {label_smoothing: 0.1}, img_size: 32}"),
+                       parse_yaml("run_name: '007'")], [("img_size", "24"), ("hflip", "False")])
+    assert given == {"stages": [[16, 1], [24, 1]], "loss_args": {"label_smoothing": 0.1}, "img_size": 24,
+                     "run_name": "007", "hflip": False}
+    job = make_jobs([_params(tmp_path, "y", epochs=2)], [0], runs_dir=str(tmp_path / "runs"),
+                    overrides={k: v for k, v in given.items() if k != "run_name"})[0]
+    assert job.cfg.stages == [[16, 1], [24, 1]] and job.cfg.loss_args == {"label_smoothing": 0.1}
+    cmd = job.command()
+    assert yaml.safe_load(cmd[cmd.index("-y") + 1])["stages"] == [[16, 1], [24, 1]]      # and its papermill command
+    for bad, why in (("[identity, hflip]", "is not a YAML mapping"), ("{stages: [[16, 1]", "is not YAML")):
+        with pytest.raises(SystemExit):
+            main(["--params", "a.yaml", "-y", bad])
+        assert f"argument -y/--yaml: '{bad}' {why}" in capsys.readouterr().err
 
 
 def test_grid_skips_complete_and_reports_broken(digits_comp, tmp_path):
@@ -52,13 +75,14 @@ def test_grid_skips_complete_and_reports_broken(digits_comp, tmp_path):
 
 def test_the_command_line_gives_the_ray_flags_as_one_ray_options(monkeypatch):
     seen = {}
-    monkeypatch.setattr("lib.ops.grid.run_grid", lambda *a, **k: seen.update(k) or
+    monkeypatch.setattr("lib.ops.runner.run_grid", lambda *a, **k: seen.update(k) or
                         {"done": [], "skipped": [], "failed": []})
     assert main(["--params", "a.yaml", "--folds", "0-1", "--backend", "ray", "--address", "auto",
                  "--cpus-per-run", "8", "--gpus-per-run", "1", "--resources", '{"a100": 1}', "--max-retries", "5"]) == 0
     assert seen["ray"] == RayOptions("auto", 8, 1, {"a100": 1}, 5)
     main(["--params", "a.yaml"])
     assert seen["ray"] == RayOptions()                      # the flags' defaults are RayOptions' defaults
+    assert seen["notebook"] == NOTEBOOK                     # and --notebook's the grid's
 
 
 def test_runs_share_one_inductor_cache_through_their_environment(digits_comp, tmp_path, monkeypatch):
@@ -68,8 +92,8 @@ def test_runs_share_one_inductor_cache_through_their_environment(digits_comp, tm
     assert run_env(tmp_path) == {}                                 # the grid's own setting: the runs inherit it
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
     envs = []
-    monkeypatch.setattr("lib.ops.grid.check_kernel", lambda: None)
-    monkeypatch.setattr("lib.ops.grid.run_command", lambda cmd, log, env, cwd, on_line: envs.append(env) or (1, "x"))
+    monkeypatch.setattr("lib.ops.runner.check_kernel", lambda: None)
+    monkeypatch.setattr("lib.ops.runner.run_command", lambda cmd, log, env, cwd, on_line: envs.append(env) or (1, "x"))
     run_grid([_params(tmp_path, "env", data_dir=str(digits_comp))], [0, 1], runs_dir=str(tmp_path / "runs"), jobs=2)
     cache = str(repo_root() / ".cache" / "torchinductor")
     assert [e["TORCHINDUCTOR_CACHE_DIR"] for e in envs] == [cache, cache]
@@ -125,19 +149,7 @@ def test_kill_9_mid_run_resumes_to_the_same_metrics(digits_comp, tmp_path):
             assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-6), (a["epoch"], k)
 
 
-def test_ray_backend_on_a_local_cluster(digits_comp, tmp_path):
-    ray = pytest.importorskip("ray")
-    p = _params(tmp_path, "rayrun", data_dir=str(digits_comp))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        res = run_grid([p], [0], runs_dir=str(tmp_path / "runs"), backend="ray")
-    finally:
-        ray.shutdown()
-    assert res["done"] == ["rayrun_f0"] and not res["failed"]
-    assert json.loads((tmp_path / "runs" / "rayrun_f0" / "metrics.json").read_text())["complete"]
-
-
-def test_a_run_of_another_recipe_is_never_skipped_as_complete(digits_comp, tmp_path):
+def test_a_run_of_another_recipe_is_never_skipped_as_complete(digits_comp, tmp_path, capsys):
     """The demo switched from digits to another competition in the same runs folder: the grid names
     what differs before training anything, and --force retrains exactly those runs."""
     other = shutil.copytree(digits_comp, tmp_path / "fmnist_like")
@@ -148,9 +160,14 @@ def test_a_run_of_another_recipe_is_never_skipped_as_complete(digits_comp, tmp_p
     with pytest.raises(ValueError, match=r"(?s)demo_f0: data_dir '.*digits' recorded, '.*fmnist_like' asked.*--force"):
         run_grid([recipe], [0], runs_dir=str(runs), overrides={"data_dir": str(other)})
     with pytest.raises(ValueError, match="img_size 24 recorded, 32 asked"):
-        run_grid([recipe], [0], runs_dir=str(runs), overrides={"data_dir": str(digits_comp), "img_size": "32"})
+        run_grid([recipe], [0], runs_dir=str(runs), overrides={"data_dir": str(digits_comp), "img_size": 32})
     assert (runs / "demo_f0" / "metrics.json").stat().st_mtime_ns == stamp       # nothing was trained
     assert main(["--params", str(recipe), "--folds", "0", "--runs-dir", str(runs), "-p", "data_dir", str(other)]) == 2
+    capsys.readouterr()
+    assert main(["--params", str(recipe), "--folds", "0", "--runs-dir", str(runs), "-p", "data_dir", str(digits_comp),
+                 "-y", "{loss_args: {label_smoothing: 0.1}, img_size: 32}", "-p", "img_size", "24"]) == 2
+    err = capsys.readouterr().err                     # -y's dict reached the job's recipe; -p's img_size won
+    assert "demo_f0: loss_args {} recorded, {'label_smoothing': 0.1} asked" in err and "img_size" not in err, err
     res = run_grid([recipe], [0], runs_dir=str(runs), overrides={"data_dir": str(other)}, force=True)
     assert res["done"] == ["demo_f0"]
     assert TrainConfig.from_yaml(runs / "demo_f0" / "params.yaml").data_dir == str(other)
@@ -179,3 +196,113 @@ def test_a_complete_run_whose_push_failed_is_listed_and_pushed_by_the_next_grid(
     assert metrics.stat().st_mtime_ns == stamp                                          # pushed, not retrained
     assert json.loads((mnt / "backup" / "bk_f0" / "metrics.json").read_text())["complete"]
     assert run_grid([p], [0], runs_dir=str(runs), overrides={"sync_to": url})["skipped"] == ["bk_f0"]
+
+
+def test_a_url_with_credentials_reaches_the_run_but_not_its_command_or_notebook(digits_comp, tmp_path, monkeypatch):
+    """A password in tracker_uri (here in the params file) or sync_to (here a -p override) is in no
+    papermill argument and not in the notebook papermill writes (its injected parameters and metadata):
+    the job's process gets the full URLs in its environment, and 02_train's recipe takes them back."""
+    tracker, sync = "http://alice:s3cret@mlflow.internal:5000", "memory://bob:hunter2@bucket/runs"
+    p = _params(tmp_path, "sec", data_dir=str(digits_comp), tracker_uri=tracker)
+    job = make_jobs([p], [0], runs_dir=str(tmp_path / "runs"), overrides={"sync_to": sync})[0]
+    assert (job.cfg.tracker_uri, job.cfg.sync_to) == (tracker, sync)
+    cmd = job.command()
+    assert not any("s3cret" in a or "hunter2" in a for a in cmd), cmd
+    assert job.secret_env == {"FOLDBOOK_TRACKER_URI": tracker, "FOLDBOOK_SYNC_TO": sync}
+    # papermill as the grid runs it, as far as the notebook with its injected parameters (not executed)
+    job.notebook.parent.mkdir(parents=True)
+    out = subprocess.run(cmd + ["--prepare-only"], env={**os.environ, **job.secret_env}, cwd=str(repo_root()),
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    text = job.notebook.read_text()
+    assert "s3cret" not in text and "hunter2" not in text
+    nb = nbformat.read(job.notebook, as_version=4)
+    assert nb.metadata.papermill.parameters["tracker_uri"] == "http://***@mlflow.internal:5000"
+    # the parameters cell and papermill's injected one, run as the kernel runs them, then the recipe
+    ns: dict = {}
+    for cell in nb.cells:
+        if {"parameters", "injected-parameters"} & set(cell.metadata.get("tags", [])):
+            exec(cell.source, ns)
+    assert ns["sync_to"] == "memory://***@bucket/runs"
+    for k, v in job.secret_env.items():
+        monkeypatch.setenv(k, v)
+    cfg = TrainConfig.from_notebook(ns, notebook_only={"find_lr"})
+    assert (cfg.tracker_uri, cfg.sync_to) == (tracker, sync)
+
+
+def test_a_retried_job_appends_to_its_log_under_an_attempt_line(tmp_path):
+    """A Ray retry (or the next grid) of a job keeps what its failed attempt printed; the tail it returns
+    is its own."""
+    log = tmp_path / "r_f0.log"
+    code, tail = run_command([sys.executable, "-c", "print('epoch 1 saved'); raise SystemExit(3)"], log)
+    assert code == 3 and tail == "epoch 1 saved"
+    code, tail = run_command([sys.executable, "-c", "print('resumed after epoch 1')"], log)
+    assert code == 0 and tail == "resumed after epoch 1"
+    assert re.fullmatch(r"--- attempt 1 \(.+\) ---\nepoch 1 saved\n--- attempt 2 \(.+\) ---\nresumed after epoch 1\n",
+                        log.read_text()), log.read_text()
+
+
+def test_force_deletes_once_in_the_driver_and_a_retried_attempt_resumes(digits_comp, tmp_path, monkeypatch):
+    """--force on a changed run, whose first attempt is lost after 2 epochs and retried with the same command
+    (what Ray does): the driver deleted the old run before launching, and the retry resumes the 2 saved
+    epochs (before, every attempt carried force True and deleted them)."""
+    recipe = _params(tmp_path, "re", data_dir=str(digits_comp), epochs=4, img_size=48)
+    runs = tmp_path / "runs"
+    assert run_grid([recipe], [0], runs_dir=str(runs), overrides={"epochs": 1})["done"] == ["re_f0"]
+    job, seen = make_jobs([recipe], [0], runs_dir=str(runs))[0], {}
+    run_dir = job.run_dir
+
+    def lost_then_retried(cmd, log, env, cwd, on_line):
+        seen.update(cmd=cmd, there_at_launch=run_dir.exists())
+        seen["killed"] = start_and_kill(job, epochs=2, cmd=cmd)             # attempt 1: its node is lost
+        return run_command(cmd, log, env, cwd, on_line)                      # attempt 2: the same command
+    monkeypatch.setattr("lib.ops.runner.run_command", lost_then_retried)
+    res = run_grid([recipe], [0], runs_dir=str(runs), force=True)               # epochs 1 -> 4: another recipe
+    assert res["done"] == ["re_f0"] and not res["failed"], res
+    killed, done = seen["killed"], json.loads((run_dir / "metrics.json").read_text())
+    assert not killed["complete"] and 2 <= len(killed["epochs"]) < 4
+    assert done["complete"] and len(done["epochs"]) == 4
+    assert done["epochs"][:len(killed["epochs"])] == killed["epochs"]         # resumed (same seconds), not redone
+    assert f"resuming re_f0 after epoch {len(killed['epochs'])}/4" in (runs / "re_f0.log").read_text()
+    assert not seen["there_at_launch"]                                          # deleted by the driver, once
+    assert seen["cmd"][-3:] == ["-p", "force", "False"]
+
+
+def test_two_params_files_giving_one_run_name_are_refused(tmp_path):
+    """a/resnet.yaml and b/resnet.yaml both make resnet_f0: with --jobs 2 or Ray their jobs would write one
+    run folder at once. Refused before anything runs, naming both files."""
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    a, b = _params(tmp_path / "a", "resnet"), _params(tmp_path / "b", "resnet", lr=0.01)
+    with pytest.raises(ValueError, match=rf"{b} and {a} have one stem: .*runs would share the folders"):
+        run_grid([a, b], [0, 1], runs_dir=str(tmp_path / "runs"), jobs=2)
+    with pytest.raises(ValueError, match=rf"{a} is listed twice"):
+        make_jobs([a, a], [0])
+    assert not (tmp_path / "runs").exists()                                      # nothing was written
+
+
+def test_a_run_trained_on_another_exclude_ids_table_is_not_skipped(digits_comp, tmp_path, capsys):
+    """The grid reuses a complete run only on the tables it trained on: a changed exclude_ids table stops it
+    before anything runs, naming the run and the table (--force retrains it); a run made before data.json is
+    skipped unchecked, and the grid says so."""
+    noisy = tmp_path / "noisy.csv"
+    ids = scan_competition(digits_comp, verbose=False).train["id"].tolist()
+    pd.DataFrame({"id": ids[:4]}).to_csv(noisy, index=False)
+    p = _params(tmp_path, "ex", data_dir=str(digits_comp), exclude_ids=str(noisy))
+    runs = tmp_path / "runs"
+    train_fold(make_jobs([p], [0], runs_dir=str(runs))[0].cfg)
+    assert run_grid([p], [0], runs_dir=str(runs))["skipped"] == ["ex_f0"]       # unchanged: reused
+    stamp = (runs / "ex_f0" / "metrics.json").stat().st_mtime_ns
+    pd.DataFrame({"id": ids[:5]}).to_csv(noisy, index=False)
+    with pytest.raises(ValueError, match=rf"(?s)ex_f0: exclude_ids table {noisy} changed .*--force"):
+        run_grid([p], [0], runs_dir=str(runs))
+    assert main(["--params", str(p), "--folds", "0", "--runs-dir", str(runs)]) == 2
+    assert (runs / "ex_f0" / "metrics.json").stat().st_mtime_ns == stamp          # nothing was trained
+    data = runs / "ex_f0" / "data.json"
+    record = data.read_text()
+    data.unlink()                                                                  # an older kit's run
+    capsys.readouterr()
+    assert run_grid([p], [0], runs_dir=str(runs))["skipped"] == ["ex_f0"]
+    assert "1 run(s) made before data.json record no folds or tables" in capsys.readouterr().out
+    data.write_text(record)
+    assert run_grid([p], [0], runs_dir=str(runs), force=True)["done"] == ["ex_f0"]
+    assert run_grid([p], [0], runs_dir=str(runs))["skipped"] == ["ex_f0"]       # its new record: reused

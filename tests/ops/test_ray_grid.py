@@ -12,13 +12,15 @@ import sys
 import tempfile
 import threading
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
 import yaml
 
-from lib.ops.grid import run_grid
-from lib.ops.ray_grid import RayOptions, _run_job
+from lib.core.paths import repo_root
+from lib.ops.ray_grid import EXCLUDES, RayOptions, _run_job
+from lib.ops.runner import run_grid
 from lib.train.distributed import free_port
 
 RAY = Path(sys.executable).with_name("ray")
@@ -89,13 +91,16 @@ def test_grid_survives_a_lost_worker_node(digits_comp, tmp_path):
     done = json.loads(metrics.read_text())
     assert done["complete"] and len(done["epochs"]) == 6
     assert done["epochs"][:len(killed["epochs"])] == killed["epochs"]        # resumed, not restarted
-    assert "epoch" in (runs / "r_f3.log").read_text() or (runs / "r_f3.log").stat().st_size > 0
+    lost, retried = (runs / "r_f3.log").read_text().split("--- attempt 2 ")   # the retry appended to the log
+    assert lost.startswith("--- attempt 1 ") and "epoch 1/6" in lost            # the lost attempt's output is kept
+    assert "epoch 6/6" in retried
 
 
 class _Job:
     """What ``_run_job`` uses of a ``lib.ops.jobs.GridJob``."""
     def __init__(self, log: Path):
         self.cfg, self.log = type("Cfg", (), {"name": "r_f0"})(), log
+        self.secret_env = {}
 
     def command(self, notebook, root):
         return ["papermill", notebook]
@@ -126,3 +131,37 @@ def test_a_task_whose_code_was_removed_during_the_run_raises_so_ray_retries_it(t
     shutil.rmtree(work)                                  # removed, and not unpacked again: raise, Ray retries
     with pytest.raises(RuntimeError, match="r_f0: the code Ray unpacked .* was removed before it started"):
         _run_job(_Job(tmp_path / "r_f0.log"), "nb")
+
+
+def test_the_code_sent_to_the_nodes_has_all_of_lib_and_none_of_data_or_runs(tmp_path):
+    """Ray's excludes are .gitignore patterns: an unanchored "data" also left lib/data out of the nodes' copy."""
+    pytest.importorskip("ray")
+    from ray._private.runtime_env.packaging import _zip_files  # what ray.init(runtime_env=...) packs
+    project = tmp_path / "project"                              # the repo's lib beside a competition and runs
+    shutil.copytree(repo_root() / "lib", project / "lib", ignore=shutil.ignore_patterns("__pycache__"))
+    (project / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    for planted in ("data/cars/train/a.jpg", "runs/r_f0/state.pt", "work/cars-1/cache.u8", "build/lib/x.py"):
+        (project / planted).parent.mkdir(parents=True, exist_ok=True)
+        (project / planted).write_bytes(b"x")
+    _zip_files(str(project), EXCLUDES, str(tmp_path / "pkg.zip"), include_gitignore=True)
+    sent = set(zipfile.ZipFile(tmp_path / "pkg.zip").namelist())
+    lib = {str(p.relative_to(project)) for p in (project / "lib").rglob("*.py")}
+    assert lib <= sent, sorted(lib - sent)[:5]
+    assert {"lib/data/folds.py", "lib/core/runlock.py", "pyproject.toml"} <= sent
+    assert not [n for n in sent if n.split("/")[0] in ("data", "runs", "work", "build")]
+
+
+def test_ray_backend_on_a_local_cluster(digits_comp, tmp_path):
+    """Every Ray test lives in this file: they start and stop clusters on this machine, so under
+    pytest-xdist (``--dist loadfile``) one worker runs them one after another."""
+    ray = pytest.importorskip("ray")
+    p = tmp_path / "rayrun.yaml"
+    p.write_text(yaml.safe_dump({"backbone": "test_resnet", "img_size": 24, "batch_size": 32, "epochs": 1,
+                                 "lr": 0.003, "n_folds": 2, "data_dir": str(digits_comp)}))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        res = run_grid([p], [0], runs_dir=str(tmp_path / "runs"), backend="ray")
+    finally:
+        ray.shutdown()
+    assert res["done"] == ["rayrun_f0"] and not res["failed"]
+    assert json.loads((tmp_path / "runs" / "rayrun_f0" / "metrics.json").read_text())["complete"]

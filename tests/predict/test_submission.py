@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 from lib.predict import submission
+from lib.predict.oof import FOLD_SPACE
 
 
 def _sample(n=6, classes=("cat", "dog", "fox")):
@@ -171,7 +172,7 @@ def test_an_unreadable_test_image_costs_its_row_the_class_prior_not_the_submissi
     np.testing.assert_allclose(sub["label"], [0.1, 0.8, 0.5, 0.6])  # t2: the training prior (6 and 6 images)
 
 
-def test_blend_json_records_whether_the_temperature_was_fitted(tmp_path):
+def test_blend_json_records_whether_the_temperature_was_fitted_and_how_folds_were_averaged(tmp_path):
     import json
 
     from conftest import PNG_CLASSES, oof_table
@@ -193,3 +194,12 @@ def test_blend_json_records_whether_the_temperature_was_fitted(tmp_path):
         del plan["temperature_fitted"]
         (tmp_path / "old.json").write_text(json.dumps({**plan, "oof_temperature": T}))
         assert submission.load_blend(tmp_path / "old.json")["temperature_fitted"] is fitted
+    # how the fold models were averaged, which the temperature was fitted to (05 averages them the same way,
+    # a blend.json written while 04 averaged logits included); a blend.json from before the field: probabilities
+    assert submission.load_blend(tmp_path / "blend_True.json")["fold_space"] == FOLD_SPACE
+    plan = json.loads((tmp_path / "blend_True.json").read_text())
+    (tmp_path / "logit.json").write_text(json.dumps({**plan, "fold_space": "logit"}))
+    assert submission.load_blend(tmp_path / "logit.json")["fold_space"] == "logit"
+    del plan["fold_space"]
+    (tmp_path / "old.json").write_text(json.dumps(plan))
+    assert submission.load_blend(tmp_path / "old.json")["fold_space"] == "prob"

@@ -11,7 +11,7 @@ from lib.core.config import TrainConfig
 from lib.data.folds import folds_hash
 from lib.data.soft_targets import select_pseudo, soften
 from lib.insight.viz import show_batch
-from lib.predict.teacher import main as teacher_main
+from lib.ops.teacher import main as teacher_main
 from lib.predict.teacher import teacher_table
 from lib.train.loop import fit, setup_run, train_fold, write_predictions
 
@@ -67,7 +67,7 @@ def test_the_fold_rule_refuses_teachers_that_saw_the_validation_fold(digits_comp
     oof = pd.concat([pd.read_csv(d / "oof.csv", dtype={"id": str}) for d in dirs])
     oof.to_csv(tmp_path / "oof.csv", index=False)
     oof.drop(columns="fold").to_csv(tmp_path / "oof_blend.csv", index=False)  # 04's: id, target, classes
-    teacher_main(["--runs", *map(str, dirs), "--out", str(tmp_path)])  # python -m lib.predict.teacher: both tables
+    teacher_main(["--runs", *map(str, dirs), "--out", str(tmp_path)])  # python -m lib.ops.teacher: both tables
     train_t, test_t = (pd.read_csv(tmp_path / f"teacher_{s}.csv", dtype={"id": str}) for s in ("train", "test"))
     again = teacher_table(dirs, "train")
     assert list(again["id"]) == list(train_t["id"]) and np.allclose(again[classes], train_t[classes])

@@ -16,10 +16,11 @@ import yaml
 from conftest import start_and_kill
 
 from lib.core.config import TrainConfig
-from lib.ops.grid import run_grid
+from lib.core.runlock import lock_run
 from lib.ops.jobs import make_jobs
-from lib.train.distributed import ShardedDataLoader
-from lib.train.loop import train_fold
+from lib.ops.runner import run_grid
+from lib.train.distributed import ShardedDataLoader, launch
+from lib.train.loop import setup_run, train_fold
 
 TINY = dict(backbone="test_resnet", img_size=24, batch_size=32, epochs=10, lr=1e-2, n_folds=2, progress=False,
             verbose=False, num_workers=0)
@@ -45,8 +46,8 @@ def test_two_processes_train_one_run(digits_comp, tmp_path, extra):
     ddp = train_fold(TrainConfig(data_dir=str(digits_comp), runs_dir=str(runs), run_name="ddp", devices=2, **extra,
                                  **TINY))
     files = sorted(os.listdir(runs / "ddp"))
-    assert files == ["classes.json", "curves.png", "env.json", "metrics.json", "model.safetensors", "oof.csv",
-                     "params.yaml", "state.pt", "test.csv"]
+    assert files == ["classes.json", "curves.png", "data.json", "env.json", "metrics.json", "model.safetensors",
+                     "oof.csv", "params.yaml", "state.pt", "test.csv"]
     oof = pd.read_csv(runs / "ddp" / "oof.csv", dtype={"id": str})
     folds = pd.read_csv(digits_comp / "folds.csv", dtype={"id": str})
     assert sorted(oof["id"]) == sorted(folds.loc[folds["fold"] == 0, "id"]) and not oof["id"].duplicated().any()
@@ -70,3 +71,21 @@ def test_kill_9_of_a_data_parallel_run_then_rerun_resumes(digits_comp, tmp_path)
     done = json.loads(metrics.read_text())
     assert done["complete"] and len(done["epochs"]) == 8
     assert done["epochs"][:len(killed["epochs"])] == killed["epochs"]   # the saved epochs were kept, not redone
+
+
+def _set_up_rank(cfg, local_rank):
+    """A worker's setup_run, as ``lib.train.loop.train_rank`` starts (spawn finds it by name)."""
+    setup_run(cfg)
+
+
+def test_data_parallel_workers_delete_nothing_and_take_no_lock(digits_comp, tmp_path):
+    """force deletes the run folder once, in the launching process, under its lock: before, each worker
+    deleted it again while the others wrote to it (FileNotFoundError in 7 of 40 two-process trials)."""
+    run_dir = tmp_path / "runs" / "ddp"
+    run_dir.mkdir(parents=True)
+    (run_dir / "kept.txt").write_text("written by the launching process after its delete")
+    cfg = TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path / "runs"), run_name="ddp", devices=2,
+                      force=True, **TINY)
+    with lock_run(run_dir):                 # held by the launching process's setup_run, as in fit()
+        launch(cfg, ["cpu", "cpu"], _set_up_rank)
+    assert (run_dir / "kept.txt").exists() and (run_dir / "params.yaml").exists()

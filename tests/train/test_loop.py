@@ -3,6 +3,9 @@ resume, skip when complete, guarded params."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -12,6 +15,7 @@ from conftest import Interrupt, SpoilEpoch
 from fastai.callback.core import Callback
 
 from lib.core.config import TrainConfig
+from lib.core.runlock import RunLocked
 from lib.train.loop import cudnn_autotuned, fit, setup_run, train_fold, write_predictions
 
 TINY = dict(backbone="test_resnet", n_folds=3, fold=0, img_size=24, batch_size=32, epochs=3, lr=3e-3,
@@ -124,6 +128,48 @@ def test_complete_run_is_skipped_and_params_are_guarded(digits_comp, tmp_path):
     run = setup_run(TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path), force=True,
                     **{k: v for k, v in {**TINY, "epochs": 1, "lr": 0.1}.items()}))
     assert not run.complete
+
+
+TRAIN_WHEN_TOLD = """
+import sys
+from lib.core.config import TrainConfig
+from lib.train.loop import fit, setup_run, write_predictions
+run = setup_run(TrainConfig.from_yaml(sys.argv[1]))
+print("set up", flush=True)
+sys.stdin.readline()                     # trains once the test says so
+fit(run)
+write_predictions(run)
+"""
+
+
+def test_a_second_process_cannot_set_up_a_run_another_one_holds(digits_comp, tmp_path, monkeypatch):
+    """Two jobs given one run (two notebooks, a grid beside a notebook): the second is refused, naming
+    the folder and the holder, and with force it deletes nothing; the first trains on undisturbed."""
+    monkeypatch.setattr("lib.core.runlock.LOCAL_WAIT_S", 0.5)
+    recipe = tmp_path / "r.yaml"
+    cfg = TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path / "runs"), run_name="r", **{**TINY, "epochs": 2})
+    cfg.to_yaml(recipe)
+    first = subprocess.Popen([sys.executable, "-c", TRAIN_WHEN_TOLD, str(recipe)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    try:
+        assert first.stdout.readline().strip() == "set up"
+        params = tmp_path / "runs" / "r" / "params.yaml"
+        stamp = params.stat().st_mtime_ns
+        for other in (cfg, cfg.replace(force=True, lr=0.1)):
+            with pytest.raises(RunLocked, match=rf"{tmp_path / 'runs' / 'r'} is in use: process {first.pid} on "):
+                setup_run(other)
+        assert params.stat().st_mtime_ns == stamp and TrainConfig.from_yaml(params).lr == cfg.lr   # not touched
+        first.stdin.write("train\n")
+        first.stdin.close()
+        assert first.wait(timeout=300) == 0
+    finally:
+        first.kill()
+    metrics = json.loads((tmp_path / "runs" / "r" / "metrics.json").read_text())
+    assert metrics["complete"] and len(metrics["epochs"]) == 2
+    run = setup_run(cfg)                                         # the first one ended: free again
+    assert run.complete and run.lock.held
+    write_predictions(run)
+    assert not run.lock.held                                     # released once the run is written
 
 
 def test_exclude_ids_and_bad_arguments(digits_comp, tmp_path):

@@ -1,5 +1,6 @@
 """lib.train.stages: the lr schedule phase by phase, progressive resizing (each size in order, OOF at the
-last, resume mid-stage), the plateau schedule (a drop after a stall, the same after a resume)."""
+last, resume mid-stage), the plateau schedule (a drop after a stall, the same after a resume), cosine
+with warm restarts (each restart at its iteration, the same after a resume), the freeze epochs' own cycle."""
 from __future__ import annotations
 
 import numpy as np
@@ -31,6 +32,18 @@ class _FirstBatch(Callback):
     def before_batch(self):
         if self.training and self.iter == 0:
             self.seen[self.epoch] = (self.xb[0].shape[-1], self.opt.hypers[-1]["lr"])
+
+
+class _LrTrace(Callback):
+    """The lr of every training batch, by (epoch, iteration)."""
+    order = 61  # after the lr is set
+
+    def __init__(self):
+        self.lrs = {}
+
+    def before_batch(self):
+        if self.training:
+            self.lrs[(self.epoch, self.iter)] = self.opt.hypers[-1]["lr"]
 
 
 def _interrupted_then_resumed(cfg, at, before=(), after=()):
@@ -139,3 +152,33 @@ def test_onecycle_without_stages_trains_as_before(digits_comp, tmp_path):
     fit(run)
     assert first.seen[0] == (16, pytest.approx(3e-3 / 25)) and run.history[-1]["lr"] < 3e-3 / 10
     assert train_fold(run.cfg)["complete"]
+
+
+def test_cosine_restarts_restart_at_their_iterations_and_resume(digits_comp, tmp_path):
+    """Cycles of 0.5, 1 and 2 epochs, then a 4-epoch one: restarts at 0.5, 1.5 and 3.5 epochs."""
+    recipe = dict(data_dir=str(digits_comp), schedule="cosine_restarts", restart_epochs=0.5, restart_mult=2.0,
+                  warmup_pct=0.0, img_size=16, epochs=4, **{**TINY, "batch_size": 16})
+    trace = _LrTrace()
+    run = setup_run(TrainConfig(runs_dir=str(tmp_path / "a"), **recipe))
+    run.learn.add_cb(trace)
+    fit(run)
+    n = len(run.learn.dls.train)  # iterations per epoch
+    assert n == 8
+    lrs = [trace.lrs[(e, i)] for e in range(4) for i in range(n)]
+    restarts = [k for k in range(1, len(lrs)) if lrs[k] > lrs[k - 1]]
+    assert restarts == [4, 12, 28]                                  # 0.5, 1.5, 3.5 epochs of 8 iterations
+    assert all(lrs[k] == pytest.approx(3e-3) for k in [0, *restarts])
+    assert lrs[3] < lrs[2] < lrs[1] < 3e-3 and lrs[27] < 3e-3 / 50  # each cycle anneals towards lr / 1e5
+    # killed before epoch 2, resumed: epochs 2 and 3 get the lr of the uninterrupted run, batch by batch
+    again = _LrTrace()
+    _interrupted_then_resumed(TrainConfig(runs_dir=str(tmp_path / "b"), **recipe), 2, after=[again])
+    assert again.lrs == {k: v for k, v in trace.lrs.items() if k[0] >= 2}
+
+
+def test_freeze_epochs_are_a_cycle_of_their_own():
+    cfg = TrainConfig(backbone="test_resnet", pretrained="hub", freeze_epochs=1, epochs=4, lr=3e-3)
+    s = LrSchedule(lr_phases(cfg))
+    assert [n for n, _ in lr_phases(cfg)] == [1, 3]
+    assert s.lr_at(0) == s.lr_at(1) == pytest.approx(3e-3 / 25) and s.lr_at(0.999) < 1e-5  # warm-up, anneal, again
+    staged = lr_phases(cfg.replace(stages=[[16, 2], [32, 2]], img_size=32))
+    assert [n for n, _ in staged] == [1, 1, 2]

@@ -18,7 +18,7 @@ import yaml
 from fastai.callback.core import Callback
 
 from lib.core.config import TrainConfig
-from lib.ops.grid import run_grid
+from lib.ops.runner import run_grid
 from lib.train.distributed import free_port
 from lib.train.loop import fit, setup_run, train_fold
 
@@ -66,13 +66,21 @@ def mlflow_server(tmp_path, quiet_trackers):
             proc.wait()
 
 
+def _files_holding(folder: Path, text: str) -> list[Path]:
+    return [f for f in folder.rglob("*") if f.is_file() and text.encode() in f.read_bytes()]
+
+
 def test_grid_logs_every_epoch_and_the_artifacts_to_mlflow(digits_comp, tmp_path, mlflow_server):
+    """The server is given with a user and password in its URL (this one takes any): the runs use it,
+    and no file of the runs, no parameter and nothing printed holds the password."""
     from mlflow.tracking import MlflowClient
     uri, art = mlflow_server
+    secret_uri = uri.replace("http://", "http://alice:s3cret@")
     recipe = tmp_path / "tres.yaml"
     recipe.write_text(yaml.safe_dump({**TINY, "data_dir": str(digits_comp)}))
     runs = tmp_path / "runs"
-    res = run_grid([recipe], [0, 1], runs_dir=str(runs), jobs=2, overrides={"tracker": "mlflow", "tracker_uri": uri})
+    res = run_grid([recipe], [0, 1], runs_dir=str(runs), jobs=2,
+                   overrides={"tracker": "mlflow", "tracker_uri": secret_uri})
     assert not res["failed"], res["failed"]
 
     client = MlflowClient(uri)
@@ -96,15 +104,22 @@ def test_grid_logs_every_epoch_and_the_artifacts_to_mlflow(digits_comp, tmp_path
         assert pd.read_csv(got).equals(pd.read_csv(runs / name / "oof.csv"))
         stored = art / exp.experiment_id / r.info.run_id / "artifacts" / "curves.png"
         assert stored.read_bytes() == (runs / name / "curves.png").read_bytes()   # in the server's artifact root
-        assert json.loads((runs / name / "tracker.json").read_text())["mlflow"]["run_id"] == r.info.run_id
+        recorded = json.loads((runs / name / "tracker.json").read_text())["mlflow"]
+        assert recorded["run_id"] == r.info.run_id and recorded["uri"] == uri.replace("http://", "http://***@")
+        assert r.data.params["tracker_uri"] == uri.replace("http://", "http://***@")
+        log = (runs / f"{name}.log").read_text()
+        assert f"View run {name} at: http://***@127.0.0.1" in log            # MLflow's line, as printed
+    assert _files_holding(tmp_path, "s3cret") == []       # runs/, notebooks, logs, the server's store
 
     # the recipe's full-data refit (no OOF): its training-sample check is logged instead, and the run finishes
-    res = run_grid([recipe], [0], runs_dir=str(runs), overrides={"tracker": "mlflow", "tracker_uri": uri}, full=True)
+    res = run_grid([recipe], [0], runs_dir=str(runs), overrides={"tracker": "mlflow", "tracker_uri": secret_uri},
+                   full=True)
     assert not res["failed"], res["failed"]
     full = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}["tres_full"]
     local = json.loads((runs / "tres_full" / "metrics.json").read_text())
     assert full.info.status == "FINISHED" and not any(k.startswith("oof_") for k in full.data.metrics)
     assert full.data.metrics["train_sample_log_loss"] == pytest.approx(local["train_sample"]["log_loss"])
+    assert _files_holding(tmp_path, "s3cret") == []
 
 
 def _wandb_records(path: Path) -> list:
@@ -143,7 +158,7 @@ def test_wandb_offline_run_files_hold_epochs_scores_and_artifacts(digits_comp, t
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_PROJECT", "foldbook-test")
     cfg = TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path / "runs"), tracker="wandb", progress=False,
-                      verbose=False, **{**TINY, "epochs": 3})
+                      verbose=False, tracker_uri="http://alice:s3cret@unused:5000", **{**TINY, "epochs": 3})
     run = setup_run(cfg)
     run.learn.add_cb(_Interrupt())
     with pytest.raises(KeyboardInterrupt):
@@ -172,6 +187,7 @@ def test_wandb_offline_run_files_hold_epochs_scores_and_artifacts(digits_comp, t
     assert summaries["oof_log_loss"] == pytest.approx(summary["log_loss"])
     assert summaries["best_epoch"] == summary["best_epoch"]
     assert config["backbone"] == "test_resnet" and config["img_size"] == 24
+    assert config["tracker_uri"] == "http://***@unused:5000"                 # the recipe as recorded
     assert files >= {"oof.csv", "curves.png", "metrics.json", "params.yaml"}, files
 
 

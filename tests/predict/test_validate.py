@@ -1,5 +1,5 @@
-"""lib.ops.validate: a run, or 04's blend, scored on a labelled folder from the command line, predicted as
-05 predicts; on the run's own validation fold it gives the run's OOF score."""
+"""lib.predict.validate and its command line lib.ops.validate: a run, or 04's blend, scored on a labelled
+folder, predicted as 05 predicts; on the run's own validation fold it gives the run's OOF score."""
 from __future__ import annotations
 
 import json
@@ -15,13 +15,13 @@ import pytest
 
 from lib.core.paths import repo_root
 from lib.data.competition import open_competition
-from lib.ops.demo import score_submission
-from lib.ops.validate import validate
+from lib.ops.demo_data import score_submission
 from lib.predict.crossfit import fit_blend
 from lib.predict.inference import PredictSpec, tta_predictions
 from lib.predict.oof import open_runs
 from lib.predict.pipeline import predict_submission
 from lib.predict.submission import write_ensemble
+from lib.predict.validate import validate
 
 
 def _image_folder(paths, labels, root):
