@@ -300,3 +300,20 @@ class SpoilEpoch(Callback):
             with torch.no_grad():
                 for p in self.learn.model.parameters():
                     p.add_(torch.randn(p.shape, generator=g) * 0.3)
+
+
+@pytest.fixture(scope="session")
+def digits_runs(_digits_source, tmp_path_factory):
+    """(data folder, runs folder) of a copy of the digits demo with both folds of test_resnet trained
+    (16 px, 3 epochs, fp32, from the image cache): runs to re-predict, blend and validate. Copy the runs
+    folder before writing into it."""
+    from lib.core.config import TrainConfig
+    from lib.train.loop import train_fold
+
+    tmp = tmp_path_factory.mktemp("digits_runs")
+    data, runs = shutil.copytree(_digits_source, tmp / "digits"), tmp / "runs"
+    for fold in (0, 1):
+        train_fold(TrainConfig(data_dir=str(data), backbone="test_resnet", img_size=16, batch_size=32, epochs=3,
+                               lr=0.01, precision="fp32", hflip=False, n_folds=2, fold=fold, run_name=f"tres_f{fold}",
+                               runs_dir=str(runs), progress=False, verbose=False))
+    return data, runs

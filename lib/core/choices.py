@@ -35,6 +35,7 @@ TRACKERS = ("none", "mlflow", "wandb")
 POOLS = ("avg", "max", "avgmax", "catavgmax", "token", "gem")
 SCAN_ARGS = ("labels_csv", "id_col", "label_col", "path_col")
 BEST_EPOCHS = ("last", "monitor")
+RESIZES = ("squash", "pad")  # how an image becomes a square (lib.data.dataset.resize_square)
 GREATER_IS_BETTER = {"log_loss": False, "valid_loss": False, "accuracy": True, "f1_macro": True, "top5": True}
 MONITORS = {k: GREATER_IS_BETTER[k] for k in ("log_loss", "valid_loss", "accuracy", "f1_macro")}  # best epoch by
 

@@ -60,6 +60,8 @@ class TrainConfig:
     model_kwargs: dict = field(default_factory=dict)  # more timm model arguments, e.g. {"channels": [32, 64, 64, 128]}
     # the data the model sees
     img_size: int = 32                  # pixels, square
+    presize: float = 1.0                # cache at presize x img_size px; train crops and valid resizes to img_size
+    resize: str = "squash"              # how images become squares: squash (stretched) | pad (aspect kept)
     aug: str = "light"                  # lib.data.augment: none light medium heavy doc_noise randaugment ...
     hflip: bool = True                  # random horizontal flips in training (every preset but none)
     vflip: bool = False                 # random vertical flips in training (every preset but none)
@@ -231,6 +233,11 @@ class TrainConfig:
         return {k: (mine.get(k), theirs.get(k)) for k in sorted(set(mine) | set(theirs))
                 if k not in RUNTIME and not _same_setting(k, mine.get(k), theirs.get(k))}
 
+    @property
+    def cache_size(self) -> int:
+        """Pixels of the pre-resized images (``lib.data.dataset``): ``presize`` x ``img_size``, rounded."""
+        return round(self.presize * self.img_size)
+
     # ---------------------------------------------------------------- checks
 
     def problems(self) -> list[str]:
@@ -240,7 +247,8 @@ class TrainConfig:
                               ("schedule", choices.SCHEDULES), ("monitor", choices.MONITORS),
                               ("opt", choices.OPT_ARGS), ("sampler", choices.SAMPLERS),
                               ("precision", choices.PRECISIONS), ("pool", choices.POOLS),
-                              ("tracker", choices.TRACKERS), ("best_epoch", choices.BEST_EPOCHS)):
+                              ("tracker", choices.TRACKERS), ("best_epoch", choices.BEST_EPOCHS),
+                              ("resize", choices.RESIZES)):
             if getattr(self, name) not in options:
                 out.append(f"{name} {getattr(self, name)!r}: choose one of {sorted(options)}")
         if self.n_folds < 2:
@@ -250,6 +258,9 @@ class TrainConfig:
         for name in ("img_size", "batch_size", "epochs", "grad_accum"):
             if getattr(self, name) < 1:
                 out.append(f"{name} {getattr(self, name)}: must be >= 1")
+        if not self.presize >= 1:
+            out.append(f"presize {self.presize}: the cache's size as a multiple of img_size, >= 1 (1: cache at "
+                       "img_size; e.g. 1.25 caches 1.25 x img_size and crops or resizes down to img_size)")
         if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
             out.append(f"layer_decay {self.layer_decay}: a factor in (0, 1], e.g. 0.75, or None")
         if self.lr <= 0:
@@ -353,5 +364,6 @@ def legacy_settings(recorded: dict) -> dict:
             "teacher_weight": 0.5, "teacher_temperature": 1.0, "full_data": False,  # teacher off, fold runs
             "plateau_factor": 0.5, "plateau_patience": 1,  # no plateau schedule
             "opt": "adamw", "opt_args": {}, "freeze_epochs": 0, "sampler": "shuffle",  # AdamW, nothing frozen
-            "restart_epochs": 1.0, "restart_mult": 2.0}  # no restarts
+            "restart_epochs": 1.0, "restart_mult": 2.0,  # no restarts
+            "presize": 1.0, "resize": "squash"}  # the cache at img_size, squashed
     return {k: v for k, v in then.items() if k not in recorded}

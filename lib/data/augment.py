@@ -1,8 +1,9 @@
 """Augmentation presets by name (albumentations 2.x), normalised with the backbone's mean/std.
 
-Inputs are ``uint8[S, S, 3]`` images from the pre-resized cache (or decoded and squashed to S);
-outputs are ``FloatTensor[3, size, size]``. MixUp and CutMix act on batches and live in training
-(``lib.train.loop``), not here.
+Inputs are ``uint8[S, S, 3]`` images from the pre-resized cache (or decoded the same way), S =
+``presize`` x ``size`` (``lib.data.dataset``: S = size by default); outputs are ``FloatTensor[3, size,
+size]``: the presets' crops and resizes bring every image to ``size``. MixUp and CutMix act on batches
+and live in training (``lib.train.loop``), not here.
 
     none       resize only (validation, test): no flips, whatever the flip settings
     light      random-resized crop (scale 0.7-1), the flips

@@ -12,6 +12,7 @@ A competition folder (``data/<name>/``) looks like what competitions ship::
     comp = open_competition("data/cars")                                   # every notebook, every module
     comp = open_competition("data/docs", scan_args={"labels_csv": "labels.csv"})   # the first time only
     test = open_test_set("data/docs", class_table)                          # a hidden test set (05)
+    held = open_labelled("data/holdout", class_table)                       # labelled images to score runs on
 
 What the kit derives goes to the competition's work folder (``lib.core.paths.work_dir``: the folder itself
 when it can be written, else a folder of the repo's ``work/``): ``classes.json`` (index <-> class,
@@ -165,6 +166,56 @@ def open_test_set(data_dir, class_table: dict, work: str | None = None, verbose:
     if verbose:
         print(f"{root}: {len(test)} test images for {len(comp.classes)} classes, {len(comp.problems)} problem(s)")
     return comp
+
+
+def open_labelled(data_dir, class_table: dict, work: str | None = None) -> Competition:
+    """A folder of labelled images to score trained runs on (``lib.ops.validate``), in the classes of the
+    runs (``Competition.class_table``): its ``train`` table holds the images, ``test`` is empty.
+
+    Layouts: a competition folder (``train/<class>/`` folders, or a labels table, read with the
+    settings its ``scan_settings.json`` stores, else ``train.csv``), or an image folder as timm's
+    ``validate.py`` reads it, ``<class>/<file>`` (subfolders without an image file, e.g. the kit's
+    ``cache/``, are not classes). A label the runs do not predict is an error naming it; images that
+    cannot be read are listed in ``problems``, not in ``train``. Nothing is written but the per-file
+    facts (``scan.csv``) of the work folder (``lib.core.paths.work_dir``)."""
+    root = _root(data_dir)
+    work = work_dir(root, work)
+    problems: list[dict] = []
+    store = work / "scan_settings.json"
+    settings = read_json(store) if store.exists() else {}
+    labels_csv = settings.get("labels_csv")
+    class_dirs = (root / "train").is_dir() and any(d.is_dir() for d in (root / "train").iterdir())
+    if labels_csv is None and not class_dirs and (root / "train.csv").exists():
+        labels_csv = "train.csv"
+    if labels_csv:
+        train = read_labels_table(root, root / labels_csv, problems, settings.get("id_col"),
+                                  settings.get("label_col"), settings.get("path_col"))
+    elif class_dirs:
+        train = _train_from_folders(root / "train", problems)
+    else:  # <class>/<file>: folders holding at least one image file
+        rows = []
+        for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            if any(f.is_file() and f.suffix.lower() in IMAGE_EXTS for f in d.iterdir()):
+                rows += [{"id": f.stem, "path": str(f.resolve()), "label": d.name}
+                         for f in _list_images(d, "train", problems)]  # other files: named in problems
+        train = pd.DataFrame(rows, columns=["id", "path", "label"])
+        dup = train["id"].duplicated(keep=False)
+        train.loc[dup, "id"] = train.loc[dup, "label"] + "/" + train.loc[dup, "id"]
+    if train.empty:
+        raise ValueError(f"{root}: no labelled images (a folder per class, <class>/<file>, or a competition "
+                         "folder's train/<class>/ or train.csv)")
+    classes = list(class_table["classes"])
+    unknown = sorted(set(train["label"]) - set(classes))
+    if unknown:
+        raise ValueError(f"{root}: labels {unknown[:10]} are not classes the runs predict ({classes[:10]}"
+                         f"{'...' if len(classes) > 10 else ''}); name the class folders (or label values) as "
+                         "the competition they trained on does")
+    train["target"] = train["label"].map({c: i for i, c in enumerate(classes)}).astype("int64")
+    train = _with_facts(train, work, "train", True, None, problems)
+    return Competition(root, classes, train, pd.DataFrame(columns=["id", "path"]),
+                       pd.DataFrame(problems, columns=["split", "path", "problem"]), None, work,
+                       class_table.get("names"), class_table.get("submission", "probs"),
+                       class_table.get("label_values"), class_table.get("positive"))
 
 
 def _root(data_dir) -> Path:

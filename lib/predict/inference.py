@@ -29,7 +29,7 @@ from lib.core.precision import amp_dtype
 from lib.core.rundir import RunDir, load_config
 from lib.data.competition import Competition, open_competition
 from lib.data.dataset import image_dataset
-from lib.model.factory import load_trained
+from lib.model.factory import check_input_size, load_trained
 from lib.model.forward import predict_loader
 from lib.model.tta import get_tta
 from lib.predict.oof import fold_mean
@@ -49,13 +49,17 @@ class PredictSpec:
     by a softmax; batch_size: images per forward pass (None: twice the run's training batch size);
     device: "cuda", "cuda:1", "mps", "cpu" (None: the best available, ``lib.core.device.pick_device``);
     num_workers: DataLoader worker processes (None: ``lib.core.device.default_num_workers``);
-    progress: progress bars. The default spec is a plain prediction: identity, no bars."""
+    progress: progress bars; size: the pixels every run predicts at (a run trained at 384 may predict
+    better at 448: its training crops showed objects larger than a resized whole image does), the
+    images made the way the run's validation made them (its ``presize`` and ``resize``); None: each
+    run's own ``img_size``. The default spec is a plain prediction: identity, own size, no bars."""
     ops: tuple[str, ...] = ("identity",)
     space: str = "prob"
     batch_size: int | None = None
     device: str | None = None
     num_workers: int | None = None
     progress: bool = False
+    size: int | None = None
 
     def __post_init__(self):
         ops = (self.ops,) if isinstance(self.ops, str) else tuple(self.ops)
@@ -63,11 +67,15 @@ class PredictSpec:
         get_tta(list(ops))  # a bad name fails here, before any work
         if self.space not in SPACES:
             raise ValueError(f"space must be one of {SPACES}, got {self.space!r}")
+        if self.size is not None and (isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1):
+            raise ValueError(f"size {self.size!r}: the pixels to predict at (an int >= 1), or None for each "
+                             "run's img_size")
 
     @property
     def plain(self) -> bool:
-        """No TTA (ops == identity): a run's own test.csv / oof.csv already hold these predictions."""
-        return self.ops == ("identity",)
+        """No TTA (ops == identity) at each run's own size: a run's own test.csv / oof.csv already hold
+        these predictions."""
+        return self.ops == ("identity",) and self.size is None
 
 
 def predict_fold(run_dir, spec: PredictSpec | None = None, split: str = "test") -> pd.DataFrame:
@@ -106,11 +114,15 @@ def predict_images(run_dir, comp: Competition, split: str, rows: pd.DataFrame,
     """Probabilities [N, C] (float64, rows summing to 1; N = len(rows), C = comp's classes) of a
     completed run's kept weights on ``rows`` (id, path) of ``comp``'s ``split`` table ("train" or
     "test"), predicted as ``spec`` says (None: plain). The model and the image pipeline are built from
-    the run's recipe alone (``params.yaml``, ``model.safetensors``: ``load_trained``), as in training."""
+    the run's recipe alone (``params.yaml``, ``model.safetensors``: ``load_trained``), as in training;
+    at ``spec.size`` (when given) the run's validation pipeline at that size."""
     spec = spec or PredictSpec()
     run_dir = resolve(run_dir)
     model, cfg, data_cfg = load_trained(run_dir, comp.num_classes)
     cfg = cfg.replace(progress=spec.progress)
+    if spec.size is not None and spec.size != cfg.img_size:
+        check_input_size(model, cfg.backbone, spec.size)  # e.g. a ViT of fixed size fails here, by name
+        cfg = cfg.replace(img_size=spec.size, stages=None)  # its last stage's size is what it trained at
     ds = image_dataset(cfg, comp, split, rows, "none", data_cfg, targets=False)
     dev = pick_device(spec.device, verbose=False)
     loader = torch.utils.data.DataLoader(ds, batch_size=spec.batch_size or 2 * cfg.batch_size,
@@ -125,15 +137,17 @@ def tta_predictions(runs: pd.DataFrame, classes: list[str], spec: PredictSpec | 
     each run's own test predictions {run_name: id + classes}, what ``lib.predict.calibrate`` compares with).
 
     tests: {model: id + classes (float64 probabilities)}, the mean over the model's folds. With a plain
-    ``spec`` (ops identity; None is plain) these are read from the runs' test.csv; otherwise every run
-    is re-predicted with ``predict_fold`` and ``spec``. oofs: with ``oof`` and TTA ops, each model's
-    re-predicted OOF (id, fold, target + classes, sorted by id) to measure TTA's gain; else None.
+    ``spec`` (ops identity, no size; None is plain) these are read from the runs' test.csv; otherwise every
+    run is re-predicted with ``predict_fold`` and ``spec``. oofs: with ``oof`` and a spec that is not plain
+    (TTA ops, a size), each model's re-predicted OOF (id, fold, target + classes, sorted by id) to measure
+    its gain; else None.
     """
     spec = spec or PredictSpec()
     if not spec.plain and not oof:
-        warnings.warn(f"TTA {list(spec.ops)} on test only: the blend weights and temperature will be fitted on "
-                      "OOF predictions made without TTA, which are sharper than the TTA test predictions; "
-                      "set tta_oof=True to fit them on TTA OOF", stacklevel=2)
+        how = f"TTA {list(spec.ops)}" + (f" at {spec.size} px" if spec.size is not None else "")
+        warnings.warn(f"{how} on test only: the blend weights and temperature will be fitted on OOF predictions "
+                      "made without it, which differ in sharpness from these test predictions; set tta_oof=True "
+                      "to fit them on OOF predicted the same way", stacklevel=2)
     per_run = {r.run_name: pd.read_csv(Path(r.dir) / RunDir.TEST, dtype={"id": str}) if spec.plain
                else predict_fold(r.dir, spec, "test") for r in runs.itertuples()}
     tests = {model: fold_mean([per_run[r] for r in g["run_name"]], g["dir"], classes)

@@ -187,7 +187,7 @@ def write_submission(df: pd.DataFrame, path, sample: pd.DataFrame, label_values:
 def write_ensemble(b: Blend, tests: dict, comp: Competition, runs_dir="runs",
                    submission="runs/submission.csv", runs: pd.DataFrame | None = None, tta=("identity",),
                    tta_space: str = "prob", expected: dict | None = None,
-                   refits: pd.DataFrame | None = None) -> pd.DataFrame:
+                   refits: pd.DataFrame | None = None, predict_size: int | None = None) -> pd.DataFrame:
     """Write the submission (sample_submission's ids, row and column order; validated before
     writing), ``<runs_dir>/ensemble/blend_report.csv``, ``crossfit.csv`` and ``decision.csv`` (the
     cross-fitted comparisons), ``expected_score.json`` (given ``expected``, from
@@ -197,7 +197,8 @@ def write_ensemble(b: Blend, tests: dict, comp: Competition, runs_dir="runs",
     a submission: uncalibrated, no temperature and no decision offsets, so its leaderboard score is the
     model's raw one; compare accuracy-type scores with the blend's, not log loss) and, given ``runs`` (``open_runs``),
     ``blend.json``: what 05_inference needs to predict a hidden test set (``save_blend``), with the
-    full-data refits mixed into ``tests`` (``refits``, from ``lib.predict.refit.refit_tests``). Test images
+    full-data refits mixed into ``tests`` (``refits``, from ``lib.predict.refit.refit_tests``) and the size the
+    runs predicted at (``predict_size``, ``PredictSpec.size``; None: their own). Test images
     that could not be read get the class prior (``with_unreadable_rows``). Returns the submission."""
     if comp.sample_submission is None:
         raise FileNotFoundError(f"{comp.root}/sample_submission.csv is missing: it fixes the submission's "
@@ -217,7 +218,7 @@ def write_ensemble(b: Blend, tests: dict, comp: Competition, runs_dir="runs",
     oof.insert(0, "target", b.y), oof.insert(0, "id", b.ids)
     write_csv(out / "oof_blend.csv", oof)
     if runs is not None:
-        save_blend(b, out / "blend.json", runs, tta, tta_space, comp.class_table(), refits)
+        save_blend(b, out / "blend.json", runs, tta, tta_space, comp.class_table(), refits, predict_size)
     for m in b.models:
         m_ids = tests[m]["id"].to_numpy()
         t_ids, t = with_unreadable_rows(m_ids, tests[m][comp.classes].to_numpy(np.float64), comp)
@@ -227,12 +228,12 @@ def write_ensemble(b: Blend, tests: dict, comp: Competition, runs_dir="runs",
 
 
 def save_blend(b: Blend, path, runs: pd.DataFrame, tta, tta_space: str, class_table: dict,
-               refits: pd.DataFrame | None = None) -> Path:
+               refits: pd.DataFrame | None = None, predict_size: int | None = None) -> Path:
     """The blend as 05_inference needs it to predict a hidden test set from the runs alone: each
     model's runs, weights, space, the test temperature (and the OOF one, and whether it was fitted), the
-    decision offsets per class, TTA ops and space, how the fold models were averaged (``fold_space``:
-    the temperature was fitted to that mean), the class table and the full-data refits mixed in
-    (``refits``). JSON, atomic."""
+    decision offsets per class, TTA ops and space, the size the runs predicted at (``predict_size``;
+    None: each its own img_size), how the fold models were averaged (``fold_space``: the temperature was
+    fitted to that mean), the class table and the full-data refits mixed in (``refits``). JSON, atomic."""
     model_runs = {m: sorted(runs.loc[runs["model"] == m, "run_name"]) for m in b.models}
     offsets = None if b.offsets is None else dict(zip(class_table["classes"], map(float, b.offsets)))
     T = b.temperature if b.test_temperature is None else b.test_temperature  # what the test predictions get
@@ -240,20 +241,21 @@ def save_blend(b: Blend, path, runs: pd.DataFrame, tta, tta_space: str, class_ta
                              "space": b.space, "temperature": float(T), "oof_temperature": float(b.temperature),
                              "temperature_fitted": bool(b.temperature_fitted), "offsets": offsets,
                              "tta": list([tta] if isinstance(tta, str) else tta), "tta_space": tta_space,
-                             "fold_space": FOLD_SPACE,
+                             "predict_size": predict_size, "fold_space": FOLD_SPACE,
                              "class_table": class_table, "refit": refit_plan(refits, b.models)})
 
 
 def load_blend(path) -> dict:
     """A blend file of ``save_blend``; a clear error when 04 has not written one. A file from before
     ``temperature_fitted`` was recorded gets what 04 then assumed: fitted unless the OOF T is 1; one from
-    before ``fold_space`` was recorded averaged the fold models' probabilities ("prob"), and its
-    temperature was fitted to that mean."""
+    before ``predict_size``, None (each run at its own size); one from before ``fold_space`` was recorded
+    averaged the fold models' probabilities ("prob"), and its temperature was fitted to that mean."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no blend file; run 04_ensemble_tta first (it writes the weights, "
                                 "temperature and TTA that 05_inference applies)")
     plan = read_json(path)
     plan.setdefault("temperature_fitted", plan.get("oof_temperature", plan.get("temperature", 1.0)) != 1.0)
+    plan.setdefault("predict_size", None)
     plan.setdefault("fold_space", "prob")
     return plan

@@ -1,17 +1,25 @@
-"""lib.data.dataset: the pre-resized cache (build, reuse, resume, rebuild) and ImageDataset's seeding."""
+"""lib.data.dataset: the pre-resized cache (build, reuse, resume, rebuild; presized, padded) and ImageDataset's
+seeding."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 
+import cv2
 import numpy as np
+import pandas as pd
 import pytest
+from PIL import Image
 
+from lib.core.config import TrainConfig
 from lib.core.paths import repo_root
 from lib.data.augment import get_augment
 from lib.data.competition import scan_competition
-from lib.data.dataset import CHUNK, ImageDataset, build_cache, cache_key, load_resized
+from lib.data.dataset import CHUNK, ImageDataset, build_cache, cache_key, image_dataset, load_resized
+from lib.predict.inference import predict_fold
+from lib.train.loop import train_fold
 
 
 @pytest.fixture()
@@ -117,3 +125,57 @@ def test_augmentation_depends_on_seed_epoch_and_index_only(comp, tmp_path):
     assert int(unlabelled[0][1]) == -1
     with pytest.raises(ValueError, match="targets"):
         ImageDataset(paths, y[:3])
+
+
+def _dark_box(img: np.ndarray) -> tuple[int, int]:
+    """(height, width) of the box around the image's dark pixels."""
+    ys, xs = np.nonzero(img.mean(axis=2) < 128)
+    return int(np.ptp(ys)) + 1, int(np.ptp(xs)) + 1
+
+
+def test_pad_keeps_a_portrait_page_in_proportion_and_caches_apart(tmp_path):
+    page = np.full((120, 60, 3), 255, np.uint8)           # a portrait page, white, with a black square on it
+    page[40:80, 12:52] = 0
+    path = tmp_path / "page.png"
+    Image.fromarray(page).save(path)
+    squash, pad = load_resized(str(path), 30), load_resized(str(path), 30, "pad")
+    assert _dark_box(squash) == (10, 20)                                # squashed: the square is 2x too wide
+    assert _dark_box(pad) == (10, 10)                                   # padded: still a square
+    assert np.array_equal(pad[:, 7:22], cv2.resize(page, (15, 30), interpolation=cv2.INTER_AREA))  # the page,
+    assert (pad[:, :7] == 255).all() and (pad[:, 22:] == 255).all()     # centred, margins in the page's white
+    arr = build_cache([str(path)], 30, tmp_path / "cache", "train", workers=1, progress=False, resize="pad")
+    assert np.array_equal(arr[0], pad) and (tmp_path / "cache" / "30px-pad").is_dir()
+    plain = build_cache([str(path)], 30, tmp_path / "cache", "train", workers=1, progress=False)
+    assert np.array_equal(plain[0], squash)                             # another cache: neither replaced
+    assert np.array_equal(build_cache([str(path)], 30, tmp_path / "cache", "train", workers=1, progress=False,
+                                      resize="pad")[0], pad)
+    with pytest.raises(ValueError, match="resize 'crop'"):
+        load_resized(str(path), 30, "crop")
+
+
+def test_presize_caches_larger_and_the_model_still_sees_img_size(digits_comp):
+    comp = scan_competition(digits_comp, verbose=False)
+    cfg = TrainConfig(data_dir=str(digits_comp), img_size=16, presize=1.25, resize="pad", progress=False)
+    data_cfg = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
+    rows = comp.train.head(5)
+    train = image_dataset(cfg, comp, "train", rows, "light", data_cfg)
+    valid = image_dataset(cfg, comp, "train", rows, "none", data_cfg)
+    assert train.cache.shape[1:] == (20, 20, 3) and (digits_comp / "cache" / "20px-pad").is_dir()
+    assert train.image(0).shape == (20, 20, 3) and np.array_equal(train.image(0), load_resized(rows["path"].iloc[0],
+                                                                                                20, "pad"))
+    assert train[0][0].shape == valid[0][0].shape == (3, 16, 16)         # cropped / resized to img_size
+    plain = image_dataset(cfg.replace(presize=1.0, resize="squash"), comp, "train", rows, "none", data_cfg)
+    assert plain.cache.shape[1:] == (16, 16, 3) and (digits_comp / "cache" / "16px").is_dir()
+
+
+def test_a_presized_padded_run_trains_and_predicts(digits_comp, tmp_path):
+    m = train_fold(TrainConfig(data_dir=str(digits_comp), backbone="test_resnet", img_size=16, presize=1.25,
+                               resize="pad", batch_size=32, epochs=1, precision="fp32", n_folds=2,
+                               runs_dir=str(tmp_path / "runs"), progress=False, verbose=False))
+    assert m["complete"] and np.isfinite(m["log_loss"])
+    assert {p.name for p in (digits_comp / "cache").iterdir()} == {"20px-pad"}  # train and test, 1.25 x 16
+    run = tmp_path / "runs" / "test_resnet_f0"
+    again = predict_fold(run, split="oof")                                       # re-predicted as it trained
+    oof = pd.read_csv(run / "oof.csv", dtype={"id": str})
+    classes = json.loads((run / "classes.json").read_text())["classes"]
+    assert np.allclose(again[classes].to_numpy(), oof[classes].to_numpy(), atol=1e-6)

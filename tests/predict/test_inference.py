@@ -119,3 +119,30 @@ def test_predict_fold_hflip(png_run):
     assert oofs["tiny"]["id"].is_monotonic_increasing and len(oofs["tiny"]) == len(a)
     tests, oofs = tta_predictions(runs, CLASSES, PredictSpec(), oof=True)  # plain: the run's test.csv
     assert oofs is None and np.allclose(tests["tiny"][CLASSES].to_numpy(), 1 / 3)
+
+
+def test_predict_size_feeds_the_model_images_of_that_size(png_comp, png_run):
+    model, cfg = create_backbone("test_resnet", 3)
+    load_weights(model, png_run / "model.safetensors").eval()
+    ref = pd.read_csv(png_run / "oof.csv", dtype={"id": str})
+    paths = png_comp.train.set_index("id").loc[ref["id"], "path"]
+
+    def direct(size):
+        tfm = get_augment("none", size, cfg["mean"], cfg["std"])
+        x = torch.stack([tfm(image=load_resized(p, size))["image"] for p in paths])
+        with torch.no_grad():
+            return torch.softmax(model(x), dim=1).double().numpy()
+
+    big = predict_fold(png_run, PredictSpec(size=24), split="oof")
+    assert list(big["id"]) == list(ref["id"])
+    assert np.allclose(big[CLASSES].to_numpy(), direct(24), atol=1e-6)          # decoded and resized at 24 px
+    assert not np.allclose(big[CLASSES].to_numpy(), direct(16), atol=1e-4)      # not the trained size's
+    own = predict_fold(png_run, PredictSpec(size=16), split="oof")             # its own size: plain
+    assert np.allclose(own[CLASSES].to_numpy(), predict_fold(png_run, split="oof")[CLASSES].to_numpy())
+    assert not PredictSpec(size=24).plain and PredictSpec().plain
+    with pytest.warns(UserWarning, match="at 24 px on test only"):            # test re-predicted, OOF not
+        tests, _ = tta_predictions(find_runs(png_run.parent), CLASSES, PredictSpec(size=24))
+    assert not np.allclose(tests["tiny"][CLASSES].to_numpy(), 1 / 3)           # not the run's test.csv
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="the pixels to predict at"):
+            PredictSpec(size=bad)
