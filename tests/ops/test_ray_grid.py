@@ -46,6 +46,25 @@ def _raylet_pids(resource: str) -> list[int]:
     return [int(p) for p in out.split()]
 
 
+def _with_descendants(pids: list[int]) -> list[int]:
+    """The processes and all they started (Ray workers, their papermill runs, its kernel): what goes
+    when a machine is lost. Killing only the raylet leaves a run's kernel training on, so the retry
+    finds a run finished by an orphan instead of resuming it."""
+    parent = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:           # the process ended while we read
+            continue
+        parent[int(stat.parent.name)] = int(fields[1])
+    tree, grown = set(pids), True
+    while grown:
+        children = {p for p, pp in parent.items() if pp in tree} - tree
+        tree |= children
+        grown = bool(children)
+    return sorted(tree)
+
+
 def test_grid_survives_a_lost_worker_node(digits_comp, tmp_path):
     pytest.importorskip("ray")
     if not RAY.exists():
@@ -74,7 +93,7 @@ def test_grid_survives_a_lost_worker_node(digits_comp, tmp_path):
             time.sleep(0.05)
         pids = _raylet_pids("worker_node")
         assert pids, "the worker node's raylet was not found"
-        subprocess.run(["kill", "-9", *map(str, pids)], check=True)
+        subprocess.run(["kill", "-9", *map(str, _with_descendants(pids))], check=False)  # some end first
         killed = json.loads(metrics.read_text())
         assert not killed["complete"], "the run finished before the node was killed"
         time.sleep(3)
