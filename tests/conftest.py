@@ -7,6 +7,8 @@ import importlib
 import json
 import os
 import shutil
+import signal
+from pathlib import Path
 
 import matplotlib
 import numpy as np
@@ -84,12 +86,38 @@ def doc_comp(_digits_source, tmp_path):
     return as_document_competition(_digits_source, tmp_path / "docs")
 
 
+def with_descendants(pids: list[int]) -> list[int]:
+    """The processes and all they started (papermill, its kernel, DDP and DataLoader workers; Ray workers and
+    their runs): what goes when a machine is lost. jupyter_client starts a kernel in a session of its own, so
+    killing papermill's process group alone leaves the kernel training on as an orphan that finishes the run."""
+    parent = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:           # the process ended while we read
+            continue
+        parent[int(stat.parent.name)] = int(fields[1])
+    tree, grown = set(pids), True
+    while grown:
+        children = {p for p, pp in parent.items() if pp in tree} - tree
+        tree |= children
+        grown = bool(children)
+    return sorted(tree)
+
+
+def kill_tree(pids: list[int]) -> None:
+    """SIGKILL ``pids`` and every process they started, all at once: a lost machine, no cleanup."""
+    for pid in with_descendants(pids):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:  # ended first
+            pass
+
+
 def start_and_kill(job, epochs: int = 2, timeout: float = 300, cmd: list[str] | None = None) -> dict:
-    """Start a grid job's papermill command (``cmd``, default ``job.command()``) in its own session, wait
-    until its metrics.json records ``epochs`` epochs, then SIGKILL the whole session (papermill, its kernel,
-    any DDP workers): a lost machine, no cleanup. Returns the metrics.json left behind."""
-    import os
-    import signal
+    """Start a grid job's papermill command (``cmd``, default ``job.command()``), wait until its metrics.json
+    records ``epochs`` epochs, then SIGKILL papermill and everything it started (its kernel, any DDP
+    workers): a lost machine, no cleanup. Returns the metrics.json left behind."""
     import subprocess
     import time
     proc = subprocess.Popen(cmd or job.command(), start_new_session=True, stdout=subprocess.DEVNULL,
@@ -101,7 +129,7 @@ def start_and_kill(job, epochs: int = 2, timeout: float = 300, cmd: list[str] | 
             break
         assert proc.poll() is None, "papermill ended before it could be killed"
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
+    kill_tree([proc.pid])
     proc.wait()
     return json.loads(metrics.read_text())
 

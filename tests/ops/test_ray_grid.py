@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import kill_tree
 
 from lib.core.paths import repo_root
 from lib.ops.ray_grid import EXCLUDES, RayOptions, _run_job
@@ -44,25 +45,6 @@ def _node(address: str, resource: str):
 def _raylet_pids(resource: str) -> list[int]:
     out = subprocess.run(["pgrep", "-f", f"raylet.*{resource}"], capture_output=True, text=True).stdout
     return [int(p) for p in out.split()]
-
-
-def _with_descendants(pids: list[int]) -> list[int]:
-    """The processes and all they started (Ray workers, their papermill runs, its kernel): what goes
-    when a machine is lost. Killing only the raylet leaves a run's kernel training on, so the retry
-    finds a run finished by an orphan instead of resuming it."""
-    parent = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:           # the process ended while we read
-            continue
-        parent[int(stat.parent.name)] = int(fields[1])
-    tree, grown = set(pids), True
-    while grown:
-        children = {p for p, pp in parent.items() if pp in tree} - tree
-        tree |= children
-        grown = bool(children)
-    return sorted(tree)
 
 
 def test_grid_survives_a_lost_worker_node(digits_comp, tmp_path):
@@ -93,7 +75,7 @@ def test_grid_survives_a_lost_worker_node(digits_comp, tmp_path):
             time.sleep(0.05)
         pids = _raylet_pids("worker_node")
         assert pids, "the worker node's raylet was not found"
-        subprocess.run(["kill", "-9", *map(str, _with_descendants(pids))], check=False)  # some end first
+        kill_tree(pids)                                      # the node and all it started
         killed = json.loads(metrics.read_text())
         assert not killed["complete"], "the run finished before the node was killed"
         time.sleep(3)
