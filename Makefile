@@ -64,13 +64,11 @@ TORCH_INDEX ?=
 # each worker its share of the cores
 TEST_WORKERS ?= auto
 
-# --no-compile: Python writes the bytecode of the modules a run imports when it first imports them, instead of pip
-# compiling every file of torch and the rest up front (install 169 -> 117 s on 2 cores, bench/README.md)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(if $(TORCH_INDEX),$(PY) -m pip install --quiet --index-url $(TORCH_INDEX) $$(grep -oE '"torch(vision)?==[^"]+"' pyproject.toml | tr -d '"'))
-	$(PY) -m pip install --quiet --no-compile -e ".$(if $(EXTRAS),[$(EXTRAS)])"
+	$(PY) -m pip install --quiet -e ".$(if $(EXTRAS),[$(EXTRAS)])"
 	@touch $(STAMP)
 	@echo "environment ready: $(VENV) ($$($(PY) -c 'import torch; print("torch", torch.__version__)'), $$(du -sh $(VENV) | cut -f1))"
 
@@ -118,7 +116,7 @@ bench-fmnist-compute: env
 	$(PY) -m bench.fmnist_report --data-dir $(FM_DATA) --runs-dir $(FM_RUNS)
 
 $(DEV_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet --no-compile -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev]"
 	@touch $(DEV_STAMP)
 
 test: env $(DEV_STAMP)
