@@ -30,7 +30,7 @@ from fastai.learner import Learner
 
 from lib.core.backup import failed_pushes
 from lib.core.config import TrainConfig
-from lib.core.device import cpu_name, device_list, pick_device
+from lib.core.device import cpu_name, default_num_workers, device_list, pick_device
 from lib.core.io import read_json, write_csv, write_json
 from lib.core.metrics import scores
 from lib.core.paths import resolve
@@ -292,8 +292,9 @@ def predict_run(run: Run, progress: bool | None = None) -> RunPredictions:
     load_weights(learn.model, run.dir / RunDir.WEIGHTS)
     dev = next(learn.model.parameters()).device
     show = cfg.progress if progress is None else progress
+    # the recipe's workers, as the training loaders have them (fastai's DataLoader.num_workers is always 1)
     mk = partial(torch.utils.data.DataLoader, batch_size=cfg.batch_size * 2,
-                 num_workers=learn.dls.train.num_workers, pin_memory=dev.type == "cuda")
+                 num_workers=default_num_workers(dev, cfg.num_workers), pin_memory=dev.type == "cuda")
     precision = run.precision or choose_precision(dev, cfg.precision)
     dtype = precision.dtype  # the dtype it trained in
     with cudnn_autotuned(run):

@@ -3,6 +3,7 @@ resume, skip when complete, guarded params."""
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -63,6 +64,19 @@ def test_run_writes_every_artifact(digits_comp, tmp_path):
     assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_predictions_use_the_recipes_loader_workers(digits_comp, tmp_path, monkeypatch, workers):
+    """OOF and test predictions start as many loader processes as the recipe asks: before, they took fastai's
+    DataLoader.num_workers, which is always 1 (one process on a GPU box set to 8; in a data-parallel rank,
+    two spawned processes that each imported the whole stack: ~16 s of a tiny 2-process run)."""
+    run = setup_run(TrainConfig(data_dir=str(digits_comp), runs_dir=str(tmp_path), **{**TINY, "epochs": 1,
+                                                                                      "num_workers": workers}))
+    fit(run)
+    started = []
+    start = multiprocessing.process.BaseProcess.start
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", lambda p: started.append(p) or start(p))
+    write_predictions(run)
+    assert len(started) == 2 * workers     # the validation fold's loader, then the test set's
 
 
 @pytest.mark.parametrize("keep", ["last", "monitor"])
