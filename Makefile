@@ -129,7 +129,7 @@ $(DEV_STAMP): $(STAMP)
 	@touch $(DEV_STAMP)
 
 test: env $(DEV_STAMP)
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # ruff: pyflakes, pycodestyle, import order, bugbear (settings in pyproject.toml), notebooks included;
 # import-linter: lib's floors import only downward (docs/architecture.md)

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+from collections import Counter
 from pathlib import Path
 
 import matplotlib
@@ -39,6 +40,14 @@ def pytest_configure(config):
         threads = max(1, len(os.sched_getaffinity(0)) // workers)
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+def pytest_collection_modifyitems(config, items):
+    """The files holding the most ``slow`` tests first, the rest in their order: pytest-xdist hands out whole
+    files (``--dist loadfile``) as workers free up, so a long file started last would leave one worker running
+    it alone at the end (``make test`` passes ``--no-loadscope-reorder``, which keeps this order)."""
+    slow = Counter(item.path for item in items if item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[item.path])  # stable: each file's tests stay together and in order
 
 
 @pytest.fixture(scope="session")

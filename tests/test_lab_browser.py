@@ -191,6 +191,7 @@ def _run_all(driver, n_code: int, idle: str) -> None:
     assert ran == n_code, f"{ran} of {n_code} code cells ran"
 
 
+@pytest.mark.slow
 def test_03_runs_in_jupyterlab_and_a_click_marks_an_image(digits_comp, tmp_path, hard_limit, monkeypatch):
     from selenium.webdriver.common.by import By
 

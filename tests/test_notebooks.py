@@ -15,6 +15,7 @@ import nbformat
 import numpy as np
 import pandas as pd
 import papermill as pm
+import pytest
 import yaml
 from click.testing import CliRunner
 from papermill.cli import papermill as papermill_cli
@@ -106,6 +107,7 @@ def _as_labels_table(root):
     pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
 
 
+@pytest.mark.slow
 def test_four_notebooks_end_to_end(digits_comp, tmp_path, capsys):
     runs = tmp_path / "runs"
     runs.mkdir()

@@ -83,6 +83,7 @@ def test_every_readme_command_is_checked_and_modules_answer_help():
             assert cmd.startswith("make") or "papermill" in cmd, f"`{cmd}`: no check for this kind of command"
 
 
+@pytest.mark.slow
 def test_make_quick_ends_in_a_valid_submission(digits_comp, tmp_path):
     """The README's path for one's own competition, as a user runs it (make, papermill, the grid)."""
     weights = save_weights(timm.create_model("resnet18", pretrained=False), tmp_path / "resnet18.safetensors")

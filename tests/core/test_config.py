@@ -136,6 +136,7 @@ def test_a_path_setting_is_compared_by_the_file_it_names(tmp_path):
                                           "pretrained": (str(root / "hub"), "hub")}   # hub is a word, not a path
 
 
+@pytest.mark.slow
 def test_papermill_settings_reach_the_run_and_a_typo_writes_nothing(digits_comp, tmp_path):
     out, runs = tmp_path / "out.ipynb", tmp_path / "runs"
     common = dict(data_dir=str(digits_comp), backbone="test_resnet", img_size=16, batch_size=32, epochs=1,

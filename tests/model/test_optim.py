@@ -84,6 +84,7 @@ def test_training_sets_each_group_lr_times_its_scale(digits_comp, tmp_path):
         TrainConfig(layer_decay=1.5)
 
 
+@pytest.mark.slow
 def test_a_compiled_run_trains_like_eager_saves_plain_weights_and_caches_its_graphs(digits_comp, tmp_path,
                                                                                      monkeypatch):
     cache = tmp_path / "inductor"

@@ -100,6 +100,7 @@ def test_05_leaves_04s_calibration_out_for_other_tta_and_fills_unreadable_images
     _check_label_submission(out, hidden / "sample_submission.csv")      # every row, the broken one too
 
 
+@pytest.mark.slow
 def test_bundle_runs_05_offline_in_a_fresh_environment(trained, _digits_source, tmp_path):
     data, runs, _ = trained
     bundle = make_bundle(runs, tmp_path / "bundle")

@@ -55,6 +55,7 @@ def test_yaml_overrides_pass_lists_and_dicts_to_every_job(tmp_path, capsys):
         assert f"argument -y/--yaml: '{bad}' {why}" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_grid_skips_complete_and_reports_broken(digits_comp, tmp_path):
     good = _params(tmp_path, "good", data_dir=str(digits_comp))
     broken = _params(tmp_path, "broken", data_dir=str(digits_comp), backbone="test_convnext", img_size=8)
@@ -128,6 +129,7 @@ def test_bad_recipes_are_refused_before_anything_runs(tmp_path):
     assert not (tmp_path / "runs").exists()                          # nothing was written
 
 
+@pytest.mark.slow
 def test_kill_9_mid_run_resumes_to_the_same_metrics(digits_comp, tmp_path):
     params = {**TINY, "epochs": 5, "img_size": 48, "ema": 0.9, "data_dir": str(digits_comp)}
     p = _params(tmp_path, "killme", **{k: v for k, v in params.items()})
@@ -149,6 +151,7 @@ def test_kill_9_mid_run_resumes_to_the_same_metrics(digits_comp, tmp_path):
             assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-6), (a["epoch"], k)
 
 
+@pytest.mark.slow
 def test_a_run_of_another_recipe_is_never_skipped_as_complete(digits_comp, tmp_path, capsys):
     """The demo switched from digits to another competition in the same runs folder: the grid names
     what differs before training anything, and --force retrains exactly those runs."""
@@ -175,6 +178,7 @@ def test_a_run_of_another_recipe_is_never_skipped_as_complete(digits_comp, tmp_p
     assert again["skipped"] == ["demo_f0"] and not again["done"]                 # same recipe: kept
 
 
+@pytest.mark.slow
 def test_a_complete_run_whose_push_failed_is_listed_and_pushed_by_the_next_grid(digits_comp, tmp_path, capsys):
     """Not "0 failed" and skipped: the summary lists the failed backup, and a grid with its sync_to runs
     the job again, which pushes the run without training it again."""
@@ -242,6 +246,7 @@ def test_a_retried_job_appends_to_its_log_under_an_attempt_line(tmp_path):
                         log.read_text()), log.read_text()
 
 
+@pytest.mark.slow
 def test_force_deletes_once_in_the_driver_and_a_retried_attempt_resumes(digits_comp, tmp_path, monkeypatch):
     """--force on a changed run, whose first attempt is lost after 2 epochs and retried with the same command
     (what Ray does): the driver deleted the old run before launching, and the retry resumes the 2 saved
@@ -282,6 +287,7 @@ def test_two_params_files_giving_one_run_name_are_refused(tmp_path):
     assert not (tmp_path / "runs").exists()                                      # nothing was written
 
 
+@pytest.mark.slow
 def test_a_run_trained_on_another_exclude_ids_table_is_not_skipped(digits_comp, tmp_path, capsys):
     """The grid reuses a complete run only on the tables it trained on: a changed exclude_ids table stops it
     before anything runs, naming the run and the table (--force retrains it); a run made before data.json is

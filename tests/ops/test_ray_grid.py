@@ -47,6 +47,7 @@ def _raylet_pids(resource: str) -> list[int]:
     return [int(p) for p in out.split()]
 
 
+@pytest.mark.slow
 def test_grid_survives_a_lost_worker_node(digits_comp, tmp_path):
     pytest.importorskip("ray")
     if not RAY.exists():
@@ -152,6 +153,7 @@ def test_the_code_sent_to_the_nodes_has_all_of_lib_and_none_of_data_or_runs(tmp_
     assert not [n for n in sent if n.split("/")[0] in ("data", "runs", "work", "build")]
 
 
+@pytest.mark.slow
 def test_ray_backend_on_a_local_cluster(digits_comp, tmp_path):
     """Every Ray test lives in this file: they start and stop clusters on this machine, so under
     pytest-xdist (``--dist loadfile``) one worker runs them one after another."""

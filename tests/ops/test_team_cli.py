@@ -53,6 +53,7 @@ def call(capsys, *args):
     return code, out.out, out.err
 
 
+@pytest.mark.slow
 def test_blend_then_log_the_leaderboard_score_from_the_command_line(mates, tmp_path, capsys):
     data, shared = mates
     runs, out = tmp_path / "runs", tmp_path / "team.csv"

@@ -38,6 +38,7 @@ def test_sharded_loader_splits_each_epoch_between_ranks():
     assert seen[0] != sorted(seen[0])                 # shuffled
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra", [{}, {"ema": 0.9, "grad_accum": 2}], ids=["plain", "ema_accum"])
 def test_two_processes_train_one_run(digits_comp, tmp_path, extra):
     runs = tmp_path / "runs"
@@ -57,6 +58,7 @@ def test_two_processes_train_one_run(digits_comp, tmp_path, extra):
     assert min(losses) - np.ptp(losses) <= ddp["log_loss"] <= max(losses) + np.ptp(losses)
 
 
+@pytest.mark.slow
 def test_kill_9_of_a_data_parallel_run_then_rerun_resumes(digits_comp, tmp_path):
     recipe = tmp_path / "ddp.yaml"
     recipe.write_text(yaml.safe_dump({**TINY, "img_size": 64, "epochs": 8, "devices": 2, "data_dir": str(digits_comp)}))
@@ -78,6 +80,7 @@ def _set_up_rank(cfg, local_rank):
     setup_run(cfg)
 
 
+@pytest.mark.slow
 def test_data_parallel_workers_delete_nothing_and_take_no_lock(digits_comp, tmp_path):
     """force deletes the run folder once, in the launching process, under its lock: before, each worker
     deleted it again while the others wrote to it (FileNotFoundError in 7 of 40 two-process trials)."""

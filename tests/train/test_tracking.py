@@ -70,6 +70,7 @@ def _files_holding(folder: Path, text: str) -> list[Path]:
     return [f for f in folder.rglob("*") if f.is_file() and text.encode() in f.read_bytes()]
 
 
+@pytest.mark.slow
 def test_grid_logs_every_epoch_and_the_artifacts_to_mlflow(digits_comp, tmp_path, mlflow_server):
     """The server is given with a user and password in its URL (this one takes any): the runs use it,
     and no file of the runs, no parameter and nothing printed holds the password."""
