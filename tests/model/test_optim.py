@@ -89,8 +89,8 @@ def test_a_compiled_run_trains_like_eager_saves_plain_weights_and_caches_its_gra
                                                                                      monkeypatch):
     cache = tmp_path / "inductor"
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(cache))
-    # batches of 64: the training batch and the validation fold (~67 images, batches of 2 x 64) have one shape
-    # each, and each new shape is another Inductor compile (with 32: five graphs, 61 s against 52 s on a 2-core CPU)
+    # batches of 64: every training batch has one shape, and the ~67-image validation fold fits one batch of
+    # 2 x 64; each new shape is another Inductor compile (with 32: five graphs, 61 s against 52 s on a 2-core CPU)
     recipe = dict(data_dir=str(digits_comp), **{**TINY, "backbone": "test_resnet", "batch_size": 64})
     eager = train_fold(TrainConfig(runs_dir=str(tmp_path / "eager"), **recipe))
     compiled = train_fold(TrainConfig(runs_dir=str(tmp_path / "compiled"), compile=True, **recipe))
