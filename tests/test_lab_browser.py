@@ -1,6 +1,6 @@
 """03_oof_analysis as users run it: a real JupyterLab driven by a real browser.
 
-The test trains a tiny demo (1 backbone x 2 folds, 1 epoch), starts JupyterLab from this
+The test trains a tiny demo in its own process (1 backbone x 2 folds, 1 epoch), starts JupyterLab from this
 environment on a free localhost port with a token, and drives Debian's Chromium through
 chromium-driver (Selenium pointed at the system binaries: its own downloads cannot work offline).
 It opens 03 (the demo's data_dir and runs_dir filled in as papermill would), runs all cells from
@@ -27,11 +27,11 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 import pytest
-import yaml
 
+from lib.core.config import TrainConfig
 from lib.core.paths import repo_root
 from lib.ops.jobs import KERNEL, check_kernel
-from lib.ops.runner import run_grid
+from lib.train.loop import train_fold
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 LIMIT_S = 120  # hard limit of the whole test (it takes about 35 s on 2 CPU cores)
@@ -55,17 +55,14 @@ def hard_limit():
 
 
 def _runs(digits_comp, tmp_path) -> Path:
-    """A tiny demo's runs: test_resnet on 2 folds, 1 epoch, through the grid as `make demo` does."""
-    from lib.data.competition import open_competition
-    from lib.data.folds import make_folds
-
-    make_folds(open_competition(digits_comp, verbose=False), n_folds=2)
-    recipe = tmp_path / "tres.yaml"
-    recipe.write_text(yaml.safe_dump({"backbone": "test_resnet", "img_size": 32, "batch_size": 32, "epochs": 1,
-                                      "lr": 0.003, "n_folds": 2, "data_dir": str(digits_comp)}))
+    """A tiny demo's runs: test_resnet on 2 folds, 1 epoch, trained in this process (the grid's own path,
+    papermill and a kernel per run, is tested in tests/ops/test_grid.py and tests/test_notebooks.py)."""
     runs = tmp_path / "runs"
-    res = run_grid([recipe], [0, 1], runs_dir=str(runs), jobs=2)
-    assert not res["failed"], res["failed"]
+    for fold in (0, 1):
+        cfg = TrainConfig(data_dir=str(digits_comp), runs_dir=str(runs), run_name=f"tres_f{fold}", fold=fold,
+                          backbone="test_resnet", img_size=32, batch_size=32, epochs=1, lr=0.003, n_folds=2,
+                          verbose=False)
+        assert train_fold(cfg)["complete"]
     return runs
 
 
