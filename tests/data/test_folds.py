@@ -6,8 +6,8 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import _jpeg, _near, _tiles
 from PIL import Image
+from shared import _jpeg, _near, _tiles
 
 from lib.data.competition import scan_competition
 from lib.data.folds import DuplicatesUnchecked, fold_settings, make_folds

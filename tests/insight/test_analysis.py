@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import PNG_CLASSES as CLASSES
-from conftest import oof_table
 from matplotlib.figure import Figure
+from shared import PNG_CLASSES as CLASSES
+from shared import oof_table
 
 import lib.insight.analysis as analysis
 from lib.core.metrics import log_loss

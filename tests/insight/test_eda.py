@@ -1,9 +1,9 @@
-"""lib.insight.eda and lib.insight.eda_plots on ``comps`` (conftest: two small competitions built from real photos)."""
+"""lib.insight.eda and lib.insight.eda_plots on ``comps`` (tests/shared.py: two competitions made of real photos)."""
 import io
 import warnings
 
 import pytest
-from conftest import PHOTO_CLASSES as CLASSES
+from shared import PHOTO_CLASSES as CLASSES
 
 from lib.insight import duplicates, eda, eda_plots, image_stats, shift, viz
 

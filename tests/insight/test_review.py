@@ -4,8 +4,8 @@ import multiprocessing
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import PNG_CLASSES as CLASSES
-from conftest import oof_table
+from shared import PNG_CLASSES as CLASSES
+from shared import oof_table
 
 from lib.insight import analysis, review
 

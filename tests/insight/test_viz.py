@@ -7,7 +7,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
-from conftest import PNG_CLASSES, oof_table
+from shared import PNG_CLASSES, oof_table
 
 from lib.insight import analysis, duplicates, eda_plots, image_stats, shift, viz
 from lib.train import report

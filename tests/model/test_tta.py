@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import PNG_CLASSES, oof_table
+from shared import PNG_CLASSES, oof_table
 
 from lib.core.rundir import find_runs
 from lib.model.tta import TTA_OPS, get_tta

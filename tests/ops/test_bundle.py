@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import papermill as pm
 import pytest
-from conftest import as_document_competition
+from shared import as_document_competition
 
 from lib.core.config import TrainConfig
 from lib.ops.offline import make_bundle

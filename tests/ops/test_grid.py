@@ -12,7 +12,7 @@ import nbformat
 import pandas as pd
 import pytest
 import yaml
-from conftest import start_and_kill
+from shared import start_and_kill
 
 from lib.core.config import TrainConfig
 from lib.core.paths import repo_root
@@ -158,8 +158,9 @@ def test_a_run_of_another_recipe_is_never_skipped_as_complete(digits_comp, tmp_p
     other = shutil.copytree(digits_comp, tmp_path / "fmnist_like")
     recipe = _params(tmp_path, "demo")
     runs = tmp_path / "runs"
-    train_fold(make_jobs([recipe], [0], runs_dir=str(runs), overrides={"data_dir": str(digits_comp)})[0].cfg)
-    assert run_grid([recipe], [0], runs_dir=str(runs), overrides={"data_dir": str(digits_comp)})["skipped"] == ["demo_f0"]
+    on_digits = {"data_dir": str(digits_comp)}
+    train_fold(make_jobs([recipe], [0], runs_dir=str(runs), overrides=on_digits)[0].cfg)
+    assert run_grid([recipe], [0], runs_dir=str(runs), overrides=on_digits)["skipped"] == ["demo_f0"]
     stamp = (runs / "demo_f0" / "metrics.json").stat().st_mtime_ns
     with pytest.raises(ValueError, match=r"(?s)demo_f0: data_dir '.*digits' recorded, '.*fmnist_like' asked.*--force"):
         run_grid([recipe], [0], runs_dir=str(runs), overrides={"data_dir": str(other)})

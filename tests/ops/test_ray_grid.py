@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import kill_tree
+from shared import kill_tree
 
 from lib.core.paths import repo_root
 from lib.ops.ray_grid import EXCLUDES, RayOptions, _run_job

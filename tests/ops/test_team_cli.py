@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import as_document_competition
+from shared import as_document_competition
 
 from lib.core.config import TrainConfig
 from lib.core.io import file_sha1

@@ -3,9 +3,9 @@ blend's maths and report, and fit_blend / write_ensemble on a real competition."
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import PNG_CLASSES as CLASSES
-from conftest import oof_table
 from scipy.special import softmax
+from shared import PNG_CLASSES as CLASSES
+from shared import oof_table
 
 from lib.core.metrics import log_loss, score
 from lib.predict import blend

@@ -8,9 +8,9 @@ import dataclasses
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import PNG_CLASSES as CLASSES
-from conftest import oof_table
 from scipy.special import softmax
+from shared import PNG_CLASSES as CLASSES
+from shared import oof_table
 
 from lib.core.metrics import fit_temperature, log_loss, probs_to_logits
 from lib.predict.blend import blend_test

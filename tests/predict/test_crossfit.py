@@ -6,9 +6,9 @@ import warnings
 import numpy as np
 import pytest
 import yaml
-from conftest import PNG_CLASSES as CLASSES
-from conftest import oof_table
 from scipy.special import softmax
+from shared import PNG_CLASSES as CLASSES
+from shared import oof_table
 
 from lib.core.rundir import find_runs
 from lib.predict.calibrate import expected_score

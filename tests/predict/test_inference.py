@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import PNG_CLASSES as CLASSES
+from shared import PNG_CLASSES as CLASSES
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 

@@ -9,8 +9,8 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import PNG_CLASSES as CLASSES
-from conftest import oof_table
+from shared import PNG_CLASSES as CLASSES
+from shared import oof_table
 
 from lib.core.io import file_sha1
 from lib.predict.calibrate import expected_score

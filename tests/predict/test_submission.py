@@ -175,7 +175,7 @@ def test_an_unreadable_test_image_costs_its_row_the_class_prior_not_the_submissi
 def test_blend_json_records_whether_the_temperature_was_fitted_and_how_folds_were_averaged(tmp_path):
     import json
 
-    from conftest import PNG_CLASSES, oof_table
+    from shared import PNG_CLASSES, oof_table
 
     from lib.predict.crossfit import fit_blend
 

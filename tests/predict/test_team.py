@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import PNG_CLASSES, as_document_competition, oof_table
 from scipy.special import softmax
+from shared import PNG_CLASSES, as_document_competition, oof_table
 
 from lib.core.config import TrainConfig
 from lib.data.competition import Competition, open_competition

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import safetensors.torch
 import torch
-from conftest import Interrupt, SpoilEpoch
 from fastai.callback.core import Callback
+from shared import Interrupt, SpoilEpoch
 
 from lib.core.config import TrainConfig
 from lib.model.backbones import create_backbone

@@ -6,7 +6,7 @@ import json
 
 import pandas as pd
 import pytest
-from conftest import Interrupt
+from shared import Interrupt
 
 from lib.core.config import TrainConfig
 from lib.data.folds import folds_hash

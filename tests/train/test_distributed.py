@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import start_and_kill
+from shared import start_and_kill
 
 from lib.core.config import TrainConfig
 from lib.core.runlock import lock_run

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import Interrupt, SpoilEpoch
 from fastai.callback.core import Callback
+from shared import Interrupt, SpoilEpoch
 
 from lib.core.config import TrainConfig
 from lib.core.runlock import RunLocked

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import Interrupt, SpoilEpoch
 from fastai.callback.core import Callback
+from shared import Interrupt, SpoilEpoch
 
 from lib.core.config import TrainConfig
 from lib.predict.inference import predict_fold
