@@ -68,10 +68,11 @@ TEST_WORKERS ?= auto
 # holds the extras it installed, so dev is added later only where it is missing
 INSTALL_EXTRAS := $(if $(filter test lint,$(MAKECMDGOALS)),dev,$(EXTRAS))
 # pip compiles bytecode one file at a time; compileall -j 0 afterwards uses every core (2 cores: 129 against
-# 153 s for the dev install). It exits 1 for a few files of packages' own test data that are not Python 3.11,
-# which pip skips as well: ignored.
+# 153 s for the dev install), and leaves out the packages' own test suites, which nothing imports (36 -> 30 s).
+# It exits 1 for a few files of packages' own test data that are not Python 3.11, which pip skips as well: ignored.
 install = $(PY) -m pip install --quiet --no-compile -e ".$(if $(1),[$(1)])" && \
-	{ $(PY) -m compileall -q -j 0 "$$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" >/dev/null || true; }
+	{ $(PY) -m compileall -q -j 0 -x 'site-packages/.*/tests?/' \
+		"$$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" >/dev/null || true; }
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
